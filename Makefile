@@ -1,0 +1,61 @@
+# nbscale: the three commands of the README (`make lab`, `make test`, `make demo`) do all set-up.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install only when what the venv is made from changes (the fast path of `make test`).
+STAMP := $(VENV)/.nbscale-installed
+LAB_PORT ?= 8888
+DEMO_OUT ?= build/demo
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: setup lab test test-fast demo lock clean check-tools
+
+setup: $(STAMP)
+
+check-tools:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "nbscale: $(PYTHON) not found: install Python 3.11 (or run make PYTHON=/path/to/python3.11)." >&2; exit 1; }
+	@java=$${JAVA_HOME:+$$JAVA_HOME/bin/}java; \
+	 major=$$("$$java" -version 2>&1 | sed -n 's/.*version "\(1\.\)\{0,1\}\([0-9]*\).*/\2/p' | head -1); \
+	 [ -n "$$major" ] && [ "$$major" -ge 17 ] || { echo "nbscale: Spark needs Java 17+ and found $${major:-none}: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME." >&2; exit 1; }
+
+$(STAMP): pyproject.toml constraints.txt kernels/nbscale-local/kernel.json kernels/nbscale-cluster/kernel.json | check-tools
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip==25.3
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/jupyter kernelspec install --sys-prefix --replace kernels/nbscale-local >/dev/null
+	$(BIN)/jupyter kernelspec install --sys-prefix --replace kernels/nbscale-cluster >/dev/null
+	touch $@
+	@echo "nbscale: set up in $(VENV)"
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --no-browser $(ALLOW_ROOT)
+
+# The whole suite: unit, integration (real Spark, MLflow, kernels) and the notebooks via nbval.
+test: setup
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg
+
+# What a developer runs while working: no Spark-heavy suites, no notebooks.
+test-fast: setup
+	$(BIN)/python -m pytest -p no:nbval -m "not slow" tests
+
+demo: setup
+	mkdir -p $(DEMO_OUT)
+	$(BIN)/jupyter nbconvert --to notebook --execute notebooks/00-quickstart.ipynb --output-dir $(DEMO_OUT) --ExecutePreprocessor.kernel_name=nbscale-local --ExecutePreprocessor.timeout=600
+	$(BIN)/jupyter nbconvert --to html $(DEMO_OUT)/00-quickstart.ipynb --output-dir $(DEMO_OUT) >/dev/null
+	@echo "Executed notebook: $(DEMO_OUT)/00-quickstart.ipynb"
+	@echo "HTML page:         $(DEMO_OUT)/00-quickstart.html"
+	@echo "Data directory:    $$($(BIN)/python -c 'import nbscale; print(nbscale.settings().data_dir)')"
+
+# Re-resolve the full set from pyproject.toml's pins into constraints.txt (run after changing a pin).
+lock: | check-tools
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install -q --upgrade pip==25.3
+	build/lock-venv/bin/python -m pip install -q -e '.[test]'
+	( echo "# Full resolved set for pyproject.toml's pins (make lock). Python 3.11, Linux x86_64."; \
+	  build/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^nbscale' ) > constraints.txt
+	rm -rf build/lock-venv
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

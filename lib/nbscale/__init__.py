@@ -1,0 +1,53 @@
+"""nbscale: notebook machine learning from a laptop to a Spark cluster.
+
+`%load_ext nbscale` registers the magics. Importing this package is cheap: TensorFlow,
+PySpark and MLflow are imported only when a function first needs them.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import Nbscale, settings  # noqa: E402 - traitlets only
+from .errors import NbscaleError  # noqa: E402
+
+
+def spark():
+    """The Spark session for the current settings (started on first call)."""
+    from .session import spark as _spark
+
+    return _spark()
+
+
+def status():
+    """Where work goes and what it runs on (does not start Spark)."""
+    from .statuscard import status as _status
+
+    return _status()
+
+
+def connect(master: str | None = None, tracking_uri: str | None = None, data_dir: str | None = None, host: str | None = None):
+    """Point nbscale at a Spark master and/or MLflow tracking URI, checked before they are kept."""
+    from .connection import connect as _connect
+
+    return _connect(master=master, tracking_uri=tracking_uri, data_dir=data_dir, host=host)
+
+
+def load_ipython_extension(ipython):
+    from .magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):
+    from .magics import unload
+
+    unload(ipython)
+
+
+def __getattr__(name):
+    # `nbscale.datasets` etc. without importing them at `%load_ext`.
+    if name in {"datasets", "session"}:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'nbscale' has no attribute {name!r}")

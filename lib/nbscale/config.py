@@ -1,0 +1,164 @@
+"""The one settings object, `Nbscale` (traitlets).
+
+Precedence: `%config Nbscale.x = ...` / `%nbscale connect` / kernel command line  >
+`NBSCALE_*` environment variables  >  embedded defaults (Spark local[*], MLflow on a SQLite
+file under the data directory, everything bound to 127.0.0.1).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from traitlets import Dict, Unicode, default, observe, validate
+from traitlets.config import SingletonConfigurable
+
+from .errors import SettingError
+
+ENV_PREFIX = "NBSCALE_"
+# The "nbscale — Spark cluster" kernel sets NBSCALE_KERNEL=cluster and takes its master from here,
+# so one Jupyter server can offer a local kernel and a cluster kernel side by side.
+CLUSTER_KERNEL_MASTER_ENV = "NBSCALE_CLUSTER_MASTER"
+
+_MASTER_FORMS = [
+    r"local",
+    r"local\[(\*|[1-9]\d*)(,\s*[1-9]\d*)?\]",
+    r"local-cluster\[[1-9]\d*,\s*[1-9]\d*,\s*[1-9]\d*\]",
+    r"spark://[\w.\-]+:\d+(,[\w.\-]+:\d+)*",
+    r"yarn",
+    r"k8s://https?://[\w.\-]+(:\d+)?",
+    r"sc://[\w.\-]+(:\d+)?(/.*)?",
+]
+_MASTER_RE = re.compile("^(" + "|".join(_MASTER_FORMS) + ")$")
+_TRACKING_SCHEMES = ("sqlite:///", "file:/", "http://", "https://", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _env(name: str, fallback: str | None = None) -> str | None:
+    return os.environ.get(ENV_PREFIX + name, fallback)
+
+
+def default_tracking_uri(data_dir: str) -> str:
+    return "sqlite:///" + str(Path(data_dir) / "mlflow.db")
+
+
+class Nbscale(SingletonConfigurable):
+    """nbscale settings. Change them with `%config Nbscale.<name> = value`, with
+    `%nbscale connect --master URL [--tracking-uri URI]`, or with NBSCALE_<NAME> variables."""
+
+    master = Unicode(
+        help="Spark master URL: local[*] (default), spark://host:7077 (standalone), yarn, "
+        "k8s://https://host:443, sc://host:15002 (Spark Connect). Env: NBSCALE_MASTER.",
+    ).tag(config=True)
+    tracking_uri = Unicode(
+        help="MLflow tracking URI. Default: a SQLite file under data_dir. Env: NBSCALE_TRACKING_URI "
+        "(or MLFLOW_TRACKING_URI).",
+    ).tag(config=True)
+    data_dir = Unicode(
+        help="Where datasets, MLflow's SQLite store and artifacts, checkpoints and job state live. "
+        "Env: NBSCALE_DATA_DIR. Default: ~/nbscale-data.",
+    ).tag(config=True)
+    host = Unicode(
+        help="Address the Spark driver, Spark UI and model servers bind to. Keep 127.0.0.1 unless "
+        "cluster executors on other machines must reach this driver. Env: NBSCALE_HOST.",
+    ).tag(config=True)
+    driver_memory = Unicode(
+        help="spark.driver.memory for the session nbscale starts (used at JVM start only). "
+        "Env: NBSCALE_DRIVER_MEMORY.",
+    ).tag(config=True)
+    spark_conf = Dict(
+        help="Extra Spark settings for the session, e.g. {'spark.executor.memory': '4g'}. "
+        "Env: NBSCALE_SPARK_CONF as JSON.",
+    ).tag(config=True)
+    app_name = Unicode("nbscale", help="Spark application name.").tag(config=True)
+
+    # ---- defaults from the environment -------------------------------------------------
+    @default("master")
+    def _default_master(self):
+        if os.environ.get("NBSCALE_KERNEL") == "cluster":
+            # Empty means "not given": the Spark session start says which variable to set.
+            return os.environ.get(CLUSTER_KERNEL_MASTER_ENV, "")
+        return _env("MASTER", "local[*]")
+
+    @default("data_dir")
+    def _default_data_dir(self):
+        return _env("DATA_DIR") or str(Path.home() / "nbscale-data")
+
+    @default("tracking_uri")
+    def _default_tracking_uri(self):
+        return _env("TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(self.data_dir)
+
+    @default("host")
+    def _default_host(self):
+        return _env("HOST", "127.0.0.1")
+
+    @default("driver_memory")
+    def _default_driver_memory(self):
+        return _env("DRIVER_MEMORY", "2g")
+
+    @default("spark_conf")
+    def _default_spark_conf(self):
+        raw = _env("SPARK_CONF")
+        if not raw:
+            return {}
+        try:
+            conf = json.loads(raw)
+        except ValueError:
+            conf = None
+        if not isinstance(conf, dict):
+            raise SettingError(
+                f"NBSCALE_SPARK_CONF={raw!r} is not a JSON object: write it like "
+                """'{"spark.executor.memory": "4g"}'."""
+            )
+        return {str(k): str(v) for k, v in conf.items()}
+
+    # ---- validation: one line naming the setting and the fix -------------------------
+    @validate("master")
+    def _check_master(self, proposal):
+        value = proposal["value"].strip()
+        if value and not _MASTER_RE.match(value):
+            raise SettingError(
+                f"Nbscale.master = {value!r} is not a Spark master URL: use local[*], "
+                "spark://HOST:PORT, yarn, k8s://https://HOST:PORT or sc://HOST:PORT."
+            )
+        return value
+
+    @validate("tracking_uri")
+    def _check_tracking_uri(self, proposal):
+        value = proposal["value"].strip()
+        if value.startswith("/"):
+            value = "file://" + value
+        if not value.startswith(_TRACKING_SCHEMES):
+            raise SettingError(
+                f"Nbscale.tracking_uri = {value!r} is not an MLflow tracking URI: use "
+                "http://HOST:PORT, sqlite:///ABS/PATH.db, file:///ABS/DIR or a database URL."
+            )
+        return value
+
+    @validate("data_dir")
+    def _check_data_dir(self, proposal):
+        path = Path(os.path.expandvars(proposal["value"])).expanduser()
+        if path.exists() and not path.is_dir():
+            raise SettingError(f"Nbscale.data_dir = '{path}' is a file: point it at a directory.")
+        return str(path.resolve())
+
+    @validate("host")
+    def _check_host(self, proposal):
+        value = proposal["value"].strip()
+        if not re.match(r"^[\w.\-:]+$", value):
+            raise SettingError(f"Nbscale.host = {value!r} is not a host name or IP address: use e.g. 127.0.0.1.")
+        return value
+
+    @observe("data_dir")
+    def _move_default_tracking_uri(self, change):
+        # A tracking URI derived from the old data dir follows the data dir; a chosen one stays.
+        if isinstance(change["old"], str) and change["old"] and self.tracking_uri == default_tracking_uri(change["old"]):
+            self.tracking_uri = default_tracking_uri(change["new"])
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.class_trait_names(config=True)}
+
+
+def settings() -> Nbscale:
+    """The process-wide settings (the same object `%config Nbscale` edits)."""
+    return Nbscale.instance()

@@ -1,0 +1,65 @@
+"""User-facing errors: one line saying what is wrong and how to fix it.
+
+Library functions raise these; the IPython extension prints them as a single line
+(no Python or JVM traceback), and plain Python callers get an ordinary exception.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+
+from traitlets import TraitError
+
+
+class NbscaleError(Exception):
+    """An error the user can fix. Its message is one line: the problem, then the fix."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class SettingError(NbscaleError, TraitError):
+    """A setting of `Nbscale` has a value nbscale cannot use."""
+
+
+class JavaMissingError(NbscaleError):
+    """Spark needs a Java runtime that is not there (or too old)."""
+
+
+class SparkStartError(NbscaleError):
+    """The Spark session could not be started or reached."""
+
+
+class SparkJobError(NbscaleError):
+    """A Spark job failed; the message is the first useful line of the JVM error."""
+
+
+# Lines of a JVM/Py4J error that say nothing to a notebook user.
+_NOISE = re.compile(r"^(\s+at |Traceback|\s*File \"|py4j\.|An error occurred while calling|Caused by: )")
+
+
+def first_useful_line(text: str) -> str:
+    """The first line of a (possibly Java) error text that names the problem."""
+    for line in str(text).splitlines():
+        line = line.strip()
+        if line and not _NOISE.match(line):
+            # "org.apache.spark.SparkException: Job aborted ..." -> keep the message part.
+            match = re.match(r"^(?:[\w$]+\.)+([\w$]+(?:Exception|Error)): (.+)$", line)
+            return f"{match.group(1)}: {match.group(2)}" if match else line
+    return str(text).strip().splitlines()[0] if str(text).strip() else "unknown error"
+
+
+@contextlib.contextmanager
+def spark_errors(doing: str, fix: str = ""):
+    """Turn a PySpark / Py4J exception raised while `doing` something into one SparkJobError line."""
+    try:
+        yield
+    except NbscaleError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - we re-raise anything that is not a Spark error
+        module = type(exc).__module__ or ""
+        if not (module.startswith("pyspark") or module.startswith("py4j")):
+            raise
+        detail = first_useful_line(getattr(exc, "getMessage", lambda: str(exc))() or str(exc))
+        message = f"{doing} failed: {detail}"
+        raise SparkJobError(f"{message}. {fix}" if fix else message) from None

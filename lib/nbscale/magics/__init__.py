@@ -1,0 +1,35 @@
+"""The thin IPython layer: every magic parses its arguments and calls one library function."""
+from __future__ import annotations
+
+import os
+
+from ..config import Nbscale
+from ..errors import NbscaleError
+
+
+def _one_line_error(shell, etype, value, tb, tb_offset=None):
+    # An NbscaleError already says what is wrong and how to fix it; a traceback would bury it.
+    return [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"]
+
+
+def load(ipython) -> None:
+    from .core import NbscaleMagics
+
+    # tf-keras (Keras 2) is the one Keras that trains single-node and under TF's multi-worker
+    # strategies; TensorFlow reads this once, at its own import, so set it before any import.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if Nbscale.initialized():
+        cfg = Nbscale.instance()
+        cfg.update_config(ipython.config)  # e.g. --Nbscale.master=... on the kernel command line
+    else:
+        cfg = Nbscale.instance(parent=ipython)
+    if cfg not in ipython.configurables:
+        ipython.configurables.append(cfg)  # makes `%config Nbscale` list and set it
+    ipython.register_magics(NbscaleMagics(ipython, cfg))
+    ipython.set_custom_exc((NbscaleError,), _one_line_error)
+
+
+def unload(ipython) -> None:
+    ipython.set_custom_exc((), None)
+    if Nbscale.initialized() and Nbscale.instance() in ipython.configurables:
+        ipython.configurables.remove(Nbscale.instance())

@@ -1,0 +1,262 @@
+"""Lifecycles of the engines nbscale drives: the Spark session (lazy, restarted when the
+settings it was built from change) and the MLflow tracking URI.
+
+Every check that can fail here fails before the JVM starts, with one line naming the setting,
+because a JVM that cannot reach its master retries for minutes and then dies in a traceback.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from functools import lru_cache
+from pathlib import Path
+
+from .config import CLUSTER_KERNEL_MASTER_ENV, settings
+from .errors import JavaMissingError, SettingError, SparkStartError, first_useful_line
+
+MIN_JAVA = 17
+_INSTALL_JAVA = "install Java 17 (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME to one"
+
+_lock = threading.RLock()
+_spark = None  # the SparkSession nbscale started
+_spark_key = None  # the settings it was started with
+
+
+# ---- Java ----------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def _java_version(java: str) -> str:
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    match = re.search(r'version "([^"]+)"', out.stderr + out.stdout)
+    return match.group(1) if match else ""
+
+
+def find_java() -> tuple[str, str]:
+    """(path to java, version) of the Java Spark will use; JavaMissingError if there is none fit."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        java = Path(java_home) / "bin" / "java"
+        if not java.is_file():
+            raise JavaMissingError(f"JAVA_HOME={java_home} has no bin/java: Spark needs Java {MIN_JAVA}+; {_INSTALL_JAVA}.")
+        java = str(java)
+    else:
+        java = shutil.which("java")
+        if not java:
+            raise JavaMissingError(f"Java was not found (no JAVA_HOME, no java on PATH): Spark needs Java {MIN_JAVA}+; {_INSTALL_JAVA}.")
+    try:
+        version = _java_version(java)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise JavaMissingError(f"{java} does not run ({exc}): {_INSTALL_JAVA}.") from None
+    major = int(re.match(r"(?:1\.)?(\d+)", version).group(1)) if re.match(r"(?:1\.)?(\d+)", version) else 0
+    if major < MIN_JAVA:
+        raise JavaMissingError(f"{java} is Java {version or '?'}, Spark 4 needs Java {MIN_JAVA}+: {_INSTALL_JAVA}.")
+    return java, version
+
+
+# ---- master URL ------------------------------------------------------------------------------
+def _tcp_reachable(host: str, port: int, timeout: float) -> str | None:
+    """None when host:port accepts a TCP connection, else why not."""
+    try:
+        socket.getaddrinfo(host, port)
+    except socket.gaierror:
+        return f"cannot resolve host {host!r}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"nothing answers at {host}:{port} ({exc.strerror or exc})"
+
+
+def check_master(master: str, timeout: float = 3.0) -> None:
+    """Fail fast, in one line naming Nbscale.master, when the master cannot be used."""
+    fix = "fix it with %nbscale connect --master URL (local[*] runs on this machine)"
+    if not master:
+        raise SettingError(
+            f"Nbscale.master is not set: the 'nbscale — Spark cluster' kernel reads it from "
+            f"{CLUSTER_KERNEL_MASTER_ENV} (export {CLUSTER_KERNEL_MASTER_ENV}=spark://HOST:7077 before "
+            f"starting Jupyter), or {fix}."
+        )
+    targets: list[tuple[str, int]] = []
+    if master.startswith("spark://"):
+        for hostport in master[len("spark://"):].split(","):
+            host, _, port = hostport.rpartition(":")
+            targets.append((host, int(port)))
+    elif master.startswith(("k8s://", "sc://")):
+        rest = master.split("://", 2)[-1].split("/")[0]
+        host, _, port = rest.partition(":")
+        default_port = 15002 if master.startswith("sc://") else (443 if "https" in master else 80)
+        targets.append((host, int(port or default_port)))
+    elif master == "yarn" and not (os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")):
+        raise SettingError("Nbscale.master = 'yarn' needs HADOOP_CONF_DIR or YARN_CONF_DIR set to your cluster's configuration directory.")
+    problems = [p for p in (_tcp_reachable(h, p, timeout) for h, p in targets) if p]
+    if targets and len(problems) == len(targets):  # HA masters: one answering is enough
+        raise SettingError(f"Nbscale.master = {master!r}: {problems[0]}; {fix}.")
+
+
+# ---- Spark session ---------------------------------------------------------------------------
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def spark_conf() -> dict[str, str]:
+    """The Spark settings nbscale starts its session with (user's spark_conf wins)."""
+    cfg = settings()
+    data = Path(cfg.data_dir)
+    conf = {
+        "spark.driver.host": cfg.host,
+        "spark.driver.bindAddress": cfg.host if _is_ip(cfg.host) else "0.0.0.0",
+        "spark.driver.memory": cfg.driver_memory,
+        # nbscale shows its own progress bars; Spark's console bar would garble cell output.
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.warehouse.dir": str(data / "spark-warehouse"),
+        "spark.local.dir": str(data / "spark-tmp"),
+        "spark.sql.session.timeZone": "UTC",
+    }
+    conf.update(cfg.spark_conf)
+    return conf
+
+
+def _settings_key() -> tuple:
+    cfg = settings()
+    return (cfg.master, cfg.host, cfg.driver_memory, cfg.data_dir, cfg.app_name, tuple(sorted(cfg.spark_conf.items())))
+
+
+def _alive(session) -> bool:
+    try:
+        return not session.sparkContext._jsc.sc().isStopped()
+    except Exception:  # noqa: BLE001 - a dead gateway raises anything; dead is the answer
+        return False
+
+
+def active_spark():
+    """The running session nbscale started, or None (never starts one)."""
+    with _lock:
+        return _spark if _spark is not None and _alive(_spark) else None
+
+
+def spark():
+    """The SparkSession for the current settings, started on first need.
+
+    A session started with other settings (another master, say) is stopped and replaced.
+    """
+    global _spark, _spark_key
+    with _lock:
+        key = _settings_key()
+        if _spark is not None and _spark_key == key and _alive(_spark):
+            return _spark
+        cfg = settings()
+        find_java()
+        check_master(cfg.master)
+        stop_spark()
+        Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+        if _is_ip(cfg.host):
+            os.environ["SPARK_LOCAL_IP"] = cfg.host  # the Spark UI and block manager bind here too
+        # Executors (also on a local standalone cluster) run this interpreter, with this stack.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        from pyspark.sql import SparkSession
+
+        builder = SparkSession.builder.appName(cfg.app_name)
+        builder = builder.remote(cfg.master) if cfg.master.startswith("sc://") else builder.master(cfg.master)
+        for name, value in spark_conf().items():
+            builder = builder.config(name, value)
+        try:
+            session = builder.getOrCreate()
+        except Exception as exc:  # noqa: BLE001 - any start failure becomes one line
+            raise SparkStartError(
+                f"Spark did not start with Nbscale.master = {cfg.master!r}: {first_useful_line(exc)}. "
+                "Check Nbscale.spark_conf and Nbscale.driver_memory, or see the kernel log."
+            ) from None
+        if not cfg.master.startswith("sc://"):
+            session.sparkContext.setLogLevel("WARN")
+        _spark, _spark_key = session, key
+        return session
+
+
+def stop_spark() -> bool:
+    """Stop the session nbscale started; True when there was one."""
+    global _spark, _spark_key
+    with _lock:
+        session, _spark, _spark_key = _spark, None, None
+        if session is None:
+            return False
+        try:
+            session.stop()
+        except Exception:  # noqa: BLE001 - stopping a session whose JVM is gone is already done
+            pass
+        return True
+
+
+def spark_info() -> dict:
+    """What the status card says about Spark, without starting it."""
+    session = active_spark()
+    info = {"master": settings().master, "started": session is not None, "ui_url": None, "app_id": None}
+    if session is not None and not settings().master.startswith("sc://"):
+        sc = session.sparkContext
+        info.update(ui_url=sc.uiWebUrl, app_id=sc.applicationId, version=session.version)
+    return info
+
+
+# ---- MLflow ----------------------------------------------------------------------------------
+def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
+    """Fail in one line naming Nbscale.tracking_uri when the tracking store cannot be used."""
+    fix = "fix it with %nbscale connect --tracking-uri URI"
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - user's own server
+                if response.status == 200:
+                    return
+                problem = f"GET {url} answered {response.status}"
+        except urllib.error.HTTPError as exc:
+            problem = f"GET {url} answered {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            problem = f"no MLflow server answers at {uri} ({getattr(exc, 'reason', exc)})"
+        raise SettingError(f"Nbscale.tracking_uri = {uri!r}: {problem}; {fix}.")
+    local_dir = None
+    if uri.startswith("sqlite:///"):
+        local_dir = Path(uri[len("sqlite:///"):]).parent  # sqlite:////abs/x.db -> /abs
+    elif uri.startswith("file:"):
+        local_dir = Path(urllib.parse.urlparse(uri).path)
+    if local_dir is not None:
+        try:
+            local_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingError(f"Nbscale.tracking_uri = {uri!r}: cannot create {local_dir} ({exc.strerror}); {fix}.") from None
+
+
+def artifact_root() -> str:
+    """Where a local tracking store keeps artifacts: under the data dir, never the notebook's cwd."""
+    return (Path(settings().data_dir) / "mlartifacts").as_uri()
+
+
+def mlflow():
+    """The `mlflow` module, pointed at Nbscale.tracking_uri (checked first)."""
+    uri = settings().tracking_uri
+    check_tracking_uri(uri)
+    import mlflow as _mlflow
+
+    _mlflow.set_tracking_uri(uri)
+    return _mlflow
+
+
+def experiment_id(name: str) -> str:
+    """Id of the MLflow experiment `name`, created (artifacts under the data dir) when missing."""
+    client = mlflow().MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    remote = settings().tracking_uri.startswith(("http://", "https://", "databricks"))
+    return client.create_experiment(name, artifact_location=None if remote else f"{artifact_root()}/{name}")
