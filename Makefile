@@ -9,7 +9,7 @@ LAB_PORT ?= 8888
 DEMO_OUT ?= build/demo
 ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup lab test test-fast demo lock clean check-tools
+.PHONY: setup lab test test-fast demo notebooks lock clean check-tools
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ demo: setup
 	@echo "Executed notebook: $(DEMO_OUT)/00-quickstart.ipynb"
 	@echo "HTML page:         $(DEMO_OUT)/00-quickstart.html"
 	@echo "Data directory:    $$($(BIN)/python -c 'import nbscale; print(nbscale.settings().data_dir)')"
+
+# Re-execute the tutorials in place (they are committed with their outputs: nbval compares them).
+notebooks: setup
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --allow-errors \
+	  --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=1200 notebooks/*.ipynb
 
 # Re-resolve the full set from pyproject.toml's pins into constraints.txt (run after changing a pin).
 lock: | check-tools

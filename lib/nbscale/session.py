@@ -6,6 +6,7 @@ because a JVM that cannot reach its master retries for minutes and then dies in 
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -121,11 +122,49 @@ def spark_conf() -> dict[str, str]:
         # nbscale shows its own progress bars; Spark's console bar would garble cell output.
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.warehouse.dir": str(data / "spark-warehouse"),
-        "spark.local.dir": str(data / "spark-tmp"),
         "spark.sql.session.timeZone": "UTC",
     }
     conf.update(cfg.spark_conf)
     return conf
+
+
+def driver_log() -> Path:
+    return Path(settings().data_dir) / "logs" / "spark-driver.log"
+
+
+@contextlib.contextmanager
+def _child_output_to(path: Path):
+    """Point fds 1 and 2 at `path` while the Spark JVM is launched.
+
+    The JVM inherits them for its whole life, so its start banner and WARN lines go to a log
+    file instead of every notebook cell (ipykernel forwards fd output to the frontend).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "ab") as log:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _last_jvm_error(log: Path) -> str | None:
+    """The JVM's own reason for dying at start (e.g. a bad -Xmx), from the end of its log."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+    except OSError:
+        return None
+    for line in tail:
+        if re.search(r"(Error|Exception|Invalid|Could not|Cannot|No such)", line) and "WARN" not in line:
+            return first_useful_line(line)
+    return None
 
 
 def _settings_key() -> tuple:
@@ -172,12 +211,15 @@ def spark():
         builder = builder.remote(cfg.master) if cfg.master.startswith("sc://") else builder.master(cfg.master)
         for name, value in spark_conf().items():
             builder = builder.config(name, value)
+        os.environ["SPARK_LOCAL_DIRS"] = str(Path(cfg.data_dir) / "spark-tmp")  # shuffle/spill files
+        log = driver_log()
         try:
-            session = builder.getOrCreate()
+            with _child_output_to(log):
+                session = builder.getOrCreate()
         except Exception as exc:  # noqa: BLE001 - any start failure becomes one line
             raise SparkStartError(
-                f"Spark did not start with Nbscale.master = {cfg.master!r}: {first_useful_line(exc)}. "
-                "Check Nbscale.spark_conf and Nbscale.driver_memory, or see the kernel log."
+                f"Spark did not start with Nbscale.master = {cfg.master!r}: {_last_jvm_error(log) or first_useful_line(exc)}. "
+                f"Check Nbscale.spark_conf and Nbscale.driver_memory; the JVM log is {log}."
             ) from None
         if not cfg.master.startswith("sc://"):
             session.sparkContext.setLogLevel("WARN")

@@ -9,7 +9,11 @@ from ..errors import NbscaleError
 
 def _one_line_error(shell, etype, value, tb, tb_offset=None):
     # An NbscaleError already says what is wrong and how to fix it; a traceback would bury it.
-    return [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"]
+    # IPython leaves showing to the handler; _showtraceback is what both the terminal and
+    # ipykernel (an `error` message with ename/evalue) implement.
+    stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
 
 
 def load(ipython) -> None:
