@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml constraints.txt kernels/nbscale-local/kernel.json kerne
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip==25.3
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
-	$(BIN)/jupyter kernelspec install --sys-prefix --replace kernels/nbscale-local >/dev/null
-	$(BIN)/jupyter kernelspec install --sys-prefix --replace kernels/nbscale-cluster >/dev/null
+	$(BIN)/jupyter kernelspec install --sys-prefix --replace --log-level=WARN kernels/nbscale-local
+	$(BIN)/jupyter kernelspec install --sys-prefix --replace --log-level=WARN kernels/nbscale-cluster
 	touch $@
 	@echo "nbscale: set up in $(VENV)"
 

@@ -228,17 +228,42 @@ def spark():
 
 
 def stop_spark() -> bool:
-    """Stop the session nbscale started; True when there was one."""
+    """Stop the session nbscale started, and its JVM; True when there was one.
+
+    The JVM goes too: settings such as driver memory or the bind address only apply when a JVM
+    starts, so a restart with new settings needs a new one (and a stopped session frees memory).
+    """
     global _spark, _spark_key
     with _lock:
-        session, _spark, _spark_key = _spark, None, None
+        session, key, _spark, _spark_key = _spark, _spark_key, None, None
         if session is None:
             return False
         try:
             session.stop()
         except Exception:  # noqa: BLE001 - stopping a session whose JVM is gone is already done
             pass
+        if not key[0].startswith("sc://"):  # Spark Connect has no local JVM
+            _shutdown_jvm()
         return True
+
+
+def _shutdown_jvm() -> None:
+    from pyspark import SparkContext
+
+    gateway, SparkContext._gateway, SparkContext._jvm = SparkContext._gateway, None, None
+    if gateway is None:
+        return
+    try:
+        gateway.shutdown()
+    except Exception:  # noqa: BLE001 - a gateway already gone needs no shutdown
+        pass
+    proc = getattr(gateway, "proc", None)
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def spark_info() -> dict:

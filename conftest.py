@@ -1,0 +1,10 @@
+"""Test-run environment shared by tests/ and the nbval notebooks (their kernels inherit it)."""
+import os
+import tempfile
+
+# Every test run gets its own data dir: datasets, MLflow's SQLite store, logs; never ~/nbscale-data.
+os.environ["NBSCALE_DATA_DIR"] = tempfile.mkdtemp(prefix="nbscale-test-")
+os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+for name in ("NBSCALE_MASTER", "NBSCALE_TRACKING_URI", "MLFLOW_TRACKING_URI", "NBSCALE_KERNEL", "NBSCALE_CLUSTER_MASTER"):
+    os.environ.pop(name, None)  # a developer's own settings must not leak into the tests

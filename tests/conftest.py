@@ -1,0 +1,43 @@
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def settings():
+    """The process-wide settings, restored after the test (tests may change them)."""
+    from nbscale.config import settings as current
+
+    cfg = current()
+    saved = cfg.as_dict()
+    yield cfg
+    for name, value in saved.items():
+        if getattr(cfg, name) != value:
+            setattr(cfg, name, value)
+
+
+@pytest.fixture(scope="session")
+def ip():
+    """A real IPython shell with the extension loaded."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbscale")
+    return shell
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_python(code: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter of this venv (for what one process can observe only once)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy())

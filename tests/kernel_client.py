@@ -1,0 +1,64 @@
+"""Drive a real Jupyter kernel: execute code, collect what a notebook would show."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from jupyter_client.manager import KernelManager
+
+
+@dataclass
+class Executed:
+    status: str
+    outputs: list = field(default_factory=list)
+
+    def text(self) -> str:
+        parts = []
+        for kind, content in self.outputs:
+            if kind == "stream":
+                parts.append(content["text"])
+            elif kind in ("execute_result", "display_data"):
+                parts.append(content["data"].get("text/plain", ""))
+            elif kind == "error":
+                parts.append("\n".join(content["traceback"]))
+        return "".join(parts)
+
+    def error(self) -> dict | None:
+        return next((content for kind, content in self.outputs if kind == "error"), None)
+
+
+class Kernel:
+    def __init__(self, name: str, env: dict | None = None):
+        self.manager = KernelManager(kernel_name=name)
+        self.manager.start_kernel(env=env if env is not None else os.environ.copy())
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=120)
+
+    def run(self, code: str, timeout: float = 180) -> Executed:
+        msg_id = self.client.execute(code)
+        result = Executed(status="")
+        while True:
+            msg = self.client.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "status" and msg["content"]["execution_state"] == "idle":
+                break
+            if kind in ("stream", "error", "execute_result", "display_data"):
+                result.outputs.append((kind, msg["content"]))
+        while True:
+            reply = self.client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                result.status = reply["content"]["status"]
+                return result
+
+    def close(self):
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

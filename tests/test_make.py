@@ -1,0 +1,66 @@
+"""The README's commands, run for real: the fast path of set-up, the Java check, `make lab`."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest import ROOT, free_port
+
+
+def test_setup_is_skipped_when_the_venv_is_current():
+    dry = subprocess.run(["make", "-n", "setup"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "pip install" not in dry.stdout and "-m venv" not in dry.stdout
+
+
+def test_missing_java_stops_make_with_one_line(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sed", "head"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(bin_dir)
+    python = shutil.which("python3.11") or shutil.which("python3")
+    out = subprocess.run([shutil.which("make"), "-s", "check-tools", f"PYTHON={python}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    message = [line for line in out.stderr.splitlines() if line.startswith("nbscale:")]
+    assert message == ["nbscale: Spark needs Java 17+ and found none: install it (Debian/Ubuntu: "
+                       "apt-get install openjdk-17-jre-headless) or set JAVA_HOME."]
+
+
+@pytest.mark.slow
+def test_make_lab_serves_jupyterlab_with_both_kernels():
+    port, token = free_port(), "nbscale-test-token"
+    env = dict(os.environ, JUPYTER_TOKEN=token)
+    lab = subprocess.Popen(["make", "lab", f"LAB_PORT={port}"], cwd=ROOT, env=env, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                assert lab.poll() is None, lab.stdout.read()
+                assert time.monotonic() < deadline, "JupyterLab did not answer in 120 s"
+                time.sleep(0.5)
+        with urllib.request.urlopen(f"{base}/api/kernelspecs?token={token}", timeout=10) as response:
+            specs = json.load(response)["kernelspecs"]
+        assert specs["nbscale-local"]["spec"]["display_name"] == "nbscale — Spark local"
+        assert specs["nbscale-cluster"]["spec"]["display_name"] == "nbscale — Spark cluster"
+        with urllib.request.urlopen(f"{base}/lab?token={token}", timeout=10) as response:
+            assert "JupyterLab" in response.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/api/kernelspecs", timeout=10)
+        assert refused.value.code == 403
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+        output = lab.communicate(timeout=60)[0]
+    assert f"http://127.0.0.1:{port}/lab" in output  # the URL is printed for the user
