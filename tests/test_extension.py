@@ -70,8 +70,11 @@ def test_environment_then_config_precedence(monkeypatch):
 
 def test_config_magic_reads_and_sets(ip, settings):
     ip.run_line_magic("config", "Nbscale.master = 'local[2]'")
-    assert settings.master == "local[2]"
-    assert ip.run_line_magic("config", "Nbscale.master") == "local[2]"
+    try:
+        assert settings.master == "local[2]"
+        assert ip.run_line_magic("config", "Nbscale.master") == "local[2]"
+    finally:
+        ip.config.Nbscale.pop("master")  # %config also keeps the value for a %reload_ext
 
 
 def test_bad_master_value_is_refused_in_one_line(ip, settings):

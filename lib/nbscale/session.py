@@ -155,14 +155,16 @@ def _child_output_to(path: Path):
                 os.close(fd)
 
 
-def _last_jvm_error(log: Path) -> str | None:
-    """The JVM's own reason for dying at start (e.g. a bad -Xmx), from the end of its log."""
+def _jvm_start_error(log: Path, offset: int) -> str | None:
+    """The JVM's own reason for dying at start (e.g. a bad -Xmx): what it logged since `offset`."""
     try:
-        tail = log.read_text(errors="replace").splitlines()[-40:]
+        with open(log, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
     except OSError:
         return None
-    for line in tail:
-        if re.search(r"(Error|Exception|Invalid|Could not|Cannot|No such)", line) and "WARN" not in line:
+    for line in text.splitlines():
+        if re.search(r"(Error|Exception|Invalid|Could not|Cannot)", line) and not re.match(r"\s+at |.* WARN ", line):
             return first_useful_line(line)
     return None
 
@@ -213,12 +215,14 @@ def spark():
             builder = builder.config(name, value)
         os.environ["SPARK_LOCAL_DIRS"] = str(Path(cfg.data_dir) / "spark-tmp")  # shuffle/spill files
         log = driver_log()
+        log_start = log.stat().st_size if log.exists() else 0
         try:
             with _child_output_to(log):
                 session = builder.getOrCreate()
         except Exception as exc:  # noqa: BLE001 - any start failure becomes one line
+            reason = _jvm_start_error(log, log_start) or first_useful_line(exc)
             raise SparkStartError(
-                f"Spark did not start with Nbscale.master = {cfg.master!r}: {_last_jvm_error(log) or first_useful_line(exc)}. "
+                f"Spark did not start with Nbscale.master = {cfg.master!r}: {reason}. "
                 f"Check Nbscale.spark_conf and Nbscale.driver_memory; the JVM log is {log}."
             ) from None
         if not cfg.master.startswith("sc://"):
