@@ -38,14 +38,21 @@ class SparkJobError(NbscaleError):
 _NOISE = re.compile(r"^(\s+at |Traceback|\s*File \"|py4j\.|An error occurred while calling|Caused by: )")
 
 
-def first_useful_line(text: str) -> str:
-    """The first line of a (possibly Java) error text that names the problem."""
-    for line in str(text).splitlines():
+def first_useful_line(text: str, limit: int = 300) -> str:
+    """The first sentence of a (possibly Java) error text that names the problem, as one line."""
+    lines = str(text).splitlines()
+    for start, line in enumerate(lines):
         line = line.strip()
         if line and not _NOISE.match(line):
+            # Spark wraps long messages over several lines; keep them up to the stack trace.
+            for more in lines[start + 1:]:
+                if not more.strip() or _NOISE.match(more) or re.match(r"^\s*(SQLSTATE|== |at )", more):
+                    break
+                line += " " + more.strip()
             # "org.apache.spark.SparkException: Job aborted ..." -> keep the message part.
             match = re.match(r"^(?:[\w$]+\.)+([\w$]+(?:Exception|Error)): (.+)$", line)
-            return f"{match.group(1)}: {match.group(2)}" if match else line
+            line = f"{match.group(1)}: {match.group(2)}" if match else line
+            return line if len(line) <= limit else line[: limit - 1] + "…"
     return str(text).strip().splitlines()[0] if str(text).strip() else "unknown error"
 
 

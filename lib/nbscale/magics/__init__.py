@@ -18,6 +18,7 @@ def _one_line_error(shell, etype, value, tb, tb_offset=None):
 
 def load(ipython) -> None:
     from .core import NbscaleMagics
+    from .ingest import IngestMagics
 
     # tf-keras (Keras 2) is the one Keras that trains single-node and under TF's multi-worker
     # strategies; TensorFlow reads this once, at its own import, so set it before any import.
@@ -30,6 +31,7 @@ def load(ipython) -> None:
     if cfg not in ipython.configurables:
         ipython.configurables.append(cfg)  # makes `%config Nbscale` list and set it
     ipython.register_magics(NbscaleMagics(ipython, cfg))
+    ipython.register_magics(IngestMagics)
     ipython.set_custom_exc((NbscaleError,), _one_line_error)
 
 

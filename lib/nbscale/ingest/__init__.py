@@ -1,0 +1,169 @@
+"""`nbscale.ingest(...)`: a source -> a validated, versioned, training-ready Parquet dataset."""
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+
+from ..errors import NbscaleError, spark_errors
+from . import readers, store
+from .dataset import Dataset, IngestResult
+from .profile import check_label, compare, profile, schema_drift, shards
+
+def _digits():
+    from ..datasets import DIGITS_COLUMNS, digits_csv
+
+    ddl = ", ".join(f"{c} DOUBLE" for c in DIGITS_COLUMNS[:-1]) + ", label INT"
+    return str(digits_csv()), {"format": "csv", "header": False, "schema": ddl}
+
+
+def _fashion(split):
+    from ..datasets.known import fashion_mnist_urls
+
+    return lambda: (" ".join(fashion_mnist_urls(split)), {"format": "idx"})
+
+
+# Built-in sources, written as the cell body: `%%ingest digits` / `nbscale:digits`.
+BUILTINS = {"nbscale:digits": _digits, "nbscale:fashion-mnist": _fashion("train"), "nbscale:fashion-mnist-test": _fashion("test")}
+CACHE_LEVELS = {"none": None, "memory": "MEMORY_ONLY", "disk": "DISK_ONLY"}
+MODES = ("permissive", "failfast")
+
+
+def _check_options(fmt, cache, mode, shards_wanted, batch_rows):
+    if fmt is not None and fmt not in readers.FORMATS:
+        raise NbscaleError(f"Unknown format {fmt!r}: use one of {', '.join(readers.FORMATS)}.")
+    if cache not in CACHE_LEVELS:
+        raise NbscaleError(f"--cache {cache!r} is not a cache mode: use none, memory or disk.")
+    if mode not in MODES:
+        raise NbscaleError(f"--mode {mode!r} is not a parse mode: use permissive (quarantine bad rows) or failfast.")
+    if shards_wanted is not None and shards_wanted < 1:
+        raise NbscaleError(f"--shards {shards_wanted} must be 1 or more.")
+    if batch_rows < 1:
+        raise NbscaleError(f"--batch-rows {batch_rows} must be 1 or more.")
+
+
+def _read(spark, fmt, source, schema, header, sep, batch_rows):
+    if fmt == "csv":
+        return readers.read_csv(spark, source, schema, header, sep)
+    if fmt == "json":
+        return readers.read_json(spark, source, schema)
+    if fmt == "parquet":
+        return readers.read_parquet(spark, source)
+    if fmt == "sql":
+        return readers.read_sql(spark, source)
+    if fmt == "idx":
+        from .idx import read_idx
+
+        return read_idx(spark, source, batch_rows)
+    from .images import read_images
+
+    return read_images(spark, source, batch_rows)
+
+
+def ingest(name: str, source: str, *, format: str | None = None, label: str | None = None, shards: int | None = None,
+           batch_rows: int = 10_000, cache: str = "none", mode: str = "permissive", schema: str | None = None,
+           header: bool = True, sep: str = ",", allow_schema_change: bool = False) -> IngestResult:
+    """Read `source` with Spark, validate it, and publish it as the next version of dataset `name`.
+
+    Malformed rows go to the version's quarantine table (permissive) or stop the ingest
+    (failfast); the counts always add up: records read = rows loaded + rows quarantined.
+    """
+    from ..datasets.download import localize
+    from ..session import spark as current_spark
+
+    store.check_name(name)
+    source = (source or "").strip()
+    if not source:
+        raise NbscaleError(f"Nothing to ingest: put a path, glob, URL or SQL query in the cell body under %%ingest {name}.")
+    if source in BUILTINS:
+        source, builtin = BUILTINS[source]()
+        format, schema, header = builtin.get("format", format), builtin.get("schema", schema), builtin.get("header", header)
+    _check_options(format, cache, mode, shards, batch_rows)
+    fmt = format or readers.detect_format(source)
+    if fmt != "sql":
+        source = localize(source)
+    spark = current_spark()
+    sc = spark.sparkContext
+    group = f"nbscale-ingest-{name}-{uuid.uuid4().hex[:8]}"
+    sc.setJobGroup(group, f"%%ingest {name}", interruptOnCancel=True)
+    # Batching: Arrow hands Python-side decoders (IDX, images) at most batch_rows rows at a time.
+    arrow_batch = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    saved_batch = spark.conf.get(arrow_batch)
+    spark.conf.set(arrow_batch, str(batch_rows))
+    started = time.perf_counter()
+    try:
+        with spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
+            return _ingest(spark, name, source, fmt, label, shards, batch_rows, cache, mode, schema, header, sep,
+                           allow_schema_change, started)
+    except KeyboardInterrupt:
+        sc.cancelJobGroup(group)  # ipykernel's SIGINT handler only stops Python; stop the JVM's jobs too
+        raise
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        spark.conf.set(arrow_batch, saved_batch)
+
+
+def _ingest(spark, name, source, fmt, label, shard_count, batch_rows, cache, mode, schema, header, sep, allow_schema_change, started):
+    read = _read(spark, fmt, source, schema, header, sep, batch_rows)
+    check_label(read.df, label)
+    if read.records == 0:
+        raise NbscaleError(f"{source.split()[0]!r} holds no records: nothing to ingest (the previous version stays).")
+    if mode == "failfast" and read.quarantine is not None:
+        bad = read.quarantine.first()
+        if bad is not None:
+            raise NbscaleError(f"Malformed row in {bad['source']}: {bad['raw']!r} ({bad['reason']}). "
+                               "Fix the source, or use --mode permissive to quarantine bad rows.")
+    previous = store.latest(name)
+    previous_manifest = previous.manifest if previous else None
+    if previous_manifest and not allow_schema_change:
+        drift = schema_drift(previous_manifest["schema"], [[f.name, f.dataType.simpleString()] for f in read.df.schema.fields])
+        if drift:
+            raise NbscaleError(f"The new data changes the schema of {previous.ref} ({'; '.join(drift)}): "
+                               "pass --allow-schema-change to publish it as a new version anyway.")
+    with store.staging(name) as staged:
+        out = read.df.repartition(shard_count) if shard_count else read.df
+        out.write.parquet(str(staged / "data"))
+        quarantined = 0
+        if read.quarantine is not None:
+            read.quarantine.write.parquet(str(staged / "quarantine"))
+            quarantined = spark.read.parquet(str(staged / "quarantine")).count()
+        written = spark.read.parquet(str(staged / "data"))
+        loaded = written.count()
+        if loaded + quarantined != read.records:
+            raise NbscaleError(f"Counts do not add up for {name}: {read.records} records read, {loaded} loaded, "
+                               f"{quarantined} quarantined; nothing was published. Please report this source.")
+        manifest = {
+            **profile(written, label),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "format": fmt,
+            "source": source,
+            "files": read.sources[:50],
+            "options": {"label": label, "shards": shard_count, "batch_rows": batch_rows, "mode": mode, "schema": schema,
+                        "header": header, "sep": sep},
+            "counts": {"read": read.records, "loaded": loaded, "quarantined": quarantined},
+            "shards": shards(staged / "data"),
+            "notes": read.notes,
+        }
+        if read.image_shape:
+            manifest["image_shape"] = read.image_shape
+        version = store.publish(name, staged, manifest)
+    dataset = Dataset(version)
+    cache_report = dataset.cache(cache) if cache != "none" else None
+    return IngestResult(dataset, version.manifest, compare(previous_manifest, manifest), cache_report, time.perf_counter() - started)
+
+
+def datasets() -> list[dict]:
+    """Every dataset version: name, version, rows, schema, source, creation time."""
+    rows = []
+    for name in store.names():
+        for number in store.versions(name):
+            m = store.Version(name, number).manifest
+            rows.append({"dataset": f"{name}@v{number}", "rows": m["counts"]["loaded"], "quarantined": m["counts"]["quarantined"],
+                         "columns": len(m["schema"]), "schema": ", ".join(f"{c} {t}" for c, t in m["schema"]),
+                         "format": m["format"], "source": m["source"], "created": m["created"]})
+    return rows
+
+
+def dataset(ref: str) -> Dataset:
+    """A handle on a published version: `dataset("fashion@v2").df`."""
+    return Dataset(store.resolve(ref))

@@ -1,0 +1,74 @@
+"""What the validation card shows: counts, schema, nulls, label balance, samples, shards, and
+what changed against the previous version."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import NbscaleError
+
+SAMPLE_ROWS = 5
+
+
+def schema_of(df) -> list[list[str]]:
+    return [[f.name, f.dataType.simpleString()] for f in df.schema.fields]
+
+
+def check_label(df, label: str | None) -> None:
+    if label and label not in df.columns:
+        raise NbscaleError(f"Label column {label!r} is not in the data (columns: {', '.join(df.columns)}): pass --label with one of them.")
+
+
+def profile(df, label: str | None) -> dict:
+    from pyspark.sql import functions as F
+
+    nulls_row = df.agg(*[F.sum(F.col(f"`{c}`").isNull().cast("long")).alias(c) for c in df.columns]).first()
+    balance = {}
+    if label:
+        balance = {str(r[0]): r[1] for r in df.groupBy(label).count().orderBy(label).collect()}
+    sample = [{k: _short(v) for k, v in row.asDict().items()} for row in df.limit(SAMPLE_ROWS).collect()]
+    return {
+        "schema": schema_of(df),
+        "nulls": {c: int(nulls_row[c] or 0) for c in df.columns},
+        "label": label,
+        "label_balance": balance,
+        "sample": sample,
+    }
+
+
+def _short(value):
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"[{', '.join(map(str, value[:4]))}, … {len(value)} values]"
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def shards(data_path: Path) -> list[dict]:
+    """Rows and row groups of each Parquet file (Petastorm shards by row group)."""
+    import pyarrow.parquet as pq
+
+    out = []
+    for f in sorted(data_path.glob("*.parquet")):
+        meta = pq.ParquetFile(f).metadata
+        out.append({"file": f.name, "rows": meta.num_rows, "row_groups": meta.num_row_groups})
+    return out
+
+
+def schema_drift(old: list[list[str]], new: list[list[str]]) -> list[str]:
+    before, after = dict(map(tuple, old)), dict(map(tuple, new))
+    changes = [f"new column {c} ({t})" for c, t in after.items() if c not in before]
+    changes += [f"column {c} removed" for c in before if c not in after]
+    changes += [f"{c}: {before[c]} -> {t}" for c, t in after.items() if c in before and before[c] != t]
+    return changes
+
+
+def compare(previous: dict | None, current: dict) -> dict | None:
+    """What changed against the previous version's manifest."""
+    if not previous:
+        return None
+    old_balance, new_balance = previous.get("label_balance", {}), current.get("label_balance", {})
+    return {
+        "against": f"{previous['name']}@v{previous['version']}",
+        "schema": schema_drift(previous["schema"], current["schema"]),
+        "rows": current["counts"]["loaded"] - previous["counts"]["loaded"],
+        "label_balance": {k: new_balance.get(k, 0) - old_balance.get(k, 0) for k in sorted(set(old_balance) | set(new_balance))
+                          if new_balance.get(k, 0) != old_balance.get(k, 0)},
+    }

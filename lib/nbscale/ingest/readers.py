@@ -1,0 +1,141 @@
+"""Source readers. Each returns a `Read`: the good rows, the malformed rows (with their raw text
+and a reason) and how many records the source held, so that read = loaded + quarantined."""
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import NbscaleError
+
+FORMATS = ("csv", "json", "parquet", "images", "idx", "sql")
+CORRUPT = "_corrupt_record"
+SOURCE = "_source_file"
+SQL_RE = re.compile(r"^\s*(SELECT|WITH)\b", re.I)
+
+
+@dataclass
+class Read:
+    df: object  # Spark DataFrame of good rows
+    quarantine: object | None  # Spark DataFrame: source, raw, reason
+    records: int  # records in the source, counted independently of the parser
+    sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    image_shape: list[int] | None = None  # (height, width, channels) of an image column
+
+
+def detect_format(source: str) -> str:
+    if SQL_RE.match(source):
+        return "sql"
+    first = source.split()[0].lower()
+    for ending, fmt in ((".csv", "csv"), (".csv.gz", "csv"), (".json", "json"), (".jsonl", "json"),
+                        (".parquet", "parquet"), ("-ubyte", "idx"), ("-ubyte.gz", "idx")):
+        if first.rstrip("/*").endswith(ending):
+            return fmt
+    if Path(first).is_dir() and any(p.is_dir() for p in Path(first).iterdir()):
+        return "images"
+    raise NbscaleError(f"Cannot tell the format of {first!r}: add --format with one of {', '.join(FORMATS)}.")
+
+
+def expand(source: str) -> list[str]:
+    """Local paths and globs (several, separated by whitespace) -> existing files, sorted."""
+    files: list[str] = []
+    for item in source.split():
+        matched = sorted(glob.glob(str(Path(item).expanduser()), recursive=True))
+        if not matched:
+            raise NbscaleError(f"No file matches {item!r} (relative paths start at {Path.cwd()}): check the path.")
+        for path in matched:
+            p = Path(path)
+            files.extend(sorted(str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", "."))) if p.is_dir() else [str(p)])
+    if not files:
+        raise NbscaleError(f"{source!r} holds no files: check the path.")
+    return files
+
+
+def _line_records(spark, files: list[str], header: bool) -> int:
+    """Non-blank lines, less one header line per file: what a line-based source holds."""
+    from pyspark.sql import functions as F
+
+    lines = spark.read.text(files).where(F.trim("value") != "")
+    return lines.count() - (len(files) if header else 0)
+
+
+def _quarantine(df, raw_col: str, reason):
+    from pyspark.sql import functions as F
+
+    return df.where(F.col(raw_col).isNotNull()).select(F.col(SOURCE).alias("source"), F.col(raw_col).alias("raw"), reason.alias("reason"))
+
+
+def _with_source(df):
+    """Keep each row's file as a plain column, then cache: Spark refuses queries that touch only the
+    corrupt-record column of a raw file scan, and a cached frame is no longer a raw scan."""
+    from pyspark.sql import functions as F
+
+    return df.withColumn(SOURCE, F.col("_metadata.file_path")).cache()
+
+
+def read_csv(spark, source: str, schema: str | None, header: bool, sep: str) -> Read:
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    files = expand(source)
+    options = {"header": header, "sep": sep, "mode": "PERMISSIVE"}
+    if schema:
+        base = _ddl_schema(spark, schema)
+    else:
+        base = spark.read.options(**options).csv(files, inferSchema=True).schema
+    full = StructType([*base.fields, StructField(CORRUPT, StringType())])
+    # With the corrupt-record column in an explicit schema, Spark 4 flags type errors and short
+    # and long rows alike; the raw text is kept for the quarantine table.
+    df = _with_source(spark.read.options(**options, columnNameOfCorruptRecord=CORRUPT).schema(full).csv(files))
+    expected = len(base.fields)
+    stripped = F.regexp_replace(F.col(CORRUPT), '"[^"]*"', "")
+    fields = F.length(stripped) - F.length(F.regexp_replace(stripped, re.escape(sep), "")) + 1
+    quotes = F.length(F.col(CORRUPT)) - F.length(F.regexp_replace(F.col(CORRUPT), '"', ""))
+    reason = (F.when(quotes % 2 == 1, "unbalanced quote")
+              .when(fields < expected, F.format_string(f"short row (%d of {expected} fields)", fields))
+              .when(fields > expected, F.format_string(f"long row (%d of {expected} fields)", fields))
+              .otherwise("a value does not parse as its column's type"))
+    good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
+    return Read(good, _quarantine(df, CORRUPT, reason), _line_records(spark, files, header), files)
+
+
+def read_json(spark, source: str, schema: str | None) -> Read:
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    files = expand(source)
+    base = _ddl_schema(spark, schema) if schema else spark.read.json(files).schema
+    fields = [f for f in base.fields if f.name != CORRUPT]
+    full = StructType([*fields, StructField(CORRUPT, StringType())])
+    df = _with_source(spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).schema(full).json(files))
+    good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
+    return Read(good, _quarantine(df, CORRUPT, F.lit("not a JSON object matching the schema")), _line_records(spark, files, False), files)
+
+
+def read_parquet(spark, source: str) -> Read:
+    files = expand(source)
+    df = spark.read.parquet(*files)
+    return Read(df, None, df.count(), files)
+
+
+def read_sql(spark, query: str) -> Read:
+    from . import store
+
+    # Every dataset is a view: NAME (its latest version) and NAME@vK, written NAME__vK here.
+    for name in store.names():
+        for number in store.versions(name):
+            view = spark.read.parquet(str(store.Version(name, number).data_path))
+            view.createOrReplaceTempView(f"{name}__v{number}")
+        view.createOrReplaceTempView(name)
+    rewritten = re.sub(r"\b([A-Za-z][\w\-]*)@v(\d+)\b", r"\1__v\2", query)
+    df = spark.sql(rewritten)
+    return Read(df, None, df.count(), [query.strip()])
+
+
+def _ddl_schema(spark, ddl: str):
+    try:
+        return spark.createDataFrame([], ddl).schema
+    except Exception:  # noqa: BLE001 - any parse error is the user's DDL
+        raise NbscaleError(f"--schema {ddl!r} is not a Spark DDL schema: write it like 'id INT, name STRING, score DOUBLE'.") from None

@@ -1,0 +1,133 @@
+"""Versioned datasets on disk: `<data_dir>/datasets/NAME/vK/` holds `data/` (Parquet shards),
+`quarantine/` (malformed rows, when any) and `manifest.json` (lineage).
+
+A version is published by renaming a finished staging directory into place, so a reader sees a
+whole version or none; a failed or interrupted ingest leaves only a staging directory, which no
+reader lists and the next ingest of that name sweeps away.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import settings
+from ..errors import NbscaleError
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+REF_RE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(@v(?P<version>\d+)|@latest)?$")
+STALE_STAGING_S = 24 * 3600
+
+
+def root() -> Path:
+    return Path(settings().data_dir) / "datasets"
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise NbscaleError(f"Dataset name {name!r} is not valid: use letters, digits, '_' or '-', starting with a letter.")
+    return name
+
+
+def versions(name: str) -> list[int]:
+    """Published versions of `name`, oldest first."""
+    folder = root() / name
+    if not folder.is_dir():
+        return []
+    found = [int(p.name[1:]) for p in folder.iterdir() if re.fullmatch(r"v\d+", p.name) and (p / "manifest.json").is_file()]
+    return sorted(found)
+
+
+def names() -> list[str]:
+    return sorted(p.name for p in root().iterdir() if p.is_dir() and versions(p.name)) if root().is_dir() else []
+
+
+@dataclass
+class Version:
+    name: str
+    version: int
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+    @property
+    def path(self) -> Path:
+        return root() / self.name / f"v{self.version}"
+
+    @property
+    def data_path(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.path / "quarantine"
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.path / "manifest.json").read_text())
+
+
+def resolve(ref: str) -> Version:
+    """`NAME`, `NAME@latest` or `NAME@vK` -> a published version (one-line error otherwise)."""
+    match = REF_RE.match(ref.strip())
+    if not match:
+        raise NbscaleError(f"{ref!r} is not a dataset reference: write NAME, NAME@latest or NAME@v2.")
+    name, wanted = match.group("name"), match.group("version")
+    have = versions(name)
+    if not have:
+        known = ", ".join(names()) or "none yet"
+        raise NbscaleError(f"No dataset named {name!r} (datasets: {known}): create it with %%ingest {name}.")
+    if wanted is None:
+        return Version(name, have[-1])
+    if int(wanted) not in have:
+        raise NbscaleError(f"{name} has no version v{wanted} (versions: {', '.join(f'v{v}' for v in have)}).")
+    return Version(name, int(wanted))
+
+
+def latest(name: str) -> Version | None:
+    have = versions(name)
+    return Version(name, have[-1]) if have else None
+
+
+def _sweep_stale_staging(folder: Path) -> None:
+    for staging in folder.glob(".staging-*"):
+        if time.time() - staging.stat().st_mtime > STALE_STAGING_S:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def staging(name: str):
+    """A private directory to write a new version into; removed if the block fails."""
+    folder = root() / check_name(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_staging(folder)
+    path = folder / f".staging-{uuid.uuid4().hex}"
+    path.mkdir()
+    try:
+        yield path
+    except BaseException:  # KeyboardInterrupt too: no half version may stay behind
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def publish(name: str, staged: Path, manifest: dict) -> Version:
+    """Write the manifest, then rename the staged directory to the next version number."""
+    folder = root() / name
+    while True:
+        number = (versions(name) or [0])[-1] + 1
+        manifest = {**manifest, "name": name, "version": number}
+        (staged / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+        try:
+            os.rename(staged, folder / f"v{number}")  # atomic; fails if another kernel took the number
+            return Version(name, number)
+        except OSError:
+            if not (folder / f"v{number}").exists():
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
