@@ -6,6 +6,7 @@ import hashlib
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def download(url: str, md5: str | None = None, timeout: float = 60.0) -> Path:
     from .known import KNOWN_MD5
 
     md5 = md5 or KNOWN_MD5.get(url)
-    target = cache_dir() / hashlib.sha1(url.encode()).hexdigest()[:16] / url.rstrip("/").rsplit("/", 1)[-1]
+    file_name = urllib.parse.urlparse(url).path.rstrip("/").rsplit("/", 1)[-1] or "download"
+    target = cache_dir() / hashlib.sha1(url.encode()).hexdigest()[:16] / file_name
     if target.is_file() and (md5 is None or md5_of(target) == md5):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +50,7 @@ def download(url: str, md5: str | None = None, timeout: float = 60.0) -> Path:
         print(file=sys.stderr)
     except (urllib.error.URLError, OSError) as exc:
         partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or getattr(exc, "code", None) or exc
+        reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None) or exc
         raise NbscaleError(f"Could not download {url} ({reason}): check the URL and the network, or download it and give the local path.") from None
     except BaseException:
         partial.unlink(missing_ok=True)

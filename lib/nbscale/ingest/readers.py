@@ -58,7 +58,10 @@ def _line_records(spark, files: list[str], header: bool) -> int:
     from pyspark.sql import functions as F
 
     lines = spark.read.text(files).where(F.trim("value") != "")
-    return lines.count() - (len(files) if header else 0)
+    if not header:
+        return lines.count()
+    counts = lines.agg(F.count("*").alias("lines"), F.countDistinct("_metadata.file_path").alias("files")).first()
+    return counts["lines"] - counts["files"]  # one header line in each file that is not empty
 
 
 def _quarantine(df, raw_col: str, reason):

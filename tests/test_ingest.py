@@ -1,0 +1,221 @@
+"""%%ingest with a real Spark session: every source format, the versions, and every bad input."""
+import gzip
+import http.server
+import json
+import struct
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nbscale
+from nbscale.errors import NbscaleError, SparkJobError
+from nbscale.ingest import dataset, datasets, ingest, store
+
+pytestmark = pytest.mark.slow
+
+CSV = 'id,name,score\n1,alice,3.5\n2,bob,notanumber\n3,carol\n4,dave,1.0,extra\n5,"eve, jr",2.0\n6,,\n\n7,"unclosed,1.0\n8,frank,4.0\n'
+
+
+@pytest.fixture(scope="module", autouse=True)
+def spark(tmp_path_factory):
+    from nbscale.config import settings
+
+    cfg = settings()
+    saved = cfg.data_dir
+    cfg.data_dir = str(tmp_path_factory.mktemp("ingest-data"))  # a clean dataset store for this module
+    yield nbscale.spark()
+    cfg.data_dir = saved
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_csv_quarantines_every_malformed_row_and_counts_add_up(tmp_path):
+    source = write(tmp_path / "people.csv", CSV)
+    result = ingest("people", source, label="name", schema="id INT, name STRING, score DOUBLE")
+    counts = result.manifest["counts"]
+    assert counts == {"read": 8, "loaded": 4, "quarantined": 4}
+    reasons = {r["raw"]: r["reason"] for r in result.dataset.quarantine.collect()}
+    assert reasons == {
+        "2,bob,notanumber": "a value does not parse as its column's type",
+        "3,carol": "short row (2 of 3 fields)",
+        "4,dave,1.0,extra": "long row (4 of 3 fields)",
+        '7,"unclosed,1.0': "unbalanced quote",
+    }
+    loaded = {r["id"]: (r["name"], r["score"]) for r in result.dataset.df.collect()}
+    assert loaded == {1: ("alice", 3.5), 5: ("eve, jr", 2.0), 6: (None, None), 8: ("frank", 4.0)}
+    assert result.manifest["nulls"] == {"id": 0, "name": 1, "score": 1}
+    html = result._repr_html_()
+    assert "quarantined <b>4</b>" in html and "people@v1" in html
+
+
+def test_failfast_stops_at_the_first_bad_row_and_publishes_nothing(tmp_path):
+    source = write(tmp_path / "bad.csv", "a,b\n1,2\n3\n")
+    with pytest.raises(NbscaleError, match=r"^Malformed row in .*bad.csv: '3' \(short row \(1 of 2 fields\)\)\. .*--mode permissive"):
+        ingest("strict", source, mode="failfast")
+    assert store.versions("strict") == []
+
+
+def test_json_lines_with_a_broken_record(tmp_path):
+    source = write(tmp_path / "events.json", '{"user": "a", "clicks": 3}\n{"user": "b", "clicks": 5}\n{"user": "c", clicks: }\n')
+    result = ingest("events", source, label="user")
+    assert result.manifest["counts"] == {"read": 3, "loaded": 2, "quarantined": 1}
+    assert result.dataset.quarantine.first()["raw"] == '{"user": "c", clicks: }'
+    assert result.manifest["label_balance"] == {"a": 1, "b": 1}
+
+
+def test_parquet_source_and_sql_over_versions(tmp_path, spark):
+    spark.range(10).selectExpr("id", "id % 2 AS even").write.parquet(str(tmp_path / "numbers.parquet"))
+    first = ingest("numbers", str(tmp_path / "numbers.parquet"))
+    assert first.dataset.ref == "numbers@v1" and first.manifest["counts"]["loaded"] == 10
+    ingest("numbers", str(tmp_path / "numbers.parquet"))
+    picked = ingest("odd", "SELECT id FROM numbers@v1 WHERE even = 1")
+    assert picked.manifest["format"] == "sql"
+    assert sorted(r["id"] for r in picked.dataset.df.collect()) == [1, 3, 5, 7, 9]
+
+
+def _idx(path: Path, array: np.ndarray) -> str:
+    head = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(head + array.astype(np.uint8).tobytes())
+    return str(path)
+
+
+@pytest.fixture
+def idx_pair(tmp_path):
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, size=(300, 28, 28))
+    labels = rng.integers(0, 10, size=300)
+    return images, labels, _idx(tmp_path / "train-images-idx3-ubyte.gz", images), _idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
+
+
+def test_idx_is_decoded_in_batches_and_sharded(idx_pair):
+    images, labels, image_file, label_file = idx_pair
+    result = ingest("tiny", f"{image_file} {label_file}", label="label", shards=3, batch_rows=64)
+    m = result.manifest
+    assert m["format"] == "idx" and m["counts"] == {"read": 300, "loaded": 300, "quarantined": 0}
+    assert len(m["shards"]) == 3 and sum(s["rows"] for s in m["shards"]) == 300
+    assert sum(s["row_groups"] for s in m["shards"]) >= 3  # Petastorm can give each of 3 workers a shard
+    assert "5 Spark task(s) of at most 64 rows" in m["notes"][0]
+    assert m["image_shape"] == [28, 28, 1]
+    rows = result.dataset.df.collect()
+    seen = {tuple(np.asarray(r["image"], dtype=np.uint8)): r["label"] for r in rows}
+    assert all(seen[tuple(img.ravel())] == lab for img, lab in zip(images, labels))
+    assert "data:image/png;base64" in result._repr_html_()
+
+
+def test_idx_with_mismatched_counts_or_truncation_is_refused(tmp_path, idx_pair):
+    _, _, image_file, _ = idx_pair
+    short_labels = _idx(tmp_path / "short-labels-idx1-ubyte.gz", np.zeros(5))
+    with pytest.raises(NbscaleError, match="holds 300 images but .* holds 5 labels"):
+        ingest("mismatch", f"{image_file} {short_labels}")
+    truncated = tmp_path / "cut-labels-idx1-ubyte"
+    truncated.write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 300) + b"\x01" * 10)
+    with pytest.raises(NbscaleError, match="truncated or damaged"):
+        ingest("cut", f"{image_file} {truncated}", format="idx")
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.hits += 1
+        super().do_GET()
+
+
+def test_urls_are_downloaded_once_and_checksummed(idx_pair, tmp_path):
+    from nbscale.datasets.download import download
+
+    _, _, image_file, label_file = idx_pair
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_CountingHandler, directory=str(Path(image_file).parent)))
+    server.hits = 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        urls = f"{base}train-images-idx3-ubyte.gz {base}train-labels-idx1-ubyte.gz"
+        assert ingest("remote", urls).manifest["counts"]["loaded"] == 300
+        assert ingest("remote", urls).dataset.ref == "remote@v2"
+        assert server.hits == 2  # the second ingest read the cache
+        with pytest.raises(NbscaleError, match="downloaded with MD5 .*, expected 0{32}: the file is damaged"):
+            download(f"{base}train-labels-idx1-ubyte.gz?again", md5="0" * 32)
+        with pytest.raises(NbscaleError, match=r"Could not download .*missing.gz \(HTTP 404 File not found\)"):
+            download(f"{base}missing.gz")
+    finally:
+        server.shutdown()
+
+
+def test_fashion_mnist_builtin_points_at_the_official_checksummed_files():
+    from nbscale.datasets.known import KNOWN_MD5
+    from nbscale.ingest import BUILTINS
+
+    source, options = BUILTINS["nbscale:fashion-mnist"]()
+    assert options == {"format": "idx"}
+    assert [KNOWN_MD5[url] for url in source.split()] == ["8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe"]
+
+
+def test_digits_builtin_and_cache_and_handle(ip):
+    result = ip.run_cell_magic("ingest", "digits --label label --shards 4 --cache memory -o digits_ds", "nbscale:digits")
+    handle = ip.user_ns["digits_ds"]
+    assert handle.ref == result.dataset.ref and handle.version == 1 and Path(handle.path).is_dir()
+    assert handle.df.storageLevel.useMemory and handle.df.count() == 1797
+    assert handle.to_pandas(3).shape == (3, 65)
+    assert result.cache["level"] == "memory" and "multi-epoch re-reads hit the cache" in result._repr_html_()
+    listed = ip.run_line_magic("datasets", "digits").data
+    assert "digits@v1" in listed and "1797" in listed
+
+
+def test_schema_drift_is_refused_unless_allowed(tmp_path):
+    ingest("drifty", write(tmp_path / "a.csv", "id,score\n1,2.5\n2,3.5\n"))
+    changed = write(tmp_path / "b.csv", "id,score,extra\n1,oops,x\n")
+    with pytest.raises(NbscaleError, match=r"changes the schema of drifty@v1 \(new column extra \(string\); score: double -> string\)"):
+        ingest("drifty", changed)
+    assert store.versions("drifty") == [1]
+    result = ingest("drifty", changed, allow_schema_change=True)
+    assert result.changes["against"] == "drifty@v1" and result.changes["rows"] == -1
+    assert "new column extra (string)" in result.changes["schema"]
+
+
+@pytest.mark.parametrize("source, options, message", [
+    ("{tmp}/empty.csv", {}, "holds no records: nothing to ingest"),
+    ("{tmp}/nowhere/*.csv", {}, "No file matches"),
+    ("{tmp}/table.xlsx", {}, "Cannot tell the format of"),
+    ("{tmp}/ok.csv", {"format": "xml"}, "Unknown format 'xml'"),
+    ("{tmp}/ok.csv", {"label": "churned"}, "Label column 'churned' is not in the data (columns: a, b)"),
+    ("{tmp}/ok.csv", {"schema": "a INTEGRAL b"}, "is not a Spark DDL schema"),
+    ("{tmp}/ok.csv", {"cache": "ssd"}, "is not a cache mode"),
+])
+def test_bad_input_is_one_line_and_publishes_nothing(tmp_path, source, options, message):
+    write(tmp_path / "empty.csv", "")
+    write(tmp_path / "ok.csv", "a,b\n1,2\n")
+    write(tmp_path / "table.xlsx", "not really")
+    with pytest.raises(NbscaleError) as raised:
+        ingest("badcase", source.format(tmp=tmp_path), **options)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert store.versions("badcase") == []
+
+
+def test_failed_write_midway_leaves_the_previous_version_intact(spark):
+    spark.range(2000).write.mode("overwrite").parquet(str(Path(store.root()).parent / "src-2000.parquet"))
+    first = ingest("steady", str(Path(store.root()).parent / "src-2000.parquet"))
+    before = sorted(p.name for p in (store.root() / "steady").iterdir())
+    with pytest.raises(SparkJobError) as raised:
+        # assert_true fails inside the write job, after some tasks have written their files.
+        ingest("steady", "SELECT id, assert_true(id < 1500) AS ok FROM steady", allow_schema_change=True)
+    assert "\n" not in str(raised.value) and "at org.apache" not in str(raised.value)
+    assert sorted(p.name for p in (store.root() / "steady").iterdir()) == before == ["v1"]
+    assert dataset("steady").df.count() == 2000 and dataset("steady").ref == first.dataset.ref
+
+
+def test_datasets_lists_versions_with_lineage():
+    rows = {r["dataset"]: r for r in datasets()}
+    assert rows["numbers@v2"]["rows"] == 10 and rows["numbers@v2"]["format"] == "parquet"
+    assert rows["odd@v1"]["source"].startswith("SELECT id FROM numbers@v1")
+    assert dataset("numbers@v1").manifest["options"]["shards"] is None
+    with pytest.raises(NbscaleError, match=r"numbers has no version v9 \(versions: v1, v2\)"):
+        dataset("numbers@v9")
