@@ -219,3 +219,24 @@ def test_datasets_lists_versions_with_lineage():
     assert dataset("numbers@v1").manifest["options"]["shards"] is None
     with pytest.raises(NbscaleError, match=r"numbers has no version v9 \(versions: v1, v2\)"):
         dataset("numbers@v9")
+
+
+def test_image_folder_with_a_broken_and_an_odd_sized_file(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for cls in ("cat", "dog"):
+        (tmp_path / "pets" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (12, 10), dtype=np.uint8), "L").save(tmp_path / "pets" / cls / f"{i}.png")
+    (tmp_path / "pets" / "dog" / "broken.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((5, 5), dtype=np.uint8), "L").save(tmp_path / "pets" / "cat" / "small.png")
+    result = ingest("pets", str(tmp_path / "pets"), label="label", batch_rows=3)
+    m = result.manifest
+    assert m["format"] == "images" and m["counts"] == {"read": 10, "loaded": 8, "quarantined": 2}
+    assert m["image_shape"] == [12, 10, 1] and m["label_balance"] == {"0": 4, "1": 4}
+    reasons = sorted(r["reason"] for r in result.dataset.quarantine.collect())
+    assert reasons == ["image is 5x5, the dataset is 10x12", "not a readable image (UnidentifiedImageError)"]
+    row = result.dataset.df.where("path LIKE '%cat/2.png'").first()
+    expected = np.asarray(Image.open(tmp_path / "pets" / "cat" / "2.png"), dtype=np.float32).ravel()
+    assert np.array_equal(np.asarray(row["image"], dtype=np.float32), expected) and row["label_name"] == "cat"
