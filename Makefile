@@ -47,9 +47,10 @@ demo: setup
 	@echo "HTML page:         $(DEMO_OUT)/00-quickstart.html"
 	@echo "Data directory:    $$($(BIN)/python -c 'import nbscale; print(nbscale.settings().data_dir)')"
 
-# Re-execute the tutorials in place (they are committed with their outputs: nbval compares them).
+# Re-execute the tutorials in place, on a fresh data dir as nbval will (they are committed with
+# their outputs, which nbval compares).
 notebooks: setup
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --allow-errors \
+	NBSCALE_DATA_DIR=$$(mktemp -d) $(BIN)/jupyter nbconvert --to notebook --execute --inplace --allow-errors \
 	  --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=1200 notebooks/*.ipynb
 
 # Re-resolve the full set from pyproject.toml's pins into constraints.txt (run after changing a pin).

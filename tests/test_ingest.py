@@ -240,3 +240,10 @@ def test_image_folder_with_a_broken_and_an_odd_sized_file(tmp_path):
     row = result.dataset.df.where("path LIKE '%cat/2.png'").first()
     expected = np.asarray(Image.open(tmp_path / "pets" / "cat" / "2.png"), dtype=np.float32).ravel()
     assert np.array_equal(np.asarray(row["image"], dtype=np.float32), expected) and row["label_name"] == "cat"
+
+
+def test_a_changed_file_is_read_afresh(tmp_path):
+    source = write(tmp_path / "grow.csv", "a,b\n1,2\n3,4\n")
+    assert ingest("grow", source).manifest["counts"]["loaded"] == 2
+    write(tmp_path / "grow.csv", "a,b\n1,2\n3,4\n5,6\n")
+    assert ingest("grow", source).manifest["counts"] == {"read": 3, "loaded": 3, "quarantined": 0}

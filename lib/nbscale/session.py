@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import re
 import shutil
@@ -227,6 +228,10 @@ def spark():
             ) from None
         if not cfg.master.startswith("sc://"):
             session.sparkContext.setLogLevel("WARN")
+        # PySpark logs every SQL error as a multi-line JSON record on stderr before raising it;
+        # the exception itself (one line through nbscale's errors) is what the user needs.
+        for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         _spark, _spark_key = session, key
         return session
 

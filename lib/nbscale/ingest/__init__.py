@@ -105,6 +105,16 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
 
 def _ingest(spark, name, source, fmt, label, shard_count, batch_rows, cache, mode, schema, header, sep, allow_schema_change, started):
     read = _read(spark, fmt, source, schema, header, sep, batch_rows)
+    try:
+        return _validate_and_publish(spark, read, name, source, fmt, label, shard_count, batch_rows, cache, mode, schema, header, sep,
+                                     allow_schema_change, started)
+    finally:
+        for frame in read.cached:
+            frame.unpersist()
+
+
+def _validate_and_publish(spark, read, name, source, fmt, label, shard_count, batch_rows, cache, mode, schema, header, sep,
+                          allow_schema_change, started):
     check_label(read.df, label)
     if read.records == 0:
         raise NbscaleError(f"{source.split()[0]!r} holds no records: nothing to ingest (the previous version stays).")

@@ -63,4 +63,5 @@ def read_images(spark, source: str, batch_rows: int) -> Read:
     quarantine = decoded.where(F.col("_bad").isNotNull()).select(F.col("path").alias("source"), F.col("path").alias("raw"), F.col("_bad").alias("reason"))
     notes = [f"classes: {', '.join(f'{i}={c}' for i, c in enumerate(classes))}",
              f"batching: images decoded at most {batch_rows} at a time per task"]
-    return Read(good, quarantine, len(files), [str(f) for f in files[:50]], notes, image_shape=[height, width, channels])
+    return Read(good, quarantine, len(files), [str(f) for f in files[:50]], notes, image_shape=[height, width, channels],
+                cached=[decoded])

@@ -23,6 +23,7 @@ class Read:
     sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     image_shape: list[int] | None = None  # (height, width, channels) of an image column
+    cached: list = field(default_factory=list)  # frames to unpersist once the version is written
 
 
 def detect_format(source: str) -> str:
@@ -72,7 +73,8 @@ def _quarantine(df, raw_col: str, reason):
 
 def _with_source(df):
     """Keep each row's file as a plain column, then cache: Spark refuses queries that touch only the
-    corrupt-record column of a raw file scan, and a cached frame is no longer a raw scan."""
+    corrupt-record column of a raw file scan, and a cached frame is no longer a raw scan. The cache
+    must be dropped after the ingest: Spark would serve a later read of the same path from it."""
     from pyspark.sql import functions as F
 
     return df.withColumn(SOURCE, F.col("_metadata.file_path")).cache()
@@ -101,7 +103,7 @@ def read_csv(spark, source: str, schema: str | None, header: bool, sep: str) -> 
               .when(fields > expected, F.format_string(f"long row (%d of {expected} fields)", fields))
               .otherwise("a value does not parse as its column's type"))
     good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
-    return Read(good, _quarantine(df, CORRUPT, reason), _line_records(spark, files, header), files)
+    return Read(good, _quarantine(df, CORRUPT, reason), _line_records(spark, files, header), files, cached=[df])
 
 
 def read_json(spark, source: str, schema: str | None) -> Read:
@@ -114,7 +116,8 @@ def read_json(spark, source: str, schema: str | None) -> Read:
     full = StructType([*fields, StructField(CORRUPT, StringType())])
     df = _with_source(spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).schema(full).json(files))
     good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
-    return Read(good, _quarantine(df, CORRUPT, F.lit("not a JSON object matching the schema")), _line_records(spark, files, False), files)
+    return Read(good, _quarantine(df, CORRUPT, F.lit("not a JSON object matching the schema")), _line_records(spark, files, False), files,
+                cached=[df])
 
 
 def read_parquet(spark, source: str) -> Read:

@@ -6,6 +6,13 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML
 
 
+def _unquote(value: str | None) -> str | None:
+    # IPython's argument splitter keeps the quotes around "a INT, b STRING".
+    if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
 @magics_class
 class IngestMagics(Magics):
     @magic_arguments()
@@ -31,10 +38,11 @@ class IngestMagics(Magics):
         from ..ingest import ingest
 
         args = parse_argstring(self.ingest, line)
-        source = cell if cell is not None else " ".join(args.source)
+        # A cell body may use {python_variables}, as line magics may (IPython expands only those).
+        source = self.shell.var_expand(cell) if cell is not None else " ".join(args.source)
         result = ingest(args.name, source, format=args.format, label=args.label, shards=args.shards,
-                        batch_rows=args.batch_rows, cache=args.cache, mode=args.mode, schema=args.schema,
-                        header=not args.no_header, sep=args.sep, allow_schema_change=args.allow_schema_change)
+                        batch_rows=args.batch_rows, cache=args.cache, mode=args.mode, schema=_unquote(args.schema),
+                        header=not args.no_header, sep=_unquote(args.sep), allow_schema_change=args.allow_schema_change)
         if args.output:
             self.shell.user_ns[args.output] = result.dataset
         return result
