@@ -45,7 +45,7 @@ class Kernel:
             kind = msg["msg_type"]
             if kind == "status" and msg["content"]["execution_state"] == "idle":
                 break
-            if kind in ("stream", "error", "execute_result", "display_data"):
+            if kind in ("stream", "error", "execute_result", "display_data", "update_display_data"):
                 result.outputs.append((kind, msg["content"]))
         while True:
             reply = self.client.get_shell_msg(timeout=timeout)

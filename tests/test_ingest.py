@@ -247,3 +247,13 @@ def test_a_changed_file_is_read_afresh(tmp_path):
     assert ingest("grow", source).manifest["counts"]["loaded"] == 2
     write(tmp_path / "grow.csv", "a,b\n1,2\n3,4\n5,6\n")
     assert ingest("grow", source).manifest["counts"] == {"read": 3, "loaded": 3, "quarantined": 0}
+
+
+def test_progress_reports_the_ingests_spark_jobs(tmp_path):
+    source = write(tmp_path / "many.csv", "a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(20000)))
+    seen = []
+    ingest("progress", source, progress=seen.append, shards=3)
+    final = seen[-1]
+    assert final.finished and all(not s.finished for s in seen[:-1])
+    assert final.jobs_total >= 3 and final.jobs_done == final.jobs_total
+    assert final.tasks_total >= 3 and final.tasks_done == final.tasks_total and final.fraction == 1.0

@@ -1,5 +1,7 @@
-"""Interrupting the kernel during a long %%ingest cancels its Spark jobs and publishes nothing."""
+"""%%ingest in a real kernel: the live progress bar, and an interrupt that cancels its Spark jobs."""
+import json
 import time
+import urllib.request
 
 import pytest
 from kernel_client import Kernel
@@ -14,16 +16,30 @@ def test_interrupt_cancels_the_jobs_and_keeps_the_session(tmp_path):
         for start in range(0, 3_000_000, 100_000):
             f.write("".join(f"{i},{i * 3},{i % 7},x{i % 11}\n" for i in range(start, start + 100_000)))
     with Kernel("nbscale-local") as kernel:
-        assert kernel.run("import nbscale; spark = nbscale.spark(); print(spark.range(3).count())").text().strip() == "3"
+        ui = kernel.run("import nbscale; spark = nbscale.spark(); print(spark.sparkContext.uiWebUrl)").text().strip()
+        app = json.load(urllib.request.urlopen(f"{ui}/api/v1/applications", timeout=10))[0]["id"]
         msg_id = kernel.client.execute(f"%%ingest big\n{big}")
-        time.sleep(6)
+        # Interrupt while the ingest's Spark job runs (asked of the Spark UI's REST API).
+        jobs_url = f"{ui}/api/v1/applications/{app}/jobs"
+        deadline = time.monotonic() + 60
+        while not (running := json.load(urllib.request.urlopen(f"{jobs_url}?status=running", timeout=10))):
+            assert time.monotonic() < deadline, "the ingest started no Spark job within 60 s"
+            time.sleep(0.2)
         started = time.monotonic()
         kernel.manager.interrupt_kernel()
         reply = kernel.client.get_shell_msg(timeout=60)
         while reply["parent_header"].get("msg_id") != msg_id:
             reply = kernel.client.get_shell_msg(timeout=60)
         assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
-        assert time.monotonic() - started < 20
+        assert time.monotonic() - started < 30
+        # The job that was running was cancelled by Spark, not left to run to its end.
+        job_id = running[0]["jobId"]
+        for _ in range(50):
+            status = json.load(urllib.request.urlopen(f"{jobs_url}/{job_id}", timeout=10))["status"]
+            if status != "RUNNING":
+                break
+            time.sleep(0.2)
+        assert status == "FAILED"
         check = kernel.run(
             "import time\n"
             "for _ in range(40):\n"
@@ -35,3 +51,20 @@ def test_interrupt_cancels_the_jobs_and_keeps_the_session(tmp_path):
             "      spark.range(5).count())"
         )
         assert check.text().strip() == "[] [] [] 5"
+
+
+def test_progress_bar_shows_while_spark_runs_and_leaves_no_trace(tmp_path):
+    source = tmp_path / "rows.csv"
+    source.write_text("a,b\n" + "".join(f"{i},{i % 5}\n" for i in range(300_000)))
+    with Kernel("nbscale-local") as kernel:
+        done = kernel.run(f"%%ingest rows --label b\n{source}")
+        assert done.status == "ok", done.text()
+        kinds = [(kind, content) for kind, content in done.outputs if kind in ("display_data", "update_display_data")]
+        placeholder = kinds[0][1]
+        display_id = placeholder["transient"]["display_id"]
+        assert kinds[0][0] == "display_data" and placeholder["data"] == {"text/plain": ""}
+        updates = [c for k, c in kinds[1:] if c["transient"]["display_id"] == display_id]
+        assert any("application/vnd.jupyter.widget-view+json" in c["data"] for c in updates)
+        assert updates[-1]["data"] == {"text/plain": ""}  # removed once the card is there
+        result = next(c for k, c in done.outputs if k == "execute_result")
+        assert "rows@v1: read 300000 = loaded 300000 + quarantined 0" in result["data"]["text/plain"]

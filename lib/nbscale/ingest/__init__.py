@@ -1,11 +1,14 @@
 """`nbscale.ingest(...)`: a source -> a validated, versioned, training-ready Parquet dataset."""
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from typing import Callable
 from datetime import datetime, timezone
 
 from ..errors import NbscaleError, spark_errors
+from ..jobs.progress import ProgressWatcher, SparkProgress
 from . import readers, store
 from .dataset import Dataset, IngestResult
 from .profile import check_label, compare, profile, schema_drift, shards
@@ -62,11 +65,13 @@ def _read(spark, fmt, source, schema, header, sep, batch_rows):
 
 def ingest(name: str, source: str, *, format: str | None = None, label: str | None = None, shards: int | None = None,
            batch_rows: int = 10_000, cache: str = "none", mode: str = "permissive", schema: str | None = None,
-           header: bool = True, sep: str = ",", allow_schema_change: bool = False) -> IngestResult:
+           header: bool = True, sep: str = ",", allow_schema_change: bool = False,
+           progress: Callable[[SparkProgress], None] | None = None) -> IngestResult:
     """Read `source` with Spark, validate it, and publish it as the next version of dataset `name`.
 
     Malformed rows go to the version's quarantine table (permissive) or stop the ingest
     (failfast); the counts always add up: records read = rows loaded + rows quarantined.
+    `progress`, when given, receives the Spark jobs' progress every half second.
     """
     from ..datasets.download import localize
     from ..session import spark as current_spark
@@ -92,7 +97,8 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
     spark.conf.set(arrow_batch, str(batch_rows))
     started = time.perf_counter()
     try:
-        with spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
+        watcher = ProgressWatcher(sc, group, progress) if progress else contextlib.nullcontext()
+        with watcher, spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
             return _ingest(spark, name, source, fmt, label, shards, batch_rows, cache, mode, schema, header, sep,
                            allow_schema_change, started)
     except KeyboardInterrupt:

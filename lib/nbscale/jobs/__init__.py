@@ -1,0 +1,1 @@
+"""Long-running Spark work: progress from Spark's status tracker, cancellation by job group."""

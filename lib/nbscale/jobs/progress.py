@@ -1,0 +1,77 @@
+"""Progress of a Spark job group, polled from `SparkContext.statusTracker()` on a thread.
+
+No JVM listener is needed; the state goes to a callback (a widget in a notebook, a test's list,
+nothing at all in a script)."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class SparkProgress:
+    jobs_done: int
+    jobs_total: int
+    tasks_done: int
+    tasks_total: int
+    stage: str
+    seconds: float
+    finished: bool = False
+
+    @property
+    def fraction(self) -> float:
+        return self.tasks_done / self.tasks_total if self.tasks_total else 0.0
+
+
+class ProgressWatcher:
+    """`with ProgressWatcher(sc, group, callback):` reports the group's progress every `interval` s."""
+
+    def __init__(self, sc, group: str, on_update: Callable[[SparkProgress], None], interval: float = 0.5):
+        self.sc, self.group, self.on_update, self.interval = sc, group, on_update, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"nbscale-progress-{group}", daemon=True)
+        self._started = time.monotonic()
+
+    def poll(self, finished: bool = False) -> SparkProgress:
+        tracker = self.sc.statusTracker()
+        jobs_done = jobs_total = tasks_done = tasks_total = 0
+        stage = ""
+        for job_id in tracker.getJobIdsForGroup(self.group):
+            job = tracker.getJobInfo(job_id)
+            if job is None:
+                continue
+            jobs_total += 1
+            succeeded = job.status == "SUCCEEDED"
+            jobs_done += succeeded
+            for stage_id in job.stageIds:
+                info = tracker.getStageInfo(stage_id)
+                if info is None:
+                    continue
+                tasks_total += info.numTasks
+                # A stage whose output was reused is skipped and never counts its tasks done.
+                tasks_done += info.numTasks if succeeded else info.numCompletedTasks
+                if info.numActiveTasks:
+                    stage = info.name
+        return SparkProgress(jobs_done, jobs_total, tasks_done, tasks_total, stage, time.monotonic() - self._started, finished)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.on_update(self.poll())
+            except Exception:  # noqa: BLE001 - a failed poll (JVM busy, gateway gone) must not kill the work
+                continue
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.on_update(self.poll(finished=True))
+        except Exception:  # noqa: BLE001 - the work's own outcome matters more than a last poll
+            pass
+        return False

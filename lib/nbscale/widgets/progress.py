@@ -1,0 +1,36 @@
+"""A Spark progress bar for a cell: tasks done / total, jobs, the running stage, elapsed time."""
+from __future__ import annotations
+
+from ..jobs.progress import SparkProgress
+
+
+class ProgressBar:
+    """An empty placeholder in the cell, a bar while Spark jobs run, empty again when they end
+    (the result card then says what happened), so finished notebooks keep no stale bars."""
+
+    def __init__(self, title: str):
+        from IPython.display import display
+
+        self.title = title
+        self.bar = self.label = None
+        self.handle = display({"text/plain": ""}, raw=True, display_id=True)
+
+    def _show(self) -> None:
+        import ipywidgets as widgets
+
+        self.bar = widgets.IntProgress(min=0, max=1, value=0, description=self.title, style={"description_width": "initial"},
+                                       layout=widgets.Layout(width="420px"))
+        self.label = widgets.Label()
+        self.handle.update(widgets.HBox([self.bar, self.label]))
+
+    def update(self, state: SparkProgress) -> None:
+        if state.finished:
+            if self.bar is not None:
+                self.handle.update({"text/plain": ""}, raw=True)
+            return
+        if self.bar is None:
+            self._show()
+        self.bar.max = max(state.tasks_total, 1)
+        self.bar.value = state.tasks_done
+        stage = f" · {state.stage.split(' at ')[0]}" if state.stage else ""
+        self.label.value = f"{state.tasks_done}/{state.tasks_total} tasks, {state.jobs_done}/{state.jobs_total} jobs{stage} · {state.seconds:.0f} s"
