@@ -51,7 +51,7 @@ demo: setup
 # their outputs, which nbval compares).
 notebooks: setup
 	NBSCALE_DATA_DIR=$$(mktemp -d) $(BIN)/jupyter nbconvert --to notebook --execute --inplace --allow-errors \
-	  --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=1200 notebooks/*.ipynb
+	  --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.store_widget_state=False --ExecutePreprocessor.timeout=1200 notebooks/*.ipynb
 
 # Re-resolve the full set from pyproject.toml's pins into constraints.txt (run after changing a pin).
 lock: | check-tools
