@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
+from dataclasses import dataclass
 from typing import Callable
 from datetime import datetime, timezone
 
@@ -45,22 +45,42 @@ def _check_options(fmt, cache, mode, shards_wanted, batch_rows):
         raise NbscaleError(f"--batch-rows {batch_rows} must be 1 or more.")
 
 
-def _read(spark, fmt, source, schema, header, sep, batch_rows):
-    if fmt == "csv":
-        return readers.read_csv(spark, source, schema, header, sep)
-    if fmt == "json":
-        return readers.read_json(spark, source, schema)
-    if fmt == "parquet":
-        return readers.read_parquet(spark, source)
-    if fmt == "sql":
-        return readers.read_sql(spark, source)
-    if fmt == "idx":
+@dataclass(frozen=True)
+class IngestOptions:
+    name: str
+    source: str
+    fmt: str
+    label: str | None
+    shards: int | None
+    batch_rows: int
+    cache: str
+    mode: str
+    schema: str | None
+    header: bool
+    sep: str
+    allow_schema_change: bool
+
+    def lineage(self) -> dict:
+        return {"label": self.label, "shards": self.shards, "batch_rows": self.batch_rows, "mode": self.mode,
+                "schema": self.schema, "header": self.header, "sep": self.sep}
+
+
+def _read(spark, o: IngestOptions) -> readers.Read:
+    if o.fmt == "csv":
+        return readers.read_csv(spark, o.source, o.schema, o.header, o.sep)
+    if o.fmt == "json":
+        return readers.read_json(spark, o.source, o.schema)
+    if o.fmt == "parquet":
+        return readers.read_parquet(spark, o.source)
+    if o.fmt == "sql":
+        return readers.read_sql(spark, o.source)
+    if o.fmt == "idx":
         from .idx import read_idx
 
-        return read_idx(spark, source, batch_rows)
+        return read_idx(spark, o.source, o.batch_rows)
     from .images import read_images
 
-    return read_images(spark, source, batch_rows)
+    return read_images(spark, o.source, o.batch_rows)
 
 
 def ingest(name: str, source: str, *, format: str | None = None, label: str | None = None, shards: int | None = None,
@@ -85,8 +105,8 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
         format, schema, header = builtin.get("format", format), builtin.get("schema", schema), builtin.get("header", header)
     _check_options(format, cache, mode, shards, batch_rows)
     fmt = format or readers.detect_format(source)
-    if fmt != "sql":
-        source = localize(source)
+    options = IngestOptions(name, source if fmt == "sql" else localize(source), fmt, label, shards, batch_rows, cache, mode,
+                            schema, header, sep, allow_schema_change)
     spark = current_spark()
     sc = spark.sparkContext
     group = f"nbscale-ingest-{name}-{uuid.uuid4().hex[:8]}"
@@ -95,12 +115,15 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
     arrow_batch = "spark.sql.execution.arrow.maxRecordsPerBatch"
     saved_batch = spark.conf.get(arrow_batch)
     spark.conf.set(arrow_batch, str(batch_rows))
-    started = time.perf_counter()
     try:
         watcher = ProgressWatcher(sc, group, progress) if progress else contextlib.nullcontext()
         with watcher, spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
-            return _ingest(spark, name, source, fmt, label, shards, batch_rows, cache, mode, schema, header, sep,
-                           allow_schema_change, started)
+            read = _read(spark, options)
+            try:
+                return _validate_and_publish(spark, read, options)
+            finally:
+                for frame in read.cached:
+                    frame.unpersist()
     except KeyboardInterrupt:
         sc.cancelJobGroup(group)  # ipykernel's SIGINT handler only stops Python; stop the JVM's jobs too
         raise
@@ -109,36 +132,24 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
         spark.conf.set(arrow_batch, saved_batch)
 
 
-def _ingest(spark, name, source, fmt, label, shard_count, batch_rows, cache, mode, schema, header, sep, allow_schema_change, started):
-    read = _read(spark, fmt, source, schema, header, sep, batch_rows)
-    try:
-        return _validate_and_publish(spark, read, name, source, fmt, label, shard_count, batch_rows, cache, mode, schema, header, sep,
-                                     allow_schema_change, started)
-    finally:
-        for frame in read.cached:
-            frame.unpersist()
-
-
-def _validate_and_publish(spark, read, name, source, fmt, label, shard_count, batch_rows, cache, mode, schema, header, sep,
-                          allow_schema_change, started):
-    check_label(read.df, label)
+def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> IngestResult:
+    check_label(read.df, o.label)
     if read.records == 0:
-        raise NbscaleError(f"{source.split()[0]!r} holds no records: nothing to ingest (the previous version stays).")
-    if mode == "failfast" and read.quarantine is not None:
+        raise NbscaleError(f"{o.source.split()[0]!r} holds no records: nothing to ingest (the previous version stays).")
+    if o.mode == "failfast" and read.quarantine is not None:
         bad = read.quarantine.first()
         if bad is not None:
             raise NbscaleError(f"Malformed row in {bad['source']}: {bad['raw']!r} ({bad['reason']}). "
                                "Fix the source, or use --mode permissive to quarantine bad rows.")
-    previous = store.latest(name)
+    previous = store.latest(o.name)
     previous_manifest = previous.manifest if previous else None
-    if previous_manifest and not allow_schema_change:
+    if previous_manifest and not o.allow_schema_change:
         drift = schema_drift(previous_manifest["schema"], [[f.name, f.dataType.simpleString()] for f in read.df.schema.fields])
         if drift:
             raise NbscaleError(f"The new data changes the schema of {previous.ref} ({'; '.join(drift)}): "
                                "pass --allow-schema-change to publish it as a new version anyway.")
-    with store.staging(name) as staged:
-        out = read.df.repartition(shard_count) if shard_count else read.df
-        out.write.parquet(str(staged / "data"))
+    with store.staging(o.name) as staged:
+        (read.df.repartition(o.shards) if o.shards else read.df).write.parquet(str(staged / "data"))
         quarantined = 0
         if read.quarantine is not None:
             read.quarantine.write.parquet(str(staged / "quarantine"))
@@ -146,26 +157,25 @@ def _validate_and_publish(spark, read, name, source, fmt, label, shard_count, ba
         written = spark.read.parquet(str(staged / "data"))
         loaded = written.count()
         if loaded + quarantined != read.records:
-            raise NbscaleError(f"Counts do not add up for {name}: {read.records} records read, {loaded} loaded, "
+            raise NbscaleError(f"Counts do not add up for {o.name}: {read.records} records read, {loaded} loaded, "
                                f"{quarantined} quarantined; nothing was published. Please report this source.")
         manifest = {
-            **profile(written, label),
+            **profile(written, o.label),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "format": fmt,
-            "source": source,
+            "format": o.fmt,
+            "source": o.source,
             "files": read.sources[:50],
-            "options": {"label": label, "shards": shard_count, "batch_rows": batch_rows, "mode": mode, "schema": schema,
-                        "header": header, "sep": sep},
+            "options": o.lineage(),
             "counts": {"read": read.records, "loaded": loaded, "quarantined": quarantined},
             "shards": shards(staged / "data"),
             "notes": read.notes,
         }
         if read.image_shape:
             manifest["image_shape"] = read.image_shape
-        version = store.publish(name, staged, manifest)
+        version = store.publish(o.name, staged, manifest)
     dataset = Dataset(version)
-    cache_report = dataset.cache(cache) if cache != "none" else None
-    return IngestResult(dataset, version.manifest, compare(previous_manifest, manifest), cache_report, time.perf_counter() - started)
+    cache_report = dataset.cache(o.cache) if o.cache != "none" else None
+    return IngestResult(dataset, version.manifest, compare(previous_manifest, manifest), cache_report)
 
 
 def datasets() -> list[dict]:

@@ -81,7 +81,6 @@ class IngestResult:
     manifest: dict
     changes: dict | None
     cache: dict | None
-    seconds: float
 
     def __repr__(self) -> str:
         c = self.manifest["counts"]
