@@ -19,6 +19,7 @@ def _one_line_error(shell, etype, value, tb, tb_offset=None):
 def load(ipython) -> None:
     from .core import NbscaleMagics
     from .ingest import IngestMagics
+    from .train import TrainMagics
 
     # tf-keras (Keras 2) is the one Keras that trains single-node and under TF's multi-worker
     # strategies; TensorFlow reads this once, at its own import, so set it before any import.
@@ -32,6 +33,7 @@ def load(ipython) -> None:
         ipython.configurables.append(cfg)  # makes `%config Nbscale` list and set it
     ipython.register_magics(NbscaleMagics(ipython, cfg))
     ipython.register_magics(IngestMagics)
+    ipython.register_magics(TrainMagics)
     ipython.set_custom_exc((NbscaleError,), _one_line_error)
 
 

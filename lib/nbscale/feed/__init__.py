@@ -1,0 +1,164 @@
+"""Parquet -> Petastorm -> batches for Keras, with every epoch's row count checked.
+
+Petastorm 0.13.1's default thread pool sometimes returns zero rows without an error (see
+DESIGN.md), so nothing here trusts a read: each pass over a split counts its rows and fails
+loudly when they differ from what the split holds. The reader pool is `dummy` (in-process):
+it read completely in every measurement, and for row-group-sized Parquet reads it is as fast as
+the thread pool here (benchmarks/feed.py)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import settings
+from ..errors import NbscaleError
+
+READER_POOL = "dummy"
+# Petastorm 0.13.1 calls pyarrow 14's legacy dataset API, which warns on every read.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\..*)?$")
+NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean")
+
+
+class ShortEpochError(NbscaleError):
+    """A pass over a split yielded a different number of rows than the split holds."""
+
+
+@dataclass(frozen=True)
+class Split:
+    path: str  # Parquet directory Petastorm reads
+    rows: int
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """How a dataset version becomes (features, label) batches."""
+
+    ref: str
+    label: str
+    features: tuple[str, ...]
+    feature_shape: tuple[int, ...]  # one example, e.g. (8, 8, 1) or (12,)
+    scale: float  # features are divided by this
+    batch_size: int
+    seed: int
+    label_dtype: str = "int64"  # integer classes; float32 for a float label
+
+
+def spec_for(dataset, label: str, batch_size: int, scale: float, seed: int) -> FeedSpec:
+    """Features and their shape from the version's manifest: an image column, or numeric columns."""
+    manifest = dataset.manifest
+    types = dict(map(tuple, manifest["schema"]))
+    if label not in types:
+        raise NbscaleError(f"Label column {label!r} is not in {dataset.ref} (columns: {', '.join(types)}): pass --label with one of them.")
+    if types[label] not in NUMERIC:
+        raise NbscaleError(f"Label column {label!r} of {dataset.ref} is {types[label]}: train on a numeric label (ingest it as an integer class).")
+    label_dtype = "float32" if types[label] in ("float", "double") else "int64"
+    if "image_shape" in manifest:
+        return FeedSpec(dataset.ref, label, ("image",), tuple(manifest["image_shape"]), scale, batch_size, seed, label_dtype)
+    skip = {label, "label_name", "path"}
+    features = tuple(c for c in types if c not in skip)
+    other = [f"{c} ({types[c]})" for c in features if types[c] not in NUMERIC]
+    if other:
+        raise NbscaleError(f"{dataset.ref} has non-numeric feature columns {', '.join(other)}: select numeric features with "
+                           f"%%ingest NAME\\nSELECT ... FROM {dataset.name} (or encode them) first.")
+    return FeedSpec(dataset.ref, label, features, (len(features),), scale, batch_size, seed, label_dtype)
+
+
+def split(dataset, validation: float, seed: int, row_groups: int = 4) -> tuple[Split, Split | None]:
+    """A seeded train/validation split of a version, written once and reused (versions are immutable)."""
+    if not 0 <= validation < 1:
+        raise NbscaleError(f"--validation {validation} must be a fraction in [0, 1).")
+    key = hashlib.sha1(json.dumps([dataset.ref, validation, seed, row_groups]).encode()).hexdigest()[:12]
+    folder = Path(settings().data_dir) / "cache" / "splits" / dataset.name / f"v{dataset.version}-{key}"
+    meta = folder / "split.json"
+    if not meta.is_file():
+        from ..session import spark
+
+        staging = folder.with_name(folder.name + ".staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        df = spark().read.parquet(dataset.path)
+        parts = df.randomSplit([1 - validation, validation], seed=seed) if validation else [df]
+        counts = []
+        for name, part in zip(("train", "validation"), parts):
+            # Several row groups per split so Petastorm can shuffle them and shard them across workers.
+            part.repartition(row_groups).write.parquet(str(staging / name))
+            counts.append(spark().read.parquet(str(staging / name)).count())
+        (staging / "split.json").write_text(json.dumps({"train": counts[0], "validation": counts[1] if validation else 0}))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.rename(staging, folder)
+    rows = json.loads(meta.read_text())
+    train = Split((folder / "train").as_uri(), rows["train"])
+    held = Split((folder / "validation").as_uri(), rows["validation"]) if validation else None
+    return train, held
+
+
+def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_shard: int | None = None, shard_count: int | None = None):
+    """One pass over a split as (x, y) numpy batches; raises ShortEpochError if rows go missing."""
+    import numpy as np
+    from petastorm import make_batch_reader
+
+    columns = [*spec.features, spec.label]
+    seen, pending_x, pending_y = 0, [], []
+    expected = split_.rows if shard_count is None else None
+    reader = make_batch_reader(split_.path, schema_fields=columns, num_epochs=1, reader_pool_type=READER_POOL,
+                               shuffle_row_groups=shuffle, seed=spec.seed + epoch, cur_shard=cur_shard, shard_count=shard_count)
+    try:  # not `with reader`: its exit prints "Cache cleanup complete." into the cell on every epoch
+        for group in reader:
+            x = _features(group, spec)
+            y = np.asarray(getattr(group, spec.label)).astype(spec.label_dtype)
+            if shuffle:
+                order = np.random.default_rng(spec.seed + epoch + seen).permutation(len(y))
+                x, y = x[order], y[order]
+            seen += len(y)
+            pending_x.append(x)
+            pending_y.append(y)
+            held = sum(len(p) for p in pending_y)
+            if held >= spec.batch_size:
+                x_all, y_all = np.concatenate(pending_x), np.concatenate(pending_y)
+                full = held - held % spec.batch_size
+                for start in range(0, full, spec.batch_size):
+                    yield x_all[start:start + spec.batch_size], y_all[start:start + spec.batch_size]
+                pending_x, pending_y = [x_all[full:]], [y_all[full:]]
+    finally:
+        reader.stop()
+        reader.join()
+    if pending_y and sum(len(p) for p in pending_y):
+        yield np.concatenate(pending_x), np.concatenate(pending_y)
+    if expected is not None and seen != expected:
+        raise ShortEpochError(f"Epoch {epoch + 1} read {seen} of the {expected} rows of {spec.ref}: the read was incomplete, "
+                              "so training stopped rather than learn from part of the data. Run it again.")
+
+
+def _features(group, spec: FeedSpec):
+    import numpy as np
+
+    if spec.features == ("image",):
+        x = np.stack(group.image).astype(np.float32).reshape((-1, *spec.feature_shape))
+    else:
+        x = np.stack([np.asarray(getattr(group, c), dtype=np.float32) for c in spec.features], axis=1)
+    return x / spec.scale if spec.scale != 1 else x
+
+
+def steps(rows: int, batch_size: int) -> int:
+    return math.ceil(rows / batch_size)
+
+
+def tf_dataset(split_: Split, spec: FeedSpec, shuffle: bool):
+    """A tf.data pipeline over `batches` that re-reads (and re-counts) the split every epoch."""
+    import tensorflow as tf
+
+    epoch = {"n": 0}
+
+    def one_pass():
+        n, epoch["n"] = epoch["n"], epoch["n"] + 1
+        yield from batches(split_, spec, shuffle, epoch=n)
+
+    signature = (tf.TensorSpec((None, *spec.feature_shape), tf.float32), tf.TensorSpec((None,), tf.as_dtype(spec.label_dtype)))
+    ds = tf.data.Dataset.from_generator(one_pass, output_signature=signature)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,215 @@
+"""`nbscale.train.train(...)`: a compiled Keras model + a dataset version -> a fitted model and an MLflow run.
+
+The cell's code builds the model with the `keras` nbscale provides (tf-keras: the Keras that also
+trains under TF's multi-worker strategies); nbscale supplies the data through Petastorm, checks
+every epoch's rows, logs the run, and leaves no run RUNNING when something fails."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..config import settings
+from ..errors import NbscaleError
+from .card import render
+
+
+def keras():
+    """The Keras nbscale trains with: tf-keras (Keras 2)."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tf_keras
+
+    return tf_keras
+
+
+def device() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"{len(gpus)} GPU" if gpus else "CPU"
+
+
+@dataclass
+class TrainResult:
+    title: str
+    run_id: str
+    run_url: str | None
+    experiment: str
+    dataset: str
+    epochs: int
+    history: dict[str, list[float]]
+    samples_per_s: float
+    device: str
+    model: object = field(repr=False)
+    model_uri: str = ""
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {k: v[-1] for k, v in self.history.items() if v}
+
+    def _repr_html_(self) -> str:
+        return render(self.title, self.history, self.epochs, self.samples_per_s, self.run_id, self.run_url, "finished", self.device)
+
+    def __repr__(self) -> str:
+        last = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        return f"<TrainResult {self.dataset}: {self.epochs} epochs, {last}; MLflow run {self.run_id}>"
+
+
+def _build_model(code: str | None, namespace: dict | None, model):
+    tfk = keras()
+    if model is None:
+        scope = {**(namespace or {}), "keras": tfk}
+        exec(compile(code or "", "<%%train cell>", "exec"), scope)  # noqa: S102 - the user's own cell
+        if "model" in scope:
+            model = scope["model"]
+        elif callable(scope.get("build_model")):
+            model = scope["build_model"]()
+        else:
+            raise NbscaleError("The %%train cell defines no `model` and no `build_model()`: end it with model = keras.Sequential([...]) and model.compile(...).")
+    if not isinstance(model, tfk.Model):
+        origin = type(model).__module__.split(".")[0]
+        if origin == "keras":
+            raise NbscaleError("The model was built with Keras 3 (`import keras`); nbscale trains with tf-keras: "
+                               "drop the `import keras` line and use the `keras` nbscale provides in the cell.")
+        raise NbscaleError(f"`model` is a {type(model).__name__}, not a Keras model: build it with keras.Sequential or keras.Model.")
+    if model.optimizer is None or not getattr(model, "_is_compiled", True):
+        raise NbscaleError("The model is not compiled: add model.compile(optimizer=..., loss=..., metrics=[...]) to the cell.")
+    return model
+
+
+def _check_shapes(model, spec, train_rows: int) -> None:
+    expected = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if expected is not None and len(expected) == len(spec.feature_shape) and any(
+            e is not None and e != g for e, g in zip(expected, spec.feature_shape)) or (
+            expected is not None and len(expected) != len(spec.feature_shape)):
+        raise NbscaleError(f"The model expects inputs of shape {expected} but {spec.ref} gives {spec.feature_shape}: "
+                           f"start the model with keras.Input(shape={spec.feature_shape}).")
+    if spec.batch_size > train_rows:
+        raise NbscaleError(f"--batch-size {spec.batch_size} is larger than the {train_rows} training rows of {spec.ref}: use a smaller batch.")
+
+
+def _backup_dir(experiment: str, ref: str, code: str | None) -> Path:
+    key = hashlib.sha1(f"{experiment}|{ref}|{code}".encode()).hexdigest()[:12]
+    return Path(settings().data_dir) / "checkpoints" / experiment / key
+
+
+def train(code: str | None = None, *, data: str, label: str = "label", epochs: int = 5, batch_size: int = 128,
+          validation: float = 0.2, seed: int = 42, scale: float = 1.0, experiment: str = "nbscale", resume: bool = False,
+          namespace: dict | None = None, model=None, on_epoch: Callable[[str], None] | None = None) -> TrainResult:
+    """Fit the cell's model on dataset version `data`; one MLflow run per call.
+
+    `on_epoch` receives the card's HTML after every epoch (the notebook shows it live)."""
+    from .. import feed
+    from ..ingest import dataset as find_dataset
+    from ..session import experiment_id, mlflow
+
+    if epochs < 1:
+        raise NbscaleError(f"--epochs {epochs} must be 1 or more.")
+    version = find_dataset(data)
+    spec = feed.spec_for(version, label, batch_size, scale, seed)
+    built = _build_model(code, namespace, model)
+    train_split, val_split = feed.split(version, validation, seed)
+    _check_shapes(built, spec, train_split.rows)
+    backups = _backup_dir(experiment, version.ref, code)
+    if not resume:
+        shutil.rmtree(backups, ignore_errors=True)
+
+    mlf = mlflow()
+    run = mlf.start_run(experiment_id=experiment_id(experiment), run_name=f"{version.ref} {time.strftime('%H:%M:%S')}")
+    run_id = run.info.run_id
+    uri = settings().tracking_uri
+    run_url = f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}" if uri.startswith("http") else None
+    title = f"%%train {version.ref}"
+    where = device()
+    history: dict[str, list[float]] = {}
+    speed = {"samples_per_s": 0.0}
+    try:
+        _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
+        callbacks = [_epoch_callback(keras(), mlf, history, speed, train_split.rows,
+                                    lambda: on_epoch and on_epoch(render(title, history, epochs, speed["samples_per_s"], run_id,
+                                                                         run_url, "training", where))),
+                     keras().callbacks.BackupAndRestore(str(backups))]
+        if on_epoch:
+            on_epoch(render(title, history, epochs, None, run_id, run_url, "starting", where))
+        built.fit(feed.tf_dataset(train_split, spec, shuffle=True), epochs=epochs, verbose=0, callbacks=callbacks,
+                  validation_data=feed.tf_dataset(val_split, spec, shuffle=False) if val_split else None)
+        model_uri = _log_model(mlf, built, train_split, spec)
+    except KeyboardInterrupt:
+        mlf.end_run("KILLED")
+        raise
+    except BaseException as exc:
+        mlf.end_run("FAILED")
+        raise _one_line(exc) from None
+    mlf.end_run("FINISHED")
+    shutil.rmtree(backups, ignore_errors=True)
+    return TrainResult(title, run_id, run_url, experiment, version.ref, epochs, history, speed["samples_per_s"], where, built, model_uri)
+
+
+def _one_line(exc: BaseException) -> BaseException:
+    if isinstance(exc, NbscaleError):
+        return exc
+    from ..errors import first_useful_line
+    from ..feed import ShortEpochError
+
+    text = str(exc)
+    if "ShortEpochError" in text:  # raised in the feed, wrapped by tf.data
+        return ShortEpochError(text.split("ShortEpochError: ", 1)[1].splitlines()[0])
+    return NbscaleError(f"Training failed: {first_useful_line(text)}")
+
+
+def _log_params(mlf, model, version, spec, epochs, validation, train_split, val_split) -> None:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    optimizer = model.optimizer
+    mlf.log_params({
+        "data": version.ref, "label": spec.label, "epochs": epochs, "batch_size": spec.batch_size, "validation": validation,
+        "seed": spec.seed, "scale": spec.scale, "train_rows": train_split.rows, "validation_rows": val_split.rows if val_split else 0,
+        "optimizer": type(optimizer).__name__, "learning_rate": float(optimizer.learning_rate.numpy()),
+        "loss": str(model.loss), "parameters": model.count_params(),
+    })
+    lines: list[str] = []
+    model.summary(print_fn=lines.append)
+    mlf.log_text("\n".join(lines), "model_summary.txt")
+    source = resolve_dataset_source(Path(version.path).as_uri())
+    mlf.log_input(MetaDataset(source, name=version.ref, digest=hashlib.sha1(version.ref.encode()).hexdigest()[:8]), context="training")
+
+
+def _log_model(mlf, model, train_split, spec) -> str:
+    import mlflow.tensorflow
+    from mlflow.models import infer_signature
+
+    from ..feed import batches
+
+    example, _ = next(batches(train_split, spec, shuffle=False))
+    example = example[:4]
+    # MLflow checks the input example with a default-verbosity predict, which draws a progress bar.
+    with contextlib.redirect_stdout(io.StringIO()):
+        info = mlflow.tensorflow.log_model(model, name="model", signature=infer_signature(example, model.predict(example, verbose=0)),
+                                           input_example=example[:2])
+    return info.model_uri
+
+
+def _epoch_callback(tfk, mlf, history: dict, speed: dict, rows: int, refresh: Callable[[], None]):
+    """Per-epoch metrics into MLflow and the history, samples/s, and a refresh of the live card."""
+
+    class EpochCallback(tfk.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            speed["samples_per_s"] = rows / (time.perf_counter() - self.started)
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+            mlf.log_metrics({**logs, "samples_per_s": speed["samples_per_s"]}, step=epoch)
+            refresh()
+
+    return EpochCallback()
