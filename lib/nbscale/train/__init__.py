@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -178,7 +179,9 @@ def _log_params(mlf, model, version, spec, epochs, validation, train_split, val_
     lines: list[str] = []
     model.summary(print_fn=lines.append)
     mlf.log_text("\n".join(lines), "model_summary.txt")
-    source = resolve_dataset_source(Path(version.path).as_uri())
+    with warnings.catch_warnings():  # two equivalent local sources are registered; either is right
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(Path(version.path).as_uri())
     mlf.log_input(MetaDataset(source, name=version.ref, digest=hashlib.sha1(version.ref.encode()).hexdigest()[:8]), context="training")
 
 

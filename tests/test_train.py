@@ -1,0 +1,117 @@
+"""%%train with real Spark, Petastorm, TensorFlow (tf-keras) and MLflow on the real digits."""
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nbscale
+from nbscale import feed
+from nbscale.errors import NbscaleError
+from nbscale.ingest import dataset, ingest
+from nbscale.train import train
+
+pytestmark = pytest.mark.slow
+
+DENSE = """
+model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+"""
+CNN = """
+def build_model():
+    m = keras.Sequential([keras.Input(shape=(8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.Flatten(),
+                          keras.layers.Dense(10, activation="softmax")])
+    m.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return m
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def digits(tmp_path_factory):
+    from nbscale.config import settings
+
+    cfg = settings()
+    saved = cfg.data_dir, cfg.tracking_uri
+    cfg.data_dir = str(tmp_path_factory.mktemp("train-data"))
+    ingest("digits", "nbscale:digits", label="label")
+    table = np.loadtxt(gzip.open(nbscale.datasets.digits_csv(), "rt"), delimiter=",")
+    folder = tmp_path_factory.mktemp("idx")
+    for name, array in (("images-idx3-ubyte", table[:, :64].reshape(-1, 8, 8)), ("labels-idx1-ubyte", table[:, 64])):
+        array = array.astype(np.uint8)
+        (folder / name).write_bytes(bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+    ingest("digit_images", f"{folder}/images-idx3-ubyte {folder}/labels-idx1-ubyte", shards=4)
+    yield
+    cfg.data_dir, cfg.tracking_uri = saved
+
+
+def runs(status: str):
+    return nbscale.session.mlflow().search_runs(search_all_experiments=True, filter_string=f"attributes.status = '{status}'")
+
+
+def test_tabular_digits_train_and_the_run_is_complete():
+    result = train(DENSE, data="digits", epochs=8, batch_size=64, scale=16.0, experiment="digits")
+    assert result.metrics["val_accuracy"] > 0.85
+    assert len(result.history["loss"]) == 8 and result.history["loss"][-1] < result.history["loss"][0]
+    client = nbscale.session.mlflow().MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data"] == "digits@v1" and run.data.params["batch_size"] == "64" and run.data.params["optimizer"] == "Adam"
+    assert [m.step for m in client.get_metric_history(result.run_id, "val_accuracy")] == list(range(8))
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits@v1"]
+    import mlflow.pyfunc
+
+    x = np.asarray(dataset("digits").to_pandas(5).drop(columns=["label"]), dtype=np.float32) / 16
+    assert mlflow.pyfunc.load_model(result.model_uri).predict(x).shape == (5, 10)
+
+
+def test_image_dataset_trains_a_cnn():
+    result = train(CNN, data="digit_images", epochs=6, batch_size=32, scale=16.0, experiment="digits")
+    assert result.metrics["val_accuracy"] > 0.8
+    assert "<svg" in result._repr_html_() and "epoch 6/6" in result._repr_html_()
+
+
+def test_the_reader_pool_reads_every_row_every_time():
+    spec = feed.spec_for(dataset("digit_images"), "label", 50, 1.0, 1)
+    train_split, _ = feed.split(dataset("digit_images"), 0.2, 1)
+    counts = {sum(len(y) for _, y in feed.batches(train_split, spec, shuffle=True, epoch=i)) for i in range(20)}
+    assert counts == {train_split.rows}
+
+
+def test_a_short_epoch_fails_the_run_loudly():
+    train(DENSE, data="digits", epochs=1, batch_size=64, scale=16.0, experiment="short")  # writes the split
+    train_split, _ = feed.split(dataset("digits"), 0.2, 42)
+    meta = Path(train_split.path.removeprefix("file://")).parent / "split.json"
+    real = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**real, "train": real["train"] + 7}))  # the split now holds fewer rows than it claims
+    try:
+        with pytest.raises(feed.ShortEpochError, match=rf"^Epoch 1 read {real['train']} of the {real['train'] + 7} rows of digits@v1"):
+            train(DENSE, data="digits", epochs=2, batch_size=64, scale=16.0, experiment="short")
+    finally:
+        meta.write_text(json.dumps(real))
+    assert len(runs("FAILED")) >= 1 and len(runs("RUNNING")) == 0
+
+
+@pytest.mark.parametrize("code, options, message", [
+    (DENSE, {"data": "nothing"}, "No dataset named 'nothing'"),
+    (DENSE, {"data": "digits@v7"}, "digits has no version v7"),
+    (DENSE, {"data": "digits", "label": "target"}, "Label column 'target' is not in digits@v1"),
+    ("model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(10)])", {"data": "digits"}, "The model is not compiled"),
+    ("import keras as k3\nmodel = k3.Sequential([k3.Input(shape=(64,)), k3.layers.Dense(10)])\nmodel.compile(loss='mse')",
+     {"data": "digits"}, "built with Keras 3"),
+    (DENSE.replace("(64,)", "(28, 28, 1)"), {"data": "digits"}, "expects inputs of shape (28, 28, 1) but digits@v1 gives (64,)"),
+    (DENSE, {"data": "digits", "batch_size": 5000}, "--batch-size 5000 is larger than the"),
+    ("x = 1", {"data": "digits"}, "defines no `model` and no `build_model()`"),
+])
+def test_bad_input_is_one_line_and_leaves_no_running_run(code, options, message):
+    with pytest.raises(NbscaleError) as raised:
+        train(code, **{"epochs": 1, **options})
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert len(runs("RUNNING")) == 0
+
+
+def test_train_magic_binds_the_trained_model(ip):
+    result = ip.run_cell_magic("train", "--data digits --epochs 2 --batch-size 64 --scale 16 --experiment magic -o fit", DENSE)
+    assert ip.user_ns["fit"] is result and ip.user_ns["model"] is result.model
+    assert result.model.optimizer.iterations.numpy() > 0  # trained, not just built
