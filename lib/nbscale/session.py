@@ -134,12 +134,10 @@ def driver_log() -> Path:
 
 
 @contextlib.contextmanager
-def _child_output_to(path: Path):
-    """Point fds 1 and 2 at `path` while the Spark JVM is launched.
-
-    The JVM inherits them for its whole life, so its start banner and WARN lines go to a log
-    file instead of every notebook cell (ipykernel forwards fd output to the frontend).
-    """
+def native_output_to(path: Path):
+    """Point fds 1 and 2 at `path` for the block: native code (the Spark JVM we launch, which
+    inherits them for its whole life; TensorFlow's C++ logging at import) writes there instead
+    of into every notebook cell (ipykernel forwards fd output to the frontend)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -218,7 +216,7 @@ def spark():
         log = driver_log()
         log_start = log.stat().st_size if log.exists() else 0
         try:
-            with _child_output_to(log):
+            with native_output_to(log):
                 session = builder.getOrCreate()
         except Exception as exc:  # noqa: BLE001 - any start failure becomes one line
             reason = _jvm_start_error(log, log_start) or first_useful_line(exc)
@@ -324,6 +322,7 @@ def mlflow():
     check_tracking_uri(uri)
     import mlflow as _mlflow
 
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # schema set-up chatter
     _mlflow.set_tracking_uri(uri)
     return _mlflow
 

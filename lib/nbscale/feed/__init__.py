@@ -63,6 +63,13 @@ def spec_for(dataset, label: str, batch_size: int, scale: float, seed: int) -> F
         return FeedSpec(dataset.ref, label, ("image",), tuple(manifest["image_shape"]), scale, batch_size, seed, label_dtype)
     skip = {label, "label_name", "path"}
     features = tuple(c for c in types if c not in skip)
+    arrays = [c for c in features if types[c] in {f"array<{t}>" for t in NUMERIC}]
+    if arrays == list(features) and len(arrays) == 1:  # one vector column: feed it flat
+        import pyarrow.parquet as pq
+
+        first = next(Path(dataset.path).glob("*.parquet"))
+        length = len(pq.read_table(first, columns=arrays).slice(0, 1).column(0)[0])
+        return FeedSpec(dataset.ref, label, features, (length,), scale, batch_size, seed, label_dtype)
     other = [f"{c} ({types[c]})" for c in features if types[c] not in NUMERIC]
     if other:
         raise NbscaleError(f"{dataset.ref} has non-numeric feature columns {', '.join(other)}: select numeric features with "
@@ -138,8 +145,8 @@ def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_sh
 def _features(group, spec: FeedSpec):
     import numpy as np
 
-    if spec.features == ("image",):
-        x = np.stack(group.image).astype(np.float32).reshape((-1, *spec.feature_shape))
+    if len(spec.features) == 1 and spec.feature_shape != (1,):  # an image or vector column
+        x = np.stack(getattr(group, spec.features[0])).astype(np.float32).reshape((-1, *spec.feature_shape))
     else:
         x = np.stack([np.asarray(getattr(group, c), dtype=np.float32) for c in spec.features], axis=1)
     return x / spec.scale if spec.scale != 1 else x

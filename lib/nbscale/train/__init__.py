@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,18 +22,29 @@ from ..errors import NbscaleError
 from .card import render
 
 
+def _native_log() -> Path:
+    return Path(settings().data_dir) / "logs" / "tensorflow.log"
+
+
 def keras():
     """The Keras nbscale trains with: tf-keras (Keras 2)."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tf_keras
+    if "tf_keras" not in sys.modules:
+        from ..session import native_output_to
 
-    return tf_keras
+        with native_output_to(_native_log()):  # TensorFlow's C++ start-up lines go to a log file
+            import tensorflow as tf
+            import tf_keras  # noqa: F401
+
+            tf.config.list_physical_devices("GPU")  # the CUDA probe logs an error where there is no GPU
+    return sys.modules["tf_keras"]
 
 
 def device() -> str:
     import tensorflow as tf
 
+    keras()  # TensorFlow imported and its devices probed, quietly
     gpus = tf.config.list_physical_devices("GPU")
     return f"{len(gpus)} GPU" if gpus else "CPU"
 
@@ -63,15 +75,18 @@ class TrainResult:
         return f"<TrainResult {self.dataset}: {self.epochs} epochs, {last}; MLflow run {self.run_id}>"
 
 
-def _build_model(code: str | None, namespace: dict | None, model):
+def _build_model(code: str | None, namespace: dict | None, model, seed: int):
     tfk = keras()
     if model is None:
+        tfk.utils.set_random_seed(seed)  # the same cell and --seed give the same initial weights
         scope = {**(namespace or {}), "keras": tfk}
         exec(compile(code or "", "<%%train cell>", "exec"), scope)  # noqa: S102 - the user's own cell
-        if "model" in scope:
-            model = scope["model"]
-        elif callable(scope.get("build_model")):
+        before = namespace or {}
+        # What this cell defines wins over a `model` or `build_model` left by an earlier cell.
+        if callable(scope.get("build_model")) and scope["build_model"] is not before.get("build_model"):
             model = scope["build_model"]()
+        elif "model" in scope and scope["model"] is not before.get("model"):
+            model = scope["model"]
         else:
             raise NbscaleError("The %%train cell defines no `model` and no `build_model()`: end it with model = keras.Sequential([...]) and model.compile(...).")
     if not isinstance(model, tfk.Model):
@@ -115,7 +130,7 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
         raise NbscaleError(f"--epochs {epochs} must be 1 or more.")
     version = find_dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
-    built = _build_model(code, namespace, model)
+    built = _build_model(code, namespace, model, seed)
     train_split, val_split = feed.split(version, validation, seed)
     _check_shapes(built, spec, train_split.rows)
     backups = _backup_dir(experiment, version.ref, code)

@@ -1,4 +1,4 @@
-"""%%ingest in a real kernel: the live progress bar, and an interrupt that cancels its Spark jobs."""
+"""In a real kernel: the live progress bar, and interrupts that cancel Spark jobs and mark MLflow runs KILLED."""
 import json
 import time
 import urllib.request
@@ -68,3 +68,27 @@ def test_progress_bar_shows_while_spark_runs_and_leaves_no_trace(tmp_path):
         assert updates[-1]["data"] == {"text/plain": ""}  # removed once the card is there
         result = next(c for k, c in done.outputs if k == "execute_result")
         assert "rows@v1: read 300000 = loaded 300000 + quarantined 0" in result["data"]["text/plain"]
+
+
+def test_interrupting_training_marks_the_run_killed():
+    code = ("%%train --data digits --epochs 400 --batch-size 16 --scale 16 --experiment interrupted\n"
+            "model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(10, activation='softmax')])\n"
+            "model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])\n")
+    with Kernel("nbscale-local") as kernel:
+        assert kernel.run("%ingest digits nbscale:digits --label label").status == "ok"
+        msg_id = kernel.client.execute(code)
+        deadline = time.monotonic() + 120
+        while True:  # interrupt once the live card shows a finished epoch
+            msg = kernel.client.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "update_display_data" \
+                    and "epoch 1/400" in msg["content"]["data"].get("text/html", ""):
+                break
+            assert time.monotonic() < deadline, "no epoch finished within 120 s"
+        kernel.manager.interrupt_kernel()
+        reply = kernel.client.get_shell_msg(timeout=120)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kernel.client.get_shell_msg(timeout=120)
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        status = kernel.run("import nbscale\nruns = nbscale.session.mlflow().search_runs(experiment_names=['interrupted'])\n"
+                            "print(list(runs['status']))")
+        assert status.text().strip() == "['KILLED']"
