@@ -20,6 +20,9 @@ ENV_PREFIX = "NBSCALE_"
 # The "nbscale — Spark cluster" kernel sets NBSCALE_KERNEL=cluster and takes its master from here,
 # so one Jupyter server can offer a local kernel and a cluster kernel side by side.
 CLUSTER_KERNEL_MASTER_ENV = "NBSCALE_CLUSTER_MASTER"
+# The user's MLFLOW_TRACKING_URI, read once: mlflow.set_tracking_uri() writes that variable into
+# this process, and a default must not follow what nbscale itself set.
+_USER_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 _MASTER_FORMS = [
     r"local",
@@ -86,7 +89,7 @@ class Nbscale(SingletonConfigurable):
 
     @default("tracking_uri")
     def _default_tracking_uri(self):
-        return _env("TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(self.data_dir)
+        return _env("TRACKING_URI") or _USER_MLFLOW_URI or default_tracking_uri(self.data_dir)
 
     @default("host")
     def _default_host(self):
