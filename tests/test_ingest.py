@@ -257,3 +257,12 @@ def test_progress_reports_the_ingests_spark_jobs(tmp_path):
     assert final.finished and all(not s.finished for s in seen[:-1])
     assert final.jobs_total >= 3 and final.jobs_done == final.jobs_total
     assert final.tasks_total >= 3 and final.tasks_done == final.tasks_total and final.fraction == 1.0
+
+
+def test_a_cached_version_survives_a_spark_restart(tmp_path):
+    from nbscale.session import stop_spark
+
+    cached = ingest("kept", write(tmp_path / "k.csv", "a,b\n1,2\n3,4\n"), cache="memory").dataset
+    assert cached.df.storageLevel.useMemory
+    stop_spark()
+    assert cached.df.count() == 2  # read again from Parquet by the new session, not from a dead cache

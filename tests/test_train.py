@@ -115,3 +115,22 @@ def test_train_magic_binds_the_trained_model(ip):
     result = ip.run_cell_magic("train", "--data digits --epochs 2 --batch-size 64 --scale 16 --experiment magic -o fit", DENSE)
     assert ip.user_ns["fit"] is result and ip.user_ns["model"] is result.model
     assert result.model.optimizer.iterations.numpy() > 0  # trained, not just built
+
+
+def test_resume_continues_after_the_last_completed_epoch():
+    calls = {"n": 0}
+
+    def interrupt_after_second_epoch(card_html):
+        if "epoch 2/4" in card_html:
+            raise KeyboardInterrupt  # what the kernel raises when the user interrupts
+    with pytest.raises(KeyboardInterrupt):
+        train(DENSE, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="resume", on_epoch=interrupt_after_second_epoch)
+    assert list(runs("KILLED")["params.data"]) == ["digits@v1"]
+
+    def count(card_html):
+        calls["n"] += 1
+    resumed = train(DENSE, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="resume", resume=True, on_epoch=count)
+    # Epoch 1 was backed up before the interrupt; epoch 2's end was interrupted: epochs 2-4 are run again.
+    assert len(resumed.history["loss"]) == 3
+    fresh = train(DENSE, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="resume")
+    assert len(fresh.history["loss"]) == 4  # without --resume the backup is discarded

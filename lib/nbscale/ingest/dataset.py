@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .store import Version
 
-_cached: dict[str, object] = {}  # ref -> persisted DataFrame, so every handle shares the cache
+_cached: dict[str, object] = {}  # data path -> persisted DataFrame, so every handle shares the cache
 
 
 class Dataset:
@@ -37,11 +37,13 @@ class Dataset:
 
     @property
     def df(self):
-        if self.ref in _cached:
-            return _cached[self.ref]
         from ..session import spark
 
-        return spark().read.parquet(self.path)
+        session = spark()
+        cached = _cached.get(self.path)
+        if cached is not None and cached.sparkSession is session:  # a cache dies with its session
+            return cached
+        return session.read.parquet(self.path)
 
     @property
     def quarantine(self):
@@ -67,7 +69,7 @@ class Dataset:
         t1 = time.perf_counter()
         df.count()  # served from it
         t2 = time.perf_counter()
-        _cached[self.ref] = df
+        _cached[self.path] = df
         return {"level": level, "first_read_s": round(t1 - t0, 3), "cached_read_s": round(t2 - t1, 3), "storage": str(df.storageLevel)}
 
     def __repr__(self) -> str:
