@@ -1,5 +1,6 @@
 """In a real kernel: the live progress bar, and interrupts that cancel Spark jobs and mark MLflow runs KILLED."""
 import json
+import os
 import time
 import urllib.request
 
@@ -9,13 +10,18 @@ from kernel_client import Kernel
 pytestmark = pytest.mark.slow
 
 
+def own_data_dir(tmp_path) -> dict:
+    """The kernel's environment with a data dir of its own: its datasets must not meet the notebooks'."""
+    return dict(os.environ, NBSCALE_DATA_DIR=str(tmp_path / "data"))
+
+
 def test_interrupt_cancels_the_jobs_and_keeps_the_session(tmp_path):
     big = tmp_path / "big.csv"
     with open(big, "w") as f:
         f.write("id,a,b,c\n")
         for start in range(0, 3_000_000, 100_000):
             f.write("".join(f"{i},{i * 3},{i % 7},x{i % 11}\n" for i in range(start, start + 100_000)))
-    with Kernel("nbscale-local") as kernel:
+    with Kernel("nbscale-local", env=own_data_dir(tmp_path)) as kernel:
         ui = kernel.run("import nbscale; spark = nbscale.spark(); print(spark.sparkContext.uiWebUrl)").text().strip()
         app = json.load(urllib.request.urlopen(f"{ui}/api/v1/applications", timeout=10))[0]["id"]
         msg_id = kernel.client.execute(f"%%ingest big\n{big}")
@@ -56,7 +62,7 @@ def test_interrupt_cancels_the_jobs_and_keeps_the_session(tmp_path):
 def test_progress_bar_shows_while_spark_runs_and_leaves_no_trace(tmp_path):
     source = tmp_path / "rows.csv"
     source.write_text("a,b\n" + "".join(f"{i},{i % 5}\n" for i in range(300_000)))
-    with Kernel("nbscale-local") as kernel:
+    with Kernel("nbscale-local", env=own_data_dir(tmp_path)) as kernel:
         done = kernel.run(f"%%ingest rows --label b\n{source}")
         assert done.status == "ok", done.text()
         kinds = [(kind, content) for kind, content in done.outputs if kind in ("display_data", "update_display_data")]
@@ -70,11 +76,11 @@ def test_progress_bar_shows_while_spark_runs_and_leaves_no_trace(tmp_path):
         assert "rows@v1: read 300000 = loaded 300000 + quarantined 0" in result["data"]["text/plain"]
 
 
-def test_interrupting_training_marks_the_run_killed():
+def test_interrupting_training_marks_the_run_killed(tmp_path):
     code = ("%%train --data digits --epochs 400 --batch-size 16 --scale 16 --experiment interrupted\n"
             "model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(10, activation='softmax')])\n"
             "model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])\n")
-    with Kernel("nbscale-local") as kernel:
+    with Kernel("nbscale-local", env=own_data_dir(tmp_path)) as kernel:
         assert kernel.run("%ingest digits nbscale:digits --label label").status == "ok"
         msg_id = kernel.client.execute(code)
         deadline = time.monotonic() + 120

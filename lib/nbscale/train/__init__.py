@@ -101,10 +101,11 @@ def _build_model(code: str | None, namespace: dict | None, model, seed: int):
 
 
 def _check_shapes(model, spec, train_rows: int) -> None:
-    expected = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
-    if expected is not None and len(expected) == len(spec.feature_shape) and any(
-            e is not None and e != g for e, g in zip(expected, spec.feature_shape)) or (
-            expected is not None and len(expected) != len(spec.feature_shape)):
+    shape = model.input_shape
+    expected = tuple(shape[1:]) if isinstance(shape, tuple) else None  # a list: several inputs, not checked here
+    mismatch = expected is not None and (
+        len(expected) != len(spec.feature_shape) or any(e is not None and e != g for e, g in zip(expected, spec.feature_shape)))
+    if mismatch:
         raise NbscaleError(f"The model expects inputs of shape {expected} but {spec.ref} gives {spec.feature_shape}: "
                            f"start the model with keras.Input(shape={spec.feature_shape}).")
     if spec.batch_size > train_rows:
