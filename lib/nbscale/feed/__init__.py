@@ -1,8 +1,9 @@
 """Parquet -> Petastorm -> batches for Keras, with every epoch's row count checked.
 
 Petastorm 0.13.1's default thread pool sometimes returns zero rows without an error (see
-DESIGN.md), so nothing here trusts a read: each pass over a split counts its rows and fails
-loudly when they differ from what the split holds. The reader pool is `dummy` (in-process):
+DESIGN.md), so nothing here trusts a read: each Petastorm pass over a split counts its rows and
+fails loudly when they differ from what the split holds, and training counts what every epoch
+delivered (`counter` in `tf_dataset`). The reader pool is `dummy` (in-process):
 it read completely in every measurement, and for row-group-sized Parquet reads it is as fast as
 the thread pool here (benchmarks/feed.py)."""
 from __future__ import annotations
@@ -20,6 +21,9 @@ from ..config import settings
 from ..errors import NbscaleError
 
 READER_POOL = "dummy"
+# A split this small (features as float32) is read through Petastorm once, checked, and then served
+# from tf.data's in-memory cache for the following epochs.
+CACHE_BYTES = 512 * 2**20
 # Petastorm 0.13.1 calls pyarrow 14's legacy dataset API, which warns on every read.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\..*)?$")
@@ -156,8 +160,10 @@ def steps(rows: int, batch_size: int) -> int:
     return math.ceil(rows / batch_size)
 
 
-def tf_dataset(split_: Split, spec: FeedSpec, shuffle: bool):
-    """A tf.data pipeline over `batches` that re-reads (and re-counts) the split every epoch."""
+def tf_dataset(split_: Split, spec: FeedSpec, shuffle: bool, counter=None):
+    """A tf.data pipeline over `batches`. A small split is cached after its first complete (checked)
+    epoch, with the batch order reshuffled every epoch; a large one is re-read and re-counted each epoch.
+    `counter` (a tf.Variable) adds up the rows every epoch really delivers, cached or not."""
     import tensorflow as tf
 
     epoch = {"n": 0}
@@ -168,4 +174,15 @@ def tf_dataset(split_: Split, spec: FeedSpec, shuffle: bool):
 
     signature = (tf.TensorSpec((None, *spec.feature_shape), tf.float32), tf.TensorSpec((None,), tf.as_dtype(spec.label_dtype)))
     ds = tf.data.Dataset.from_generator(one_pass, output_signature=signature)
+    if split_.rows * math.prod(spec.feature_shape) * 4 <= CACHE_BYTES:
+        # tf.data keeps the cache only when a pass ends normally; a short pass raises, so never caches.
+        ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(steps(split_.rows, spec.batch_size), seed=spec.seed, reshuffle_each_iteration=True)
+    if counter is not None:
+        def count(x, y):
+            counter.assign_add(tf.shape(y, out_type=tf.int64)[0])
+            return x, y
+
+        ds = ds.map(count)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -149,13 +149,16 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
     speed = {"samples_per_s": 0.0}
     try:
         _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
-        callbacks = [_epoch_callback(keras(), mlf, history, speed, train_split.rows,
+        import tensorflow as tf
+
+        delivered = tf.Variable(0, dtype=tf.int64, trainable=False)
+        callbacks = [_epoch_callback(keras(), mlf, history, speed, train_split.rows, delivered, version.ref,
                                     lambda: on_epoch and on_epoch(render(title, history, epochs, speed["samples_per_s"], run_id,
                                                                          run_url, "training", where))),
                      keras().callbacks.BackupAndRestore(str(backups))]
         if on_epoch:
             on_epoch(render(title, history, epochs, None, run_id, run_url, "starting", where))
-        built.fit(feed.tf_dataset(train_split, spec, shuffle=True), epochs=epochs, verbose=0, callbacks=callbacks,
+        built.fit(feed.tf_dataset(train_split, spec, shuffle=True, counter=delivered), epochs=epochs, verbose=0, callbacks=callbacks,
                   validation_data=feed.tf_dataset(val_split, spec, shuffle=False) if val_split else None)
         model_uri = _log_model(mlf, built, train_split, spec)
     except KeyboardInterrupt:
@@ -216,14 +219,21 @@ def _log_model(mlf, model, train_split, spec) -> str:
     return info.model_uri
 
 
-def _epoch_callback(tfk, mlf, history: dict, speed: dict, rows: int, refresh: Callable[[], None]):
-    """Per-epoch metrics into MLflow and the history, samples/s, and a refresh of the live card."""
+def _epoch_callback(tfk, mlf, history: dict, speed: dict, rows: int, delivered, ref: str, refresh: Callable[[], None]):
+    """Every epoch: its row count checked, metrics into MLflow and the history, samples/s, and a
+    refresh of the live card."""
+    from ..feed import ShortEpochError
 
     class EpochCallback(tfk.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
+            delivered.assign(0)
 
         def on_epoch_end(self, epoch, logs=None):
+            got = int(delivered.numpy())
+            if got != rows:
+                raise ShortEpochError(f"Epoch {epoch + 1} trained on {got} of the {rows} rows of {ref}: training stopped "
+                                      "rather than learn from part of the data. Run it again.")
             logs = {k: float(v) for k, v in (logs or {}).items()}
             speed["samples_per_s"] = rows / (time.perf_counter() - self.started)
             for key, value in logs.items():
