@@ -3,9 +3,9 @@
 Petastorm 0.13.1's default thread pool sometimes returns zero rows without an error (see
 DESIGN.md), so nothing here trusts a read: each Petastorm pass over a split counts its rows and
 fails loudly when they differ from what the split holds, and training counts what every epoch
-delivered (`counter` in `tf_dataset`). The reader pool is `dummy` (in-process):
-it read completely in every measurement, and for row-group-sized Parquet reads it is as fast as
-the thread pool here (benchmarks/feed.py)."""
+delivered (`counter` in `tf_dataset`). The reader pool is `dummy` (in-process): it read completely
+in every measurement (DESIGN.md; tests/test_train.py reads a split 20 times), where the `thread`
+pool lost whole reads; benchmarks/feed.py measures what it costs."""
 from __future__ import annotations
 
 import hashlib
