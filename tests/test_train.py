@@ -120,17 +120,56 @@ def test_train_magic_binds_the_trained_model(ip):
 def test_resume_continues_after_the_last_completed_epoch():
     calls = {"n": 0}
 
-    def interrupt_after_second_epoch(card_html):
-        if "epoch 2/4" in card_html:
+    def interrupt_after_second_epoch(progress):
+        if progress.epoch == 2:
             raise KeyboardInterrupt  # what the kernel raises when the user interrupts
     with pytest.raises(KeyboardInterrupt):
         train(DENSE, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="resume", on_epoch=interrupt_after_second_epoch)
     assert list(runs("KILLED")["params.data"]) == ["digits@v1"]
 
-    def count(card_html):
+    def count(progress):
         calls["n"] += 1
     resumed = train(DENSE, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="resume", resume=True, on_epoch=count)
     # Epoch 1 was backed up before the interrupt; epoch 2's end was interrupted: epochs 2-4 are run again.
     assert len(resumed.history["loss"]) == 3
     fresh = train(DENSE, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="resume")
     assert len(fresh.history["loss"]) == 4  # without --resume the backup is discarded
+
+
+def _wait(job, state_not="running", seconds=180):
+    job.wait(seconds)
+    assert job.state != state_not, f"job {job.id} still {job.state} after {seconds} s"
+    return job
+
+
+def test_background_training_runs_while_the_notebook_goes_on(ip, capsys):
+    from nbscale.jobs import registry
+
+    ip.run_cell_magic("train", "--data digits --epochs 3 --batch-size 64 --scale 16 --experiment bg --background -o bg", DENSE)
+    job = registry.jobs()[-1]
+    assert f"Training in the background as job {job.id}" in capsys.readouterr().out
+    assert ip.run_cell("1 + 1").result == 2  # the kernel is free while it trains
+    _wait(job)
+    assert job.state == "finished", job.error
+    assert ip.user_ns["bg"] is job.result and job.result.metrics["val_accuracy"] > 0.5
+    assert job.progress.startswith("epoch 3/3")
+    listed = ip.run_line_magic("jobs", "").data
+    assert f"<td>{job.id}</td>" in listed and "finished" in listed
+
+
+def test_cancel_stops_a_background_training_and_kills_its_run(ip):
+    from nbscale.jobs import registry
+
+    ip.run_cell_magic("train", "--data digits --epochs 5000 --batch-size 16 --scale 16 --experiment cancelled --background", DENSE)
+    job = registry.jobs()[-1]
+    for _ in range(600):  # until an epoch is done
+        if job.progress.startswith("epoch ") or job.state != "running":
+            break
+        job.wait(0.2)
+    ip.run_line_magic("jobs", f"cancel {job.id}")
+    _wait(job, seconds=60)
+    assert job.state == "cancelled" and "was cancelled after" in job.error
+    status = nbscale.session.mlflow().search_runs(experiment_names=["cancelled"])["status"]
+    assert list(status) == ["KILLED"]
+    with pytest.raises(NbscaleError, match="There is no job 999"):
+        ip.run_line_magic("jobs", "cancel 999")

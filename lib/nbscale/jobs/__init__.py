@@ -1,1 +1,1 @@
-"""Long-running Spark work: progress from Spark's status tracker, cancellation by job group."""
+"""Long-running work: background jobs of this kernel, Spark progress, cancellation."""

@@ -19,6 +19,7 @@ def _one_line_error(shell, etype, value, tb, tb_offset=None):
 def load(ipython) -> None:
     from .core import NbscaleMagics
     from .ingest import IngestMagics
+    from .jobs import JobsMagics
     from .train import TrainMagics
 
     # tf-keras (Keras 2) is the one Keras that trains single-node and under TF's multi-worker
@@ -34,6 +35,7 @@ def load(ipython) -> None:
     ipython.register_magics(NbscaleMagics(ipython, cfg))
     ipython.register_magics(IngestMagics)
     ipython.register_magics(TrainMagics)
+    ipython.register_magics(JobsMagics)
     ipython.set_custom_exc((NbscaleError,), _one_line_error)
 
 

@@ -12,8 +12,8 @@ class _LiveCard:
     def __init__(self):
         self.handle = display({"text/plain": ""}, raw=True, display_id=True)
 
-    def update(self, html: str) -> None:
-        self.handle.update({"text/html": html, "text/plain": "training…"}, raw=True)
+    def update(self, progress) -> None:
+        self.handle.update({"text/html": progress.html, "text/plain": progress.line()}, raw=True)
 
     def clear(self) -> None:
         self.handle.update({"text/plain": ""}, raw=True)
@@ -31,6 +31,7 @@ class TrainMagics(Magics):
     @argument("--scale", type=float, default=1.0, help="Divide features by this (e.g. 255 for 8-bit images).")
     @argument("--experiment", default="nbscale", help="MLflow experiment of the run.")
     @argument("--resume", action="store_true", help="Continue from the last completed epoch of an interrupted run of this cell.")
+    @argument("--background", action="store_true", help="Train on a thread of this kernel and return at once; watch it with %%jobs.")
     @argument("-o", "--output", metavar="VAR", help="Bind the result (.model, .history, .run_id, .metrics) to VAR.")
     @cell_magic
     def train(self, line, cell):
@@ -41,14 +42,39 @@ class TrainMagics(Magics):
         from ..train import train
 
         args = parse_argstring(self.train, line)
+        options = dict(data=args.data, label=args.label, epochs=args.epochs, batch_size=args.batch_size, validation=args.validation,
+                       seed=args.seed, scale=args.scale, experiment=args.experiment, resume=args.resume,
+                       namespace=dict(self.shell.user_ns))
         live = _LiveCard()
+        if args.background:
+            return self._in_background(cell, options, live, args.output)
         try:
-            result = train(cell, data=args.data, label=args.label, epochs=args.epochs, batch_size=args.batch_size,
-                           validation=args.validation, seed=args.seed, scale=args.scale, experiment=args.experiment,
-                           resume=args.resume, namespace=self.shell.user_ns, on_epoch=live.update)
+            result = train(cell, on_epoch=live.update, **options)
         finally:
             live.clear()
-        self.shell.user_ns["model"] = result.model
-        if args.output:
-            self.shell.user_ns[args.output] = result
+        self._bind(result, args.output)
         return result
+
+    def _bind(self, result, output: str | None) -> None:
+        self.shell.user_ns["model"] = result.model
+        if output:
+            self.shell.user_ns[output] = result
+
+    def _in_background(self, cell, options, live, output):
+        from ..jobs import registry
+        from ..train import train
+
+        def work(job):
+            def on_epoch(progress):
+                job.progress = progress.line()
+                live.update(progress)
+
+            result = train(cell, on_epoch=on_epoch, stop=job.stop, **options)
+            live.handle.update(result)  # the finished card replaces the live one
+            self._bind(result, output)
+            return result
+
+        job = registry.start("train", f"%%train {options['data']}", work)
+        print(f"Training in the background as job {job.id}: %jobs shows it, %jobs cancel {job.id} stops it"
+              + (f"; {output} is bound when it ends." if output else "."))
+        return None

@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -47,6 +48,24 @@ def device() -> str:
     keras()  # TensorFlow imported and its devices probed, quietly
     gpus = tf.config.list_physical_devices("GPU")
     return f"{len(gpus)} GPU" if gpus else "CPU"
+
+
+class TrainingCancelled(NbscaleError):
+    """Training was stopped on request (e.g. `%jobs cancel`)."""
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What the live view needs after each epoch: the card, and the numbers for a one-line summary."""
+
+    html: str
+    epoch: int  # epochs done
+    epochs: int
+    metrics: dict
+
+    def line(self) -> str:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items() if k in ("loss", "val_loss", "val_accuracy", "accuracy"))
+        return f"epoch {self.epoch}/{self.epochs}" + (f", {shown}" if shown else "")
 
 
 @dataclass
@@ -119,10 +138,12 @@ def _backup_dir(experiment: str, ref: str, code: str | None) -> Path:
 
 def train(code: str | None = None, *, data: str, label: str = "label", epochs: int = 5, batch_size: int = 128,
           validation: float = 0.2, seed: int = 42, scale: float = 1.0, experiment: str = "nbscale", resume: bool = False,
-          namespace: dict | None = None, model=None, on_epoch: Callable[[str], None] | None = None) -> TrainResult:
+          namespace: dict | None = None, model=None, on_epoch: Callable[[TrainProgress], None] | None = None,
+          stop: threading.Event | None = None) -> TrainResult:
     """Fit the cell's model on dataset version `data`; one MLflow run per call.
 
-    `on_epoch` receives the card's HTML after every epoch (the notebook shows it live)."""
+    `on_epoch` receives the live card after every epoch; setting `stop` ends training after the
+    current batch (the run is marked KILLED, its epoch backups kept for `resume=True`)."""
     from .. import feed
     from ..ingest import dataset as find_dataset
     from ..session import experiment_id, mlflow
@@ -152,16 +173,23 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
         import tensorflow as tf
 
         delivered = tf.Variable(0, dtype=tf.int64, trainable=False)
-        callbacks = [_epoch_callback(keras(), mlf, history, speed, train_split.rows, delivered, version.ref,
-                                    lambda: on_epoch and on_epoch(render(title, history, epochs, speed["samples_per_s"], run_id,
-                                                                         run_url, "training", where))),
+        def refresh(state: str = "training"):
+            if on_epoch:
+                card = render(title, history, epochs, speed["samples_per_s"] or None, run_id, run_url, state, where)
+                on_epoch(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
+
+        callbacks = [_epoch_callback(keras(), mlf, history, speed, train_split.rows, delivered, version.ref, refresh),
                      keras().callbacks.BackupAndRestore(str(backups))]
-        if on_epoch:
-            on_epoch(render(title, history, epochs, None, run_id, run_url, "starting", where))
+        if stop is not None:
+            callbacks.append(_stop_callback(keras(), stop))
+        refresh("starting")
         built.fit(feed.tf_dataset(train_split, spec, shuffle=True, counter=delivered), epochs=epochs, verbose=0, callbacks=callbacks,
                   validation_data=feed.tf_dataset(val_split, spec, shuffle=False) if val_split else None)
+        if stop is not None and stop.is_set():
+            raise TrainingCancelled(f"Training on {version.ref} was cancelled after {len(history.get('loss', []))} of {epochs} "
+                                    "epochs; its MLflow run is marked KILLED. Run the cell again with --resume to continue.")
         model_uri = _log_model(mlf, built, train_split, spec)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TrainingCancelled):
         mlf.end_run("KILLED")
         raise
     except BaseException as exc:
@@ -219,6 +247,15 @@ def _log_model(mlf, model, train_split, spec) -> str:
     return info.model_uri
 
 
+def _stop_callback(tfk, stop: threading.Event):
+    class StopOnRequest(tfk.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if stop.is_set():
+                self.model.stop_training = True
+
+    return StopOnRequest()
+
+
 def _epoch_callback(tfk, mlf, history: dict, speed: dict, rows: int, delivered, ref: str, refresh: Callable[[], None]):
     """Every epoch: its row count checked, metrics into MLflow and the history, samples/s, and a
     refresh of the live card."""
@@ -230,6 +267,8 @@ def _epoch_callback(tfk, mlf, history: dict, speed: dict, rows: int, delivered, 
             delivered.assign(0)
 
         def on_epoch_end(self, epoch, logs=None):
+            if self.model.stop_training:  # cancelled mid-epoch: neither a short read nor an epoch to log
+                return
             got = int(delivered.numpy())
             if got != rows:
                 raise ShortEpochError(f"Epoch {epoch + 1} trained on {got} of the {rows} rows of {ref}: training stopped "

@@ -1,0 +1,78 @@
+"""Background jobs of this kernel (e.g. `%%train --background`): state, progress, cancel.
+
+Each job runs on a thread; cancelling sets its stop event, which the work checks (training stops
+after the current batch and marks its MLflow run KILLED)."""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import NbscaleError
+
+_ids = itertools.count(1)
+_jobs: dict[int, "Job"] = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str
+    title: str
+    state: str = "running"  # running | finished | failed | cancelled
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    progress: str = ""  # a short line: "epoch 3/10, val_accuracy 0.91"
+    result: object = None
+    error: str | None = None
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+    def wait(self, timeout: float | None = None) -> "Job":
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self
+
+
+def start(kind: str, title: str, work: Callable[[Job], object]) -> Job:
+    """Run `work(job)` on a thread; its return value becomes `job.result`."""
+    with _lock:
+        job = Job(next(_ids), kind, title)
+        _jobs[job.id] = job
+
+    def run():
+        try:
+            job.result = work(job)
+            job.state = "cancelled" if job.stop.is_set() else "finished"
+        except BaseException as exc:  # noqa: BLE001 - a job's failure is its state, shown by %jobs
+            job.state = "cancelled" if job.stop.is_set() else "failed"
+            job.error = str(exc)
+        finally:
+            job.ended = time.time()
+
+    job.thread = threading.Thread(target=run, name=f"nbscale-job-{job.id}", daemon=True)
+    job.thread.start()
+    return job
+
+
+def jobs() -> list[Job]:
+    with _lock:
+        return list(_jobs.values())
+
+
+def get(job_id: int) -> Job:
+    with _lock:
+        if job_id not in _jobs:
+            known = ", ".join(str(i) for i in _jobs) or "none"
+            raise NbscaleError(f"There is no job {job_id} in this kernel (jobs: {known}): see %jobs.")
+        return _jobs[job_id]
+
+
+def cancel(job_id: int) -> Job:
+    job = get(job_id)
+    if job.state == "running":
+        job.stop.set()
+    return job
