@@ -64,3 +64,18 @@ def test_make_lab_serves_jupyterlab_with_both_kernels():
         os.killpg(lab.pid, signal.SIGTERM)
         output = lab.communicate(timeout=60)[0]
     assert f"http://127.0.0.1:{port}/lab" in output  # the URL is printed for the user
+
+
+@pytest.mark.slow
+def test_make_demo_runs_the_quickstart_headless(tmp_path):
+    out = subprocess.run(["make", "-s", "demo", f"DEMO_OUT={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, NBSCALE_DATA_DIR=str(tmp_path / "data")))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"Executed notebook: {tmp_path}/00-quickstart.ipynb" in out.stdout
+    assert f"Data directory:    {tmp_path}/data" in out.stdout
+    import nbformat
+
+    executed = nbformat.read(tmp_path / "00-quickstart.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "1797 images, 64 pixels each" in printed and "nearest-class-mean accuracy on 1797 images" in printed
+    assert (tmp_path / "00-quickstart.html").stat().st_size > 10_000
