@@ -266,3 +266,8 @@ def test_a_cached_version_survives_a_spark_restart(tmp_path):
     assert cached.df.storageLevel.useMemory
     stop_spark()
     assert cached.df.count() == 2  # read again from Parquet by the new session, not from a dead cache
+
+
+def test_sql_naming_a_missing_version_is_one_line():
+    with pytest.raises(NbscaleError, match=r"numbers has no version v9 \(versions: v1, v2\)"):
+        ingest("nine", "SELECT * FROM numbers@v9")

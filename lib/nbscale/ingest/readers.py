@@ -129,12 +129,13 @@ def read_parquet(spark, source: str) -> Read:
 def read_sql(spark, query: str) -> Read:
     from . import store
 
-    # Every dataset is a view: NAME (its latest version) and NAME@vK, written NAME__vK here.
-    for name in store.names():
-        for number in store.versions(name):
-            view = spark.read.parquet(str(store.Version(name, number).data_path))
-            view.createOrReplaceTempView(f"{name}__v{number}")
-        view.createOrReplaceTempView(name)
+    # The datasets the query names become views: NAME is its latest version, NAME@vK (written
+    # NAME__vK for Spark) a fixed one; an unknown version fails here with nbscale's one line.
+    known = set(store.names())
+    for name, number in set(re.findall(r"\b([A-Za-z][\w\-]*)(?:@v(\d+))?\b", query)):
+        if name in known:
+            version = store.resolve(f"{name}@v{number}" if number else name)
+            spark.read.parquet(str(version.data_path)).createOrReplaceTempView(f"{name}__v{number}" if number else name)
     rewritten = re.sub(r"\b([A-Za-z][\w\-]*)@v(\d+)\b", r"\1__v\2", query)
     df = spark.sql(rewritten)
     return Read(df, None, df.count(), [query.strip()])

@@ -3,20 +3,15 @@ from __future__ import annotations
 
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
+
+from ..widgets.placeholder import Placeholder
 
 
-class _LiveCard:
-    """The training card, redrawn in place after every epoch and removed when the result card shows."""
-
-    def __init__(self):
-        self.handle = display({"text/plain": ""}, raw=True, display_id=True)
+class _LiveCard(Placeholder):
+    """The training card, redrawn in place after every epoch."""
 
     def update(self, progress) -> None:
-        self.handle.update({"text/html": progress.html, "text/plain": progress.line()}, raw=True)
-
-    def clear(self) -> None:
-        self.handle.update({"text/plain": ""}, raw=True)
+        self.show({"text/html": progress.html, "text/plain": progress.line()})
 
 
 @magics_class
@@ -70,7 +65,7 @@ class TrainMagics(Magics):
                 live.update(progress)
 
             result = train(cell, on_epoch=on_epoch, stop=job.stop, **options)
-            live.handle.update(result)  # the finished card replaces the live one
+            live.show(result)  # the finished card replaces the live one
             self._bind(result, output)
             return result
 

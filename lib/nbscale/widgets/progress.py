@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..jobs.progress import SparkProgress
+from .placeholder import Placeholder
 
 
 class ProgressBar:
@@ -9,11 +10,9 @@ class ProgressBar:
     (the result card then says what happened), so finished notebooks keep no stale bars."""
 
     def __init__(self, title: str):
-        from IPython.display import display
-
         self.title = title
         self.bar = self.label = None
-        self.handle = display({"text/plain": ""}, raw=True, display_id=True)
+        self.slot = Placeholder()
 
     def _show(self) -> None:
         import ipywidgets as widgets
@@ -21,12 +20,12 @@ class ProgressBar:
         self.bar = widgets.IntProgress(min=0, max=1, value=0, description=self.title, style={"description_width": "initial"},
                                        layout=widgets.Layout(width="420px"))
         self.label = widgets.Label()
-        self.handle.update(widgets.HBox([self.bar, self.label]))
+        self.slot.show(widgets.HBox([self.bar, self.label]))
 
     def update(self, state: SparkProgress) -> None:
         if state.finished:
             if self.bar is not None:
-                self.handle.update({"text/plain": ""}, raw=True)
+                self.slot.clear()
             return
         if self.bar is None:
             self._show()
