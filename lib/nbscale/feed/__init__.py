@@ -36,7 +36,7 @@ class ShortEpochError(NbscaleError):
 
 @dataclass(frozen=True)
 class Split:
-    path: str  # Parquet directory Petastorm reads
+    path: str | list[str]  # Parquet directory Petastorm reads (or a worker's files of it)
     rows: int
 
 
@@ -186,3 +186,33 @@ def tf_dataset(split_: Split, spec: FeedSpec, shuffle: bool, counter=None):
 
         ds = ds.map(count)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def shard(split_: Split, index: int, count: int) -> Split:
+    """Worker `index` of `count`'s part of a split: every count-th Parquet file, with its row count
+    from the file footers (so each worker can check its own reads)."""
+    import pyarrow.parquet as pq
+
+    folder = Path(split_.path.removeprefix("file://"))
+    files = sorted(folder.glob("*.parquet"))
+    mine = files[index::count]
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in mine)
+    return Split([f.as_uri() for f in mine], rows)
+
+
+def endless_batches(split_: Split, spec: FeedSpec, batch_size: int, shuffle: bool):
+    """Full batches of `batch_size` from a split, pass after pass (each pass's rows checked), for
+    workers that must all run the same number of steps whatever their shard's size."""
+    import numpy as np
+
+    local = FeedSpec(spec.ref, spec.label, spec.features, spec.feature_shape, spec.scale, batch_size, spec.seed, spec.label_dtype)
+    held_x, held_y, epoch = [], [], 0
+    while True:
+        for x, y in batches(split_, local, shuffle, epoch=epoch):
+            held_x.append(x)
+            held_y.append(y)
+            while sum(len(b) for b in held_y) >= batch_size:
+                x_all, y_all = np.concatenate(held_x), np.concatenate(held_y)
+                yield x_all[:batch_size], y_all[:batch_size]
+                held_x, held_y = [x_all[batch_size:]], [y_all[batch_size:]]
+        epoch += 1

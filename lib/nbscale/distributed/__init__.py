@@ -1,0 +1,300 @@
+"""`train_distributed(...)`: the `%%train` cell on N workers of a Spark cluster.
+
+Workers are one Spark barrier stage (`launcher`), each a fresh TensorFlow process (`worker`) with
+tf-keras under `MultiWorkerMirroredStrategy` (all-reduce) or `ParameterServerStrategy`. A failed
+worker fails the stage, Spark reruns it, and `BackupAndRestore` resumes at the failed epoch. The
+driver follows the job through its directory: it draws the card, logs the chief's epoch metrics to
+one MLflow parent run (one child run per worker) and, at the end, loads the chief's weights."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from ..config import settings
+from ..errors import NbscaleError, first_useful_line
+from .jobdir import JobDir
+
+STRATEGIES = ("multiworker", "parameter-server")
+SLOT_WAIT_S = 20  # executors of a just-started session need a moment to register
+_running: dict[str, "DistributedRun"] = {}  # job id -> run, for kill_worker and kernel shutdown
+
+
+class DistributedRun:
+    """The driver's side of one distributed training: its job dir, Spark job group and MLflow runs."""
+
+    def __init__(self, title: str, job: JobDir, workers: int, strategy: str, epochs: int, run_id: str, run_url: str | None):
+        self.title, self.job, self.workers, self.strategy, self.epochs = title, job, workers, strategy, epochs
+        self.run_id, self.run_url = run_id, run_url
+        self.group = f"nbscale-{job.root.name}"
+        self.state = "waiting for workers"
+        self.logged_epochs: set[int] = set()
+        self.notes: list[str] = []
+
+    @property
+    def id(self) -> str:
+        return self.job.root.name
+
+    def view(self) -> dict:
+        history: dict[str, list[float]] = {}
+        speed = None
+        seen = set()
+        for record in self.job.epoch_metrics():
+            if record["epoch"] in seen:  # an epoch redone after a failure counts once
+                continue
+            seen.add(record["epoch"])
+            for key, value in record["logs"].items():
+                history.setdefault(key, []).append(value)
+            speed = record["samples_per_s"]
+        attempts = self.job.attempts()
+        current = attempts[-1] if attempts else None
+        states = self.job.states(current) if current is not None else {}
+        lines = []
+        for number in attempts:
+            errors = self.job.errors(number)
+            started = self.job.states(number)
+            first_epoch = min((s.get("epoch", 0) for s in started.values() if s.get("role") != "ps"), default=0)
+            if errors:
+                rank, why = sorted(errors.items())[0]
+                lines.append(f"attempt {number}: failed — worker {rank}: {why}")
+            elif number != current:
+                lines.append(f"attempt {number}: failed (a worker died)")
+            else:
+                lines.append(f"attempt {number}: {self.state}" + (f", resumed at epoch {first_epoch}" if number and first_epoch else ""))
+        return {"history": history, "epochs": self.epochs, "samples_per_s": speed, "run_id": self.run_id, "run_url": self.run_url,
+                "state": self.state, "workers": self.workers, "strategy": self.strategy, "workers_state": states,
+                "logs": {rank: self.job.log_tail(current, rank) for rank in states} if current is not None else {},
+                "attempt_lines": lines, "notes": self.notes}
+
+    def failure(self) -> str | None:
+        """The first worker error of the last attempt, as one line."""
+        for number in reversed(self.job.attempts()):
+            errors = self.job.errors(number)
+            if errors:
+                rank, why = sorted(errors.items())[0]
+                return f"worker {rank}: {why}"
+        return None
+
+
+def kill_worker(job_id: str, rank: int) -> str:
+    """Kill worker `rank`'s process in the current attempt (to watch the retry and resume)."""
+    run = _running.get(job_id)
+    if run is None:
+        raise NbscaleError(f"No distributed job {job_id} is running in this kernel: see %jobs.")
+    attempts = run.job.attempts()
+    if not attempts or rank not in run.job.states(attempts[-1]):
+        raise NbscaleError(f"Worker {rank} of job {job_id} has not started yet: wait until the card shows it, then kill it.")
+    run.job.kill_file(attempts[-1], rank).touch()
+    return f"Worker {rank} of attempt {attempts[-1]} is being killed; Spark will rerun the stage and training resumes from its backups."
+
+
+def _slots(sc) -> int:
+    jsc = sc._jsc.sc()
+    return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
+
+
+def check_capacity(sc, tasks: int, what: str, wait_s: float = SLOT_WAIT_S) -> int:
+    """Barrier mode needs all tasks running at once: fail in one line when the cluster can never fit them."""
+    deadline = time.monotonic() + wait_s
+    slots = _slots(sc)
+    while slots < tasks and time.monotonic() < deadline:
+        time.sleep(0.5)
+        slots = _slots(sc)
+    if slots < tasks:
+        raise NbscaleError(f"{what} needs {tasks} task slots at once (barrier mode starts every worker together) but the cluster "
+                           f"({sc.master}) has {slots}: use fewer --workers, or give the cluster more cores "
+                           "(%nbscale cluster up --workers N --cores C).")
+    return slots
+
+
+def _busy_slots(sc) -> int:
+    tracker = sc.statusTracker()
+    return sum((tracker.getStageInfo(s).numActiveTasks if tracker.getStageInfo(s) else 0) for s in tracker.getActiveStageIds())
+
+
+def train_distributed(code: str | None = None, *, data: str, workers: int, strategy: str = "multiworker", parameter_servers: int = 1,
+                      label: str = "label", epochs: int = 5, batch_size: int = 128, validation: float = 0.2, seed: int = 42,
+                      scale: float = 1.0, experiment: str = "nbscale", resume: bool = False, pool: str | None = None,
+                      namespace: dict | None = None, on_epoch: Callable | None = None, stop: threading.Event | None = None,
+                      on_start: Callable[[DistributedRun], None] | None = None):
+    """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run."""
+    from .. import feed
+    from ..ingest import dataset as find_dataset
+    from ..session import experiment_id, mlflow, spark
+    from ..train import TrainProgress, TrainResult, _backup_dir, _build_model, _check_shapes, _log_model, _log_params
+    from . import launcher, shipping
+    from .card import render_job
+
+    if strategy not in STRATEGIES:
+        raise NbscaleError(f"--strategy {strategy!r} is not one nbscale runs: use multiworker (all-reduce) or parameter-server.")
+    if workers < 1 or epochs < 1 or parameter_servers < 1:
+        raise NbscaleError(f"--workers {workers}, --epochs {epochs}, --ps {parameter_servers} must each be 1 or more.")
+    tasks = workers if strategy == "multiworker" else workers + parameter_servers + 1
+    if batch_size < workers:
+        raise NbscaleError(f"--batch-size {batch_size} is the global batch, split over {workers} workers: make it at least {workers}.")
+    version = find_dataset(data)
+    spec = feed.spec_for(version, label, batch_size, scale, seed)
+    built = _build_model(code, namespace, None, seed)  # the cell's errors show here, before any worker starts
+    shipped = shipping.capture(code, namespace)
+    train_split, val_split = feed.split(version, validation, seed, row_groups=max(4, workers))
+    _check_shapes(built, spec, train_split.rows)
+    if strategy == "multiworker":
+        for rank in range(workers):
+            for part, name in ((train_split, "training"), (val_split, "validation")):
+                if part is not None and feed.shard(part, rank, workers).rows == 0:
+                    raise NbscaleError(f"{version.ref} has too few rows for {workers} workers: worker {rank} would get no {name} rows. "
+                                       "Use fewer --workers or a larger dataset.")
+    session = spark()
+    sc = session.sparkContext
+    check_capacity(sc, tasks, f"--workers {workers} --strategy {strategy}" + (f" (+{parameter_servers} ps + 1 chief)" if tasks > workers else ""))
+
+    job = JobDir(Path(settings().data_dir) / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    job.root.mkdir(parents=True)
+    backups = _backup_dir(experiment, version.ref, f"{strategy}|{code}")
+    if not resume:
+        shutil.rmtree(backups, ignore_errors=True)
+    steps_per_epoch = feed.steps(train_split.rows, batch_size)
+    import cloudpickle
+
+    job.spec.write_bytes(cloudpickle.dumps({
+        "code": code, "namespace": shipped, "feed": spec, "train": train_split, "validation": val_split, "epochs": epochs,
+        "strategy": strategy, "seed": seed, "batch_size": batch_size, "backup_dir": str(backups), "steps_per_epoch": steps_per_epoch,
+        "validation_steps": feed.steps(val_split.rows, batch_size) if val_split else 0}))
+
+    mlf = mlflow()
+    client = mlf.MlflowClient()
+    parent = mlf.start_run(experiment_id=experiment_id(experiment), run_name=f"{version.ref} ×{workers} {time.strftime('%H:%M:%S')}")
+    uri = settings().tracking_uri
+    run_url = f"{uri.rstrip('/')}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" if uri.startswith("http") else None
+    run = DistributedRun(f"%%train {version.ref} --workers {workers}", job, workers, strategy, epochs, parent.info.run_id, run_url)
+    if sc.master.startswith("local"):
+        run.notes.append(f"Spark {sc.master} never retries a failed task: connect to a cluster for fault tolerance.")
+    _running[run.id] = run
+    if on_start:
+        on_start(run)
+    watching = threading.Event()
+    shown: dict[str, str] = {}
+
+    def publish():
+        for record in job.epoch_metrics():
+            if record["epoch"] not in run.logged_epochs:  # the chief's metrics, once per epoch across attempts
+                run.logged_epochs.add(record["epoch"])
+                client.log_batch(run.run_id, metrics=[_metric(k, v, record["epoch"]) for k, v in
+                                                      {**record["logs"], "samples_per_s": record["samples_per_s"]}.items()])
+        if on_epoch:
+            view = run.view()
+            card = render_job(run.title, view)
+            if card != shown.get("card"):  # redraw only what changed
+                shown["card"] = card
+                history = view["history"]
+                on_epoch(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
+
+    def watch():
+        while not watching.wait(0.5):
+            try:
+                if stop is not None and stop.is_set():
+                    sc.cancelJobGroup(run.group)
+                attempts = job.attempts()
+                states = job.states(attempts[-1]) if attempts else {}
+                if not states and _busy_slots(sc) + tasks > _slots(sc):
+                    run.state = f"waiting for {tasks} free task slots (gang scheduling: all workers start together)"
+                elif states:
+                    run.state = "training" + (f" (attempt {attempts[-1]})" if attempts[-1] else "")
+                publish()
+            except Exception:  # noqa: BLE001 - a failed refresh must not stop the training
+                continue
+
+    watcher = threading.Thread(target=watch, name=f"nbscale-watch-{run.id}", daemon=True)
+    status = "FAILED"
+    try:
+        _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
+        mlf.log_params({"workers": workers, "strategy": strategy, "parameter_servers": parameter_servers if tasks > workers else 0,
+                        "spark_master": sc.master, "job_dir": str(job.root)})
+        watcher.start()
+        sc.setJobGroup(run.group, run.title, interruptOnCancel=True)
+        sc.setLocalProperty("spark.scheduler.pool", pool)
+        try:
+            results = launcher.launch(session, str(job.root), tasks, strategy, parameter_servers,
+                                      {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+        finally:
+            for name in ("spark.scheduler.pool", "spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+                sc.setLocalProperty(name, None)  # later cells in this thread are not part of this job
+        watching.set()
+        watcher.join(5)
+        run.state = "finished"
+        publish()
+        _load_weights(built, job.weights)
+        model_uri = _log_model(mlf, built, train_split, spec)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        sc.cancelJobGroup(run.group)
+        status = "KILLED"
+        raise
+    except BaseException as exc:
+        if stop is not None and stop.is_set():
+            status = "KILLED"
+            from ..train import TrainingCancelled
+
+            raise TrainingCancelled(f"Distributed training on {version.ref} was cancelled; its MLflow run is marked KILLED and "
+                                    "the workers are stopped. Run the cell again with --resume to continue.") from None
+        if isinstance(exc, NbscaleError):
+            raise
+        why = run.failure() or first_useful_line(str(exc))
+        raise NbscaleError(f"Distributed training on {version.ref} failed after {len(job.attempts())} attempt(s): {why}") from None
+    finally:
+        watching.set()
+        run.state = {"FINISHED": "finished", "KILLED": "cancelled"}.get(status, "failed")
+        _running.pop(run.id, None)
+        _child_runs(client, mlf, run, parent.info.experiment_id, status)
+        mlf.end_run(status)
+    shutil.rmtree(backups, ignore_errors=True)
+    metrics = run.view()
+    result = TrainResult(run.title, run.run_id, run_url, experiment, version.ref, epochs, metrics["history"], metrics["samples_per_s"] or 0.0,
+                         f"{workers} workers · {strategy}", built, model_uri)
+    result.workers, result.strategy, result.attempts, result.job_dir = workers, strategy, len(job.attempts()), str(job.root)
+    result.digests = {r: (job.result_file(r).read_text() if job.result_file(r).exists() else None) for r in range(tasks)}
+    result.card_html = render_job(run.title, metrics)
+    return result
+
+
+def _load_weights(model, path: Path) -> None:
+    import logging
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # the chief's file has no optimizer slots for an unbuilt optimizer: expected, not news
+    try:
+        model.load_weights(str(path))
+    finally:
+        absl.setLevel(level)
+
+
+def _metric(key: str, value: float, step: int):
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), step)
+
+
+def _child_runs(client, mlf, run: DistributedRun, experiment: str, status: str) -> None:
+    """One child run per worker: its role, attempts and logs (the parent holds the metrics)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    try:
+        ranks = sorted({rank for number in run.job.attempts() for rank in run.job.states(number)})
+        for rank in ranks:
+            states = [run.job.states(n).get(rank) for n in run.job.attempts()]
+            last = [s for s in states if s][-1]
+            child = client.create_run(experiment, run_name=f"worker {rank} ({last['role']})",
+                                      tags={MLFLOW_PARENT_RUN_ID: run.run_id, "nbscale.rank": str(rank), "nbscale.role": last["role"]})
+            client.log_batch(child.info.run_id, metrics=[_metric("attempts", len([s for s in states if s]), 0),
+                                                         _metric("epochs_done", last.get("epochs_done", 0), 0)])
+            for number in run.job.attempts():
+                log = run.job.log_file(number, rank)
+                if log.exists():
+                    client.log_artifact(child.info.run_id, str(log), artifact_path=f"logs/attempt-{number}")
+            client.set_terminated(child.info.run_id, status)
+    except Exception:  # noqa: BLE001 - worker bookkeeping must never hide the training's own outcome
+        pass

@@ -1,0 +1,105 @@
+"""The files of one distributed job, under `<data_dir>/jobs/<id>/` (storage every worker reaches).
+
+The driver writes the job's spec; each worker process writes its progress, log and error there;
+the chief adds epoch metrics and the final weights. The driver reads them to draw the live card and
+to log to MLflow, so workers never need to reach the notebook or the tracking server."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+class JobDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ---- layout --------------------------------------------------------------------------
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.pkl"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "weights.h5"
+
+    def attempt(self, number: int) -> Path:
+        return self.root / "attempts" / str(number)
+
+    def state_file(self, attempt: int, rank: int) -> Path:
+        return self.attempt(attempt) / f"worker-{rank}.json"
+
+    def log_file(self, attempt: int, rank: int) -> Path:
+        return self.attempt(attempt) / f"worker-{rank}.log"
+
+    def error_file(self, attempt: int, rank: int) -> Path:
+        return self.attempt(attempt) / f"error-{rank}.txt"
+
+    def kill_file(self, attempt: int, rank: int) -> Path:
+        return self.attempt(attempt) / f"kill-{rank}"
+
+    def done_file(self, attempt: int) -> Path:
+        return self.attempt(attempt) / "done"
+
+    def result_file(self, rank: int) -> Path:
+        return self.root / f"result-{rank}.json"
+
+    # ---- reading -------------------------------------------------------------------------
+    def attempts(self) -> list[int]:
+        folder = self.root / "attempts"
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+    def next_attempt(self) -> int:
+        """Called by rank 0 of a starting stage attempt: claims the next attempt number."""
+        number = (max(self.attempts()) + 1) if self.attempts() else 0
+        self.attempt(number).mkdir(parents=True, exist_ok=True)
+        return number
+
+    def states(self, attempt: int) -> dict[int, dict]:
+        found = {}
+        for path in self.attempt(attempt).glob("worker-*.json"):
+            state = read_json(path)
+            if state is not None:
+                found[state["rank"]] = state
+        return found
+
+    def errors(self, attempt: int) -> dict[int, str]:
+        return {int(p.stem.split("-")[1]): p.read_text().strip() for p in self.attempt(attempt).glob("error-*.txt")}
+
+    def epoch_metrics(self) -> list[dict]:
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def log_tail(self, attempt: int, rank: int, lines: int = 3) -> list[str]:
+        path = self.log_file(attempt, rank)
+        if not path.is_file():
+            return []
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 4000))
+            text = f.read().decode(errors="replace")
+        return [ln for ln in text.splitlines() if ln.strip()][-lines:]
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return None
+
+
+def write_json(path: Path, value: dict) -> None:
+    """Replace atomically: readers on other threads or machines never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def append_json(path: Path, value: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps({**value, "time": time.time()}) + "\n")

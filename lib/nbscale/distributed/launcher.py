@@ -1,0 +1,89 @@
+"""Workers as one Spark barrier stage: gang-scheduled (all start together or none), each learning its
+peers from the barrier context, each running `nbscale.distributed.worker` in a fresh process.
+
+`mapInPandas(..., barrier=True)` also works over Spark Connect. The `.repartition(1)` after the
+barrier stage matters: Spark never retries a barrier stage that ends a job, but it does resubmit one
+whose output feeds a shuffle — that is what brings a failed run back (up to
+`spark.stage.maxConsecutiveAttempts`, default 4), resuming from the epoch backups."""
+from __future__ import annotations
+
+RESULT_SCHEMA = "rank long, role string, attempt long"
+
+
+def roles(tasks: int, strategy: str, parameter_servers: int) -> list[tuple[str, int]]:
+    """(role, index) of each barrier task, by partition id."""
+    if strategy == "multiworker":
+        return [("worker", i) for i in range(tasks)]
+    ps = [("ps", i) for i in range(parameter_servers)]
+    return [("chief", 0), *ps, *[("worker", i) for i in range(tasks - 1 - parameter_servers)]]
+
+
+def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
+    """The function each barrier task runs (pickled by value into the Spark job)."""
+
+    def task(frames):
+        import json
+        import os
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        import pandas as pd
+        from pyspark import BarrierTaskContext
+
+        from nbscale.distributed.jobdir import JobDir
+        from nbscale.distributed.launcher import roles
+
+        for _ in frames:  # the input rows only give the stage its partitions
+            pass
+        ctx = BarrierTaskContext.get()
+        rank, job = ctx.partitionId(), JobDir(jobdir)
+        tasks = len(ctx.getTaskInfos())
+        host = ctx.getTaskInfos()[rank].address.rsplit(":", 1)[0]
+        with socket.socket() as s:  # a port for this worker's TF gRPC server
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        attempt = job.next_attempt() if rank == 0 else -1
+        peers = sorted((json.loads(m) for m in ctx.allGather(json.dumps({"rank": rank, "address": f"{host}:{port}", "attempt": attempt}))),
+                       key=lambda p: p["rank"])
+        attempt = peers[0]["attempt"]
+        layout = roles(tasks, strategy, parameter_servers)
+        cluster: dict[str, list[str]] = {}
+        for (role, _), peer in zip(layout, peers):
+            cluster.setdefault(role, []).append(peer["address"])
+        role, index = layout[rank]
+        child_env = dict(os.environ, **env, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": role, "index": index}}))
+        serving = strategy == "parameter-server" and role != "chief"  # runs until the chief is done
+        with open(job.log_file(attempt, rank), "ab") as log:
+            child = subprocess.Popen([sys.executable, "-m", "nbscale.distributed.worker", jobdir, str(attempt), str(rank)],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env)
+        ended_by_us = False
+        try:
+            while child.poll() is None:
+                if job.kill_file(attempt, rank).exists():  # "kill a worker" from the notebook
+                    child.kill()
+                elif serving and job.done_file(attempt).exists():
+                    child.terminate()
+                    ended_by_us = True
+                time.sleep(0.2)
+        finally:
+            if child.poll() is None:  # the task itself is being killed (cancel): take the worker along
+                child.kill()
+        if child.returncode != 0 and not ended_by_us:
+            error = job.error_file(attempt, rank)
+            reason = error.read_text().strip() if error.exists() else f"its process ended with exit code {child.returncode}"
+            raise RuntimeError(f"nbscale worker {rank} ({role} {index}) failed in attempt {attempt}: {reason}")
+        if role == "chief" or (role == "worker" and index == 0 and "chief" not in cluster):
+            job.done_file(attempt).touch()
+        ctx.barrier()
+        yield pd.DataFrame({"rank": [rank], "role": [role], "attempt": [attempt]})
+
+    return task
+
+
+def launch(session, jobdir: str, tasks: int, strategy: str, parameter_servers: int, env: dict) -> list:
+    """Run the barrier stage to completion (Spark retries it on failure); rows of (rank, role, attempt)."""
+    task = barrier_task(jobdir, strategy, parameter_servers, env)
+    stage = session.range(0, tasks, 1, tasks).mapInPandas(task, RESULT_SCHEMA, barrier=True)
+    return stage.repartition(1).collect()

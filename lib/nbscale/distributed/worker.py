@@ -1,0 +1,189 @@
+"""One TensorFlow worker of a distributed `%%train`: `python -m nbscale.distributed.worker JOBDIR ATTEMPT RANK`.
+
+Each Spark barrier task starts this in a fresh process (a reused Python worker cannot configure
+TF's collectives twice), with `TF_CONFIG` naming its role. It dies with the task that started it,
+writes its progress, log and errors into the job directory, and — on the chief — the epoch metrics
+and final weights."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+
+from .jobdir import JobDir, append_json, write_json
+
+PR_SET_PDEATHSIG = 1
+PROGRESS_EVERY_S = 0.5
+
+
+def _die_with_parent() -> None:
+    """If the Spark task (our parent) is killed, so are we: no orphan holding a core or a port."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux: the task's own cleanup terminates us
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        sys.exit(3)
+
+
+def weights_digest(model) -> str:
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Worker:
+    def __init__(self, jobdir: str, attempt: int, rank: int):
+        import cloudpickle
+
+        self.job, self.attempt, self.rank = JobDir(jobdir), attempt, rank
+        with open(self.job.spec, "rb") as f:
+            self.spec = cloudpickle.load(f)
+        config = json.loads(os.environ["TF_CONFIG"])
+        self.cluster, self.role, self.index = config["cluster"], config["task"]["type"], config["task"]["index"]
+        self.chief = self.role == "chief" or (self.role == "worker" and self.index == 0 and "chief" not in self.cluster)
+        self.state = {"rank": rank, "role": self.role, "index": self.index, "pid": os.getpid(), "attempt": attempt,
+                      "epoch": 0, "epochs": self.spec["epochs"], "step": 0, "steps": self.spec["steps_per_epoch"], "state": "starting"}
+        self.save_state()
+
+    def save_state(self, **changes) -> None:
+        self.state.update(changes, updated=time.time())
+        write_json(self.job.state_file(self.attempt, self.rank), self.state)
+
+    # ---- roles ---------------------------------------------------------------------------
+    def run(self) -> None:
+        import tensorflow as tf
+        import tf_keras  # before nbscale.train.keras(), which would log TF's start-up under the driver's data dir
+
+        if self.spec["strategy"] == "parameter-server" and self.role in ("ps", "worker"):
+            server = tf.distribute.Server(tf.train.ClusterSpec(self.cluster), job_name=self.role, task_index=self.index,
+                                          protocol="grpc", start=True)
+            self.save_state(state="serving")
+            server.join()  # until the task ends us when the chief is done
+            return
+        if self.spec["strategy"] == "parameter-server":
+            strategy = tf.distribute.ParameterServerStrategy(tf.distribute.cluster_resolver.TFConfigClusterResolver())
+            train_data, validation = self._coordinator_data(tf), None
+        else:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            train_data, validation = self._worker_data(tf)
+        from ..train import _build_model
+
+        with strategy.scope():
+            model = _build_model(self.spec["code"], self.spec["namespace"], None, self.spec["seed"])
+        callbacks = [tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"]), self._progress_callback(tf_keras)]
+        self.save_state(state="training")
+        model.fit(train_data, epochs=self.spec["epochs"], steps_per_epoch=self.spec["steps_per_epoch"], verbose=0,
+                  callbacks=callbacks, **validation or {})
+        digest = weights_digest(model)
+        if self.chief:
+            model.save_weights(str(self.job.weights))
+        write_json(self.job.result_file(self.rank), {"rank": self.rank, "role": self.role, "digest": digest,
+                                                     "attempt": self.attempt, "rows": self.state.get("rows")})
+        self.save_state(state="finished")
+
+    def _worker_data(self, tf):
+        """All-reduce: each worker reads its own shard (every pass's rows checked), same steps for all."""
+        from .. import feed
+
+        spec, world = self.spec["feed"], len(self.cluster["worker"])
+        local_batch = self.spec["batch_size"] // world
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded by file already
+        signature = (tf.TensorSpec((None, *spec.feature_shape), tf.float32), tf.TensorSpec((None,), tf.as_dtype(spec.label_dtype)))
+
+        def pipeline(split_, shuffle):
+            mine = feed.shard(split_, self.index, world)
+            self.state["rows"] = (self.state.get("rows") or 0) + (mine.rows if shuffle else 0)
+            ds = tf.data.Dataset.from_generator(lambda: feed.endless_batches(mine, spec, local_batch, shuffle), output_signature=signature)
+            return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+        validation = None
+        if self.spec["validation"] is not None:
+            validation = {"validation_data": pipeline(self.spec["validation"], False), "validation_steps": self.spec["validation_steps"]}
+        return pipeline(self.spec["train"], True), validation
+
+    def _coordinator_data(self, tf):
+        """Parameter server: the dataset function runs on the workers as a graph, so the chief reads the
+        split once through Petastorm (rows checked) and ships it as in-graph tensors."""
+        import numpy as np
+
+        import tf_keras
+
+        from .. import feed
+
+        spec = self.spec["feed"]
+        parts = list(feed.batches(self.spec["train"], spec, shuffle=False))
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        self.state["rows"] = len(y)
+        batch, seed = self.spec["batch_size"], self.spec["seed"]
+
+        def dataset_fn(context):
+            per_replica = context.get_per_replica_batch_size(batch)
+            ds = tf.data.Dataset.from_tensor_slices((x, y)).shard(context.num_input_pipelines, context.input_pipeline_id)
+            return ds.shuffle(len(y), seed=seed).batch(per_replica).repeat().prefetch(2)
+
+        return tf_keras.utils.experimental.DatasetCreator(dataset_fn)
+
+    def _progress_callback(self, tf_keras):
+        worker = self
+
+        class Progress(tf_keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.started, self.written = time.perf_counter(), 0.0
+                worker.save_state(epoch=epoch + 1, step=0)
+
+            def on_train_batch_end(self, batch, logs=None):
+                now = time.perf_counter()
+                if now - self.written >= PROGRESS_EVERY_S:
+                    self.written = now
+                    worker.save_state(step=batch + 1)
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds = time.perf_counter() - self.started
+                worker.save_state(step=worker.spec["steps_per_epoch"], epochs_done=epoch + 1)
+                if worker.chief:
+                    samples = worker.spec["steps_per_epoch"] * worker.spec["batch_size"]
+                    append_json(worker.job.metrics, {"attempt": worker.attempt, "epoch": epoch,
+                                                     "logs": {k: float(v) for k, v in (logs or {}).items()},
+                                                     "seconds": seconds, "samples_per_s": samples / seconds})
+
+        return Progress()
+
+
+def _one_line(exc: BaseException) -> str:
+    from ..errors import NbscaleError, first_useful_line
+
+    if isinstance(exc, NbscaleError):
+        return str(exc)
+    text = str(exc)
+    if "ShortEpochError: " in text:
+        return text.split("ShortEpochError: ", 1)[1].splitlines()[0]
+    return f"{type(exc).__name__}: {first_useful_line(text)}"
+
+
+def main(argv: list[str]) -> int:
+    _die_with_parent()
+    jobdir, attempt, rank = argv[0], int(argv[1]), int(argv[2])
+    try:
+        worker = Worker(jobdir, attempt, rank)
+        worker.run()
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes the one line the notebook shows
+        traceback.print_exc()
+        JobDir(jobdir).error_file(attempt, rank).write_text(_one_line(exc) + "\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main(sys.argv[1:]))
