@@ -7,6 +7,9 @@ driver follows the job through its directory: it draws the card, logs the chief'
 one MLflow parent run (one child run per worker) and, at the end, loads the chief's weights."""
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
 import shutil
 import threading
 import time
@@ -33,10 +36,22 @@ class DistributedRun:
         self.state = "waiting for workers"
         self.logged_epochs: set[int] = set()
         self.notes: list[str] = []
+        self.spark_context = None
 
     @property
     def id(self) -> str:
         return self.job.root.name
+
+    def cancel(self) -> None:
+        """Cancel the Spark job group: Spark kills the barrier tasks, and each worker process dies with its task."""
+        if self.spark_context is not None:
+            self.spark_context.cancelJobGroup(self.group)
+
+    def workers_line(self) -> str:
+        attempts = self.job.attempts()
+        states = self.job.states(attempts[-1]) if attempts else {}
+        return "; ".join(f"{s['role']} {s['index']}: " + (f"epoch {s['epoch']} step {s['step']}/{s['steps']}" if s["state"] == "training" else s["state"])
+                         for _, s in sorted(states.items()))
 
     def view(self) -> dict:
         history: dict[str, list[float]] = {}
@@ -52,29 +67,33 @@ class DistributedRun:
         attempts = self.job.attempts()
         current = attempts[-1] if attempts else None
         states = self.job.states(current) if current is not None else {}
-        lines = []
-        for number in attempts:
-            errors = self.job.errors(number)
-            started = self.job.states(number)
-            first_epoch = min((s.get("epoch", 0) for s in started.values() if s.get("role") != "ps"), default=0)
-            if errors:
-                rank, why = sorted(errors.items())[0]
-                lines.append(f"attempt {number}: failed — worker {rank}: {why}")
-            elif number != current:
-                lines.append(f"attempt {number}: failed (a worker died)")
-            else:
-                lines.append(f"attempt {number}: {self.state}" + (f", resumed at epoch {first_epoch}" if number and first_epoch else ""))
+        lines = [self._attempt_line(number, number == current) for number in attempts]
         return {"history": history, "epochs": self.epochs, "samples_per_s": speed, "run_id": self.run_id, "run_url": self.run_url,
                 "state": self.state, "workers": self.workers, "strategy": self.strategy, "workers_state": states,
                 "logs": {rank: self.job.log_tail(current, rank) for rank in states} if current is not None else {},
                 "attempt_lines": lines, "notes": self.notes}
 
+    def _attempt_line(self, number: int, current: bool) -> str:
+        states, errors = self.job.states(number), self.job.errors(number)
+        resumed = min((s.get("first_epoch", 1) for s in states.values() if "first_epoch" in s), default=1)
+        start = f", resumed at epoch {resumed}" if resumed > 1 else ""
+        if current:
+            return f"attempt {number}: {self.state}{start}"
+        died = {r: why for r, why in errors.items() if why.startswith("died: ")}
+        if died:  # the cause; its peers' errors only say that it went away
+            rank, why = sorted(died.items())[0]
+            return f"attempt {number}{start}: worker {rank} died in epoch {states.get(rank, {}).get('epoch', 0)} ({why[6:]})"
+        if errors:
+            rank, why = sorted(errors.items())[0]
+            return f"attempt {number}{start}: worker {rank} failed: {why}"
+        return f"attempt {number}{start}: stopped"
+
     def failure(self) -> str | None:
         """The first worker error of the last attempt, as one line."""
         for number in reversed(self.job.attempts()):
             errors = self.job.errors(number)
-            if errors:
-                rank, why = sorted(errors.items())[0]
+            if errors:  # a death explains its peers' connection errors
+                rank, why = sorted(errors.items(), key=lambda item: (not item[1].startswith("died: "), item[0]))[0]
                 return f"worker {rank}: {why}"
         return None
 
@@ -91,6 +110,16 @@ def kill_worker(job_id: str, rank: int) -> str:
     return f"Worker {rank} of attempt {attempts[-1]} is being killed; Spark will rerun the stage and training resumes from its backups."
 
 
+@atexit.register
+def _cancel_all() -> None:
+    """Kernel shutdown: the jobs this kernel started stop with it (their workers with them)."""
+    for run in list(_running.values()):
+        try:
+            run.cancel()
+        except Exception:  # noqa: BLE001 - the JVM may already be gone, which cancels everything too
+            pass
+
+
 def _slots(sc) -> int:
     jsc = sc._jsc.sc()
     return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
@@ -98,9 +127,10 @@ def _slots(sc) -> int:
 
 def check_capacity(sc, tasks: int, what: str, wait_s: float = SLOT_WAIT_S) -> int:
     """Barrier mode needs all tasks running at once: fail in one line when the cluster can never fit them."""
-    deadline = time.monotonic() + wait_s
+    started = time.monotonic()
     slots = _slots(sc)
-    while slots < tasks and time.monotonic() < deadline:
+    # No executor yet (a session just started on a cluster): wait for them to register; some but too few: a short grace.
+    while slots < tasks and time.monotonic() - started < (wait_s if slots == 0 else 3):
         time.sleep(0.5)
         slots = _slots(sc)
     if slots < tasks:
@@ -140,13 +170,13 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     built = _build_model(code, namespace, None, seed)  # the cell's errors show here, before any worker starts
     shipped = shipping.capture(code, namespace)
     train_split, val_split = feed.split(version, validation, seed, row_groups=max(4, workers))
-    _check_shapes(built, spec, train_split.rows)
     if strategy == "multiworker":
         for rank in range(workers):
             for part, name in ((train_split, "training"), (val_split, "validation")):
                 if part is not None and feed.shard(part, rank, workers).rows == 0:
                     raise NbscaleError(f"{version.ref} has too few rows for {workers} workers: worker {rank} would get no {name} rows. "
                                        "Use fewer --workers or a larger dataset.")
+    _check_shapes(built, spec, train_split.rows)
     session = spark()
     sc = session.sparkContext
     check_capacity(sc, tasks, f"--workers {workers} --strategy {strategy}" + (f" (+{parameter_servers} ps + 1 chief)" if tasks > workers else ""))
@@ -172,6 +202,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     run = DistributedRun(f"%%train {version.ref} --workers {workers}", job, workers, strategy, epochs, parent.info.run_id, run_url)
     if sc.master.startswith("local"):
         run.notes.append(f"Spark {sc.master} never retries a failed task: connect to a cluster for fault tolerance.")
+    run.spark_context = sc
     _running[run.id] = run
     if on_start:
         on_start(run)
@@ -195,8 +226,8 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     def watch():
         while not watching.wait(0.5):
             try:
-                if stop is not None and stop.is_set():
-                    sc.cancelJobGroup(run.group)
+                if (stop is not None and stop.is_set()) or job.fatal():
+                    sc.cancelJobGroup(run.group)  # cancelled, or an error a rerun would repeat
                 attempts = job.attempts()
                 states = job.states(attempts[-1]) if attempts else {}
                 if not states and _busy_slots(sc) + tasks > _slots(sc):
@@ -226,8 +257,9 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
         watcher.join(5)
         run.state = "finished"
         publish()
-        _load_weights(built, job.weights)
-        model_uri = _log_model(mlf, built, train_split, spec)
+        with _quiet_absl():  # the chief's file has no optimizer slots for the driver's unbuilt optimizer: expected
+            built.load_weights(str(job.weights))
+            model_uri = _log_model(mlf, built, train_split, spec)
         status = "FINISHED"
     except KeyboardInterrupt:
         sc.cancelJobGroup(run.group)
@@ -260,14 +292,13 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     return result
 
 
-def _load_weights(model, path: Path) -> None:
-    import logging
-
+@contextlib.contextmanager
+def _quiet_absl():
     absl = logging.getLogger("absl")
     level = absl.level
-    absl.setLevel(logging.ERROR)  # the chief's file has no optimizer slots for an unbuilt optimizer: expected, not news
+    absl.setLevel(logging.ERROR)
     try:
-        model.load_weights(str(path))
+        yield
     finally:
         absl.setLevel(level)
 

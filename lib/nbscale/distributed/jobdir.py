@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
+
+
+# TensorFlow's start-up lines on a machine without CUDA: true, and no news to the reader of the card.
+_NOISE = re.compile(r"absl::InitializeLog|cudart_stub|cuInit|cuda_platform|cuda_dnn|cuda_fft|cuda_blas|computation placer")
 
 
 class JobDir:
@@ -39,6 +44,14 @@ class JobDir:
 
     def error_file(self, attempt: int, rank: int) -> Path:
         return self.attempt(attempt) / f"error-{rank}.txt"
+
+    def fatal_file(self, attempt: int, rank: int) -> Path:
+        """Marks an error that a rerun would only repeat (in the cell, the data): no retry."""
+        return self.attempt(attempt) / f"fatal-{rank}"
+
+    def fatal(self) -> bool:
+        attempts = self.attempts()
+        return bool(attempts) and any(self.attempt(attempts[-1]).glob("fatal-*"))
 
     def kill_file(self, attempt: int, rank: int) -> Path:
         return self.attempt(attempt) / f"kill-{rank}"
@@ -83,7 +96,7 @@ class JobDir:
         with open(path, "rb") as f:
             f.seek(max(0, path.stat().st_size - 4000))
             text = f.read().decode(errors="replace")
-        return [ln for ln in text.splitlines() if ln.strip()][-lines:]
+        return [ln for ln in text.splitlines() if ln.strip() and not _NOISE.search(ln)][-lines:]
 
 
 def read_json(path: Path) -> dict | None:

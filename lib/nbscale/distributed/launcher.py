@@ -58,11 +58,12 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
         with open(job.log_file(attempt, rank), "ab") as log:
             child = subprocess.Popen([sys.executable, "-m", "nbscale.distributed.worker", jobdir, str(attempt), str(rank)],
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env)
-        ended_by_us = False
+        ended_by_us = killed_on_request = False
         try:
             while child.poll() is None:
                 if job.kill_file(attempt, rank).exists():  # "kill a worker" from the notebook
                     child.kill()
+                    killed_on_request = True
                 elif serving and job.done_file(attempt).exists():
                     child.terminate()
                     ended_by_us = True
@@ -72,8 +73,10 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
                 child.kill()
         if child.returncode != 0 and not ended_by_us:
             error = job.error_file(attempt, rank)
-            reason = error.read_text().strip() if error.exists() else f"its process ended with exit code {child.returncode}"
-            raise RuntimeError(f"nbscale worker {rank} ({role} {index}) failed in attempt {attempt}: {reason}")
+            if not error.exists():  # the process died without a word: say how, for the card
+                how = "killed from the notebook (%jobs kill)" if killed_on_request else f"its process died (exit code {child.returncode})"
+                error.write_text(f"died: {how}\n")
+            raise RuntimeError(f"nbscale worker {rank} ({role} {index}) failed in attempt {attempt}: {error.read_text().strip()}")
         if role == "chief" or (role == "worker" and index == 0 and "chief" not in cluster):
             job.done_file(attempt).touch()
         ctx.barrier()

@@ -10,6 +10,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -67,6 +68,8 @@ class Worker:
             server = tf.distribute.Server(tf.train.ClusterSpec(self.cluster), job_name=self.role, task_index=self.index,
                                           protocol="grpc", start=True)
             self.save_state(state="serving")
+            print(f"{self.role} {self.index} (rank {self.rank}, attempt {self.attempt}): serving on {self.cluster[self.role][self.index]}",
+                  flush=True)
             server.join()  # until the task ends us when the chief is done
             return
         if self.spec["strategy"] == "parameter-server":
@@ -81,6 +84,9 @@ class Worker:
             model = _build_model(self.spec["code"], self.spec["namespace"], None, self.spec["seed"])
         callbacks = [tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"]), self._progress_callback(tf_keras)]
         self.save_state(state="training")
+        print(f"{self.role} {self.index} (rank {self.rank}, attempt {self.attempt}): training {self.spec['epochs']} epochs of "
+              f"{self.spec['steps_per_epoch']} steps" + (f" on {self.state['rows']} rows of its shard" if self.state.get("rows") else ""),
+              flush=True)
         model.fit(train_data, epochs=self.spec["epochs"], steps_per_epoch=self.spec["steps_per_epoch"], verbose=0,
                   callbacks=callbacks, **validation or {})
         digest = weights_digest(model)
@@ -136,27 +142,43 @@ class Worker:
     def _progress_callback(self, tf_keras):
         worker = self
 
-        class Progress(tf_keras.callbacks.Callback):
+        class EpochProgress(tf_keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 self.started, self.written = time.perf_counter(), 0.0
+                worker.state.setdefault("first_epoch", epoch + 1)  # > 1 when BackupAndRestore resumed
                 worker.save_state(epoch=epoch + 1, step=0)
-
-            def on_train_batch_end(self, batch, logs=None):
-                now = time.perf_counter()
-                if now - self.written >= PROGRESS_EVERY_S:
-                    self.written = now
-                    worker.save_state(step=batch + 1)
 
             def on_epoch_end(self, epoch, logs=None):
                 seconds = time.perf_counter() - self.started
                 worker.save_state(step=worker.spec["steps_per_epoch"], epochs_done=epoch + 1)
+                shown = ", ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items())
+                print(f"epoch {epoch + 1}/{worker.spec['epochs']} done in {seconds:.1f} s" + (f": {shown}" if shown else ""), flush=True)
                 if worker.chief:
                     samples = worker.spec["steps_per_epoch"] * worker.spec["batch_size"]
                     append_json(worker.job.metrics, {"attempt": worker.attempt, "epoch": epoch,
                                                      "logs": {k: float(v) for k, v in (logs or {}).items()},
                                                      "seconds": seconds, "samples_per_s": samples / seconds})
 
-        return Progress()
+        class StepProgress(EpochProgress):
+            def on_train_batch_end(self, batch, logs=None):
+                now = time.perf_counter()
+                if now - self.written >= PROGRESS_EVERY_S:
+                    self.written = now
+                    worker.save_state(step=batch + 1)
+
+        # ParameterServerStrategy refuses batch-level callbacks: its progress moves per epoch.
+        return EpochProgress() if self.spec["strategy"] == "parameter-server" else StepProgress()
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Errors of TF's runtime talking to peers (one died, a link dropped) may pass on a rerun; an
+    error in the cell, the data or nbscale would only repeat."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return False
+    return isinstance(exc, (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+                            tf.errors.DeadlineExceededError, tf.errors.InternalError))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -167,7 +189,8 @@ def _one_line(exc: BaseException) -> str:
     text = str(exc)
     if "ShortEpochError: " in text:
         return text.split("ShortEpochError: ", 1)[1].splitlines()[0]
-    return f"{type(exc).__name__}: {first_useful_line(text)}"
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)  # TF's op/device annotations say nothing to the reader
+    return f"{type(exc).__name__}: {first_useful_line(text, limit=200)}"
 
 
 def main(argv: list[str]) -> int:
@@ -178,7 +201,10 @@ def main(argv: list[str]) -> int:
         worker.run()
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the one line the notebook shows
         traceback.print_exc()
-        JobDir(jobdir).error_file(attempt, rank).write_text(_one_line(exc) + "\n")
+        job = JobDir(jobdir)
+        job.error_file(attempt, rank).write_text(_one_line(exc) + "\n")
+        if not _retryable(exc):
+            job.fatal_file(attempt, rank).touch()
         return 1
     return 0
 

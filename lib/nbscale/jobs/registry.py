@@ -30,6 +30,7 @@ class Job:
     error: str | None = None
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
+    handle: object = field(default=None, repr=False)  # e.g. the DistributedRun, for "kill a worker"
 
     def wait(self, timeout: float | None = None) -> "Job":
         if self.thread is not None:
@@ -75,4 +76,6 @@ def cancel(job_id: int) -> Job:
     job = get(job_id)
     if job.state == "running":
         job.stop.set()
+        if hasattr(job.handle, "cancel"):  # a distributed run: cancel its Spark jobs now, not at the next poll
+            job.handle.cancel()
     return job

@@ -16,10 +16,16 @@ class NbscaleMagics(Magics):
         "action",
         nargs="?",
         default="status",
-        choices=["status", "connect", "start", "stop"],
+        choices=["status", "connect", "start", "stop", "cluster"],
         help="status (default): show the status card; connect: change master / tracking URI; "
-        "start: start Spark now and bind it to `spark`; stop: stop the Spark session.",
+        "start: start Spark now and bind it to `spark`; stop: stop the Spark session; "
+        "cluster up|down|status: a Spark standalone cluster on 127.0.0.1.",
     )
+    @argument("cluster_action", nargs="?", choices=["up", "down", "status"], help="For cluster: up, down or status (default).")
+    @argument("--workers", type=int, default=1, help="cluster up: number of Spark workers (default 1).")
+    @argument("--cores", type=int, default=2, help="cluster up: task slots per worker (default 2).")
+    @argument("--memory", default="2g", help="cluster up: memory per worker for executors (default 2g).")
+    @argument("--port", type=int, default=7077, help="cluster up: master port (default 7077).")
     @argument("--master", help="Spark master URL, e.g. local[*], spark://127.0.0.1:7077, yarn, k8s://https://HOST:443.")
     @argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 or sqlite:////path/mlflow.db.")
     @argument("--data-dir", help="Directory for datasets, the default MLflow store, checkpoints and job state.")
@@ -32,6 +38,8 @@ class NbscaleMagics(Magics):
         %nbscale connect --master spark://127.0.0.1:7077 [--tracking-uri URI]
         %nbscale start                             start Spark now; binds `spark`
         %nbscale stop                              stop the Spark session
+        %nbscale cluster up --workers 2            a Spark standalone master + workers on 127.0.0.1
+        %nbscale cluster down | status
         """
         import nbscale
 
@@ -41,6 +49,15 @@ class NbscaleMagics(Magics):
         if args.action == "start":
             self.shell.user_ns["spark"] = nbscale.spark()
             return nbscale.status()
+        if args.action == "cluster":
+            from .. import cluster
+
+            if args.cluster_action == "up":
+                return cluster.up(workers=args.workers, cores=args.cores, memory=args.memory, port=args.port)
+            if args.cluster_action == "down":
+                print("Cluster stopped." if cluster.down() else "No nbscale cluster was running.")
+                return None
+            return cluster.status()
         if args.action == "stop":
             from ..session import stop_spark
 

@@ -13,23 +13,42 @@ def jobs_card(rows) -> str:
     if not rows:
         return "<div>No background jobs in this kernel: start one with <code>%%train ... --background</code>.</div>"
     cells = "".join(
-        f"<tr><td>{j.id}</td><td>{html.escape(j.title)}</td><td>{j.state}</td><td>{html.escape(j.progress)}</td>"
+        f"<tr><td>{j.id}</td><td>{html.escape(j.title)}</td><td>{j.state}</td><td>{html.escape(_progress(j))}</td>"
         f"<td>{(j.ended or time.time()) - j.started:.0f} s</td><td>{html.escape(j.error or '')}</td></tr>" for j in rows)
     head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("job", "what", "state", "progress", "time", "error"))
     return f"<table><tr>{head}</tr>{cells}</table>"
 
 
+def _progress(job) -> str:
+    workers = job.handle.workers_line() if job.state == "running" and hasattr(job.handle, "workers_line") else ""
+    return job.progress + (f" — {workers}" if workers else "")
+
+
 @magics_class
 class JobsMagics(Magics):
     @magic_arguments()
-    @argument("action", nargs="?", default="list", choices=["list", "cancel"], help="list (default) or cancel a job.")
-    @argument("job", nargs="?", type=int, help="Job id, for cancel.")
+    @argument("action", nargs="?", default="list", choices=["list", "cancel", "kill"],
+              help="list (default); cancel JOB; kill JOB RANK: kill one worker of a distributed job (it resumes).")
+    @argument("job", nargs="?", type=int, help="Job id, for cancel and kill.")
+    @argument("rank", nargs="?", type=int, help="Worker rank, for kill.")
     @line_magic
     def jobs(self, line):
-        """List this kernel's background jobs (state, progress, time), or cancel one: %jobs cancel 2."""
+        """List this kernel's background jobs (state, progress per worker, time), cancel one (%jobs cancel 2),
+        or kill one worker of a distributed job to watch Spark rerun it and training resume (%jobs kill 2 1)."""
         from ..jobs import registry
 
         args = parse_argstring(self.jobs, line)
+        if args.action == "kill":
+            from ..distributed import kill_worker
+            from ..errors import NbscaleError
+
+            if args.job is None or args.rank is None:
+                raise NbscaleError("Which worker? Write %jobs kill JOB RANK (ranks are on the job's card).")
+            run = registry.get(args.job).handle
+            if run is None or not hasattr(run, "id"):
+                raise NbscaleError(f"Job {args.job} is not a distributed training: only workers of %%train --workers jobs can be killed.")
+            print(kill_worker(run.id, args.rank))
+            return None
         if args.action == "cancel":
             if args.job is None:
                 from ..errors import NbscaleError

@@ -14,6 +14,17 @@ class _LiveCard(Placeholder):
         self.show({"text/html": progress.html, "text/plain": progress.line()})
 
 
+def _trainer(options: dict):
+    """One function per kind of run: in this kernel, or on the cluster's workers."""
+    if "workers" in options:
+        from ..distributed import train_distributed
+
+        return train_distributed
+    from ..train import train
+
+    return train
+
+
 @magics_class
 class TrainMagics(Magics):
     @magic_arguments()
@@ -26,6 +37,11 @@ class TrainMagics(Magics):
     @argument("--scale", type=float, default=1.0, help="Divide features by this (e.g. 255 for 8-bit images).")
     @argument("--experiment", default="nbscale", help="MLflow experiment of the run.")
     @argument("--resume", action="store_true", help="Continue from the last completed epoch of an interrupted run of this cell.")
+    @argument("--workers", type=int, default=0, help="Train on N workers of the Spark cluster (0: here, in the kernel).")
+    @argument("--strategy", default="multiworker", choices=["multiworker", "parameter-server"],
+              help="With --workers: all-reduce (MultiWorkerMirroredStrategy) or parameter servers (ParameterServerStrategy).")
+    @argument("--ps", type=int, default=1, help="Parameter servers for --strategy parameter-server (a chief task is added too).")
+    @argument("--pool", help="Spark fair-scheduler pool for the workers, so interactive cells are not starved.")
     @argument("--background", action="store_true", help="Train on a thread of this kernel and return at once; watch it with %%jobs.")
     @argument("-o", "--output", metavar="VAR", help="Bind the result (.model, .history, .run_id, .metrics) to VAR.")
     @cell_magic
@@ -34,17 +50,17 @@ class TrainMagics(Magics):
 
         In the cell, `keras` is the Keras nbscale trains with (tf-keras); the notebook's variables are visible.
         After training, `model` in the notebook is the trained model."""
-        from ..train import train
-
         args = parse_argstring(self.train, line)
         options = dict(data=args.data, label=args.label, epochs=args.epochs, batch_size=args.batch_size, validation=args.validation,
                        seed=args.seed, scale=args.scale, experiment=args.experiment, resume=args.resume,
                        namespace=dict(self.shell.user_ns))
+        if args.workers:
+            options.update(workers=args.workers, strategy=args.strategy, parameter_servers=args.ps, pool=args.pool)
         live = _LiveCard()
         if args.background:
             return self._in_background(cell, options, live, args.output)
         try:
-            result = train(cell, on_epoch=live.update, **options)
+            result = _trainer(options)(cell, on_epoch=live.update, **options)
         finally:
             live.clear()
         self._bind(result, args.output)
@@ -57,19 +73,20 @@ class TrainMagics(Magics):
 
     def _in_background(self, cell, options, live, output):
         from ..jobs import registry
-        from ..train import train
 
         def work(job):
             def on_epoch(progress):
                 job.progress = progress.line()
                 live.update(progress)
 
-            result = train(cell, on_epoch=on_epoch, stop=job.stop, **options)
+            extra = {"on_start": lambda run: setattr(job, "handle", run)} if "workers" in options else {}
+            result = _trainer(options)(cell, on_epoch=on_epoch, stop=job.stop, **options, **extra)
             live.show(result)  # the finished card replaces the live one
             self._bind(result, output)
             return result
 
-        job = registry.start("train", f"%%train {options['data']}", work)
+        where = f" --workers {options['workers']}" if "workers" in options else ""
+        job = registry.start("train", f"%%train {options['data']}{where}", work)
         print(f"Training in the background as job {job.id}: %jobs shows it, %jobs cancel {job.id} stops it"
               + (f"; {output} is bound when it ends." if output else "."))
         return None

@@ -1,0 +1,201 @@
+"""Distributed %%train against a real Spark standalone cluster (master + 1 worker with 4 task slots)
+started on 127.0.0.1 by `nbscale.cluster`, with real TensorFlow workers and a real MLflow store."""
+import json
+import threading
+import time
+
+import pytest
+from conftest import free_port
+
+from nbscale import cluster
+from nbscale.errors import NbscaleError, SettingError
+from nbscale.ingest import ingest
+
+pytestmark = pytest.mark.slow
+
+DENSE = """
+model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def standalone(tmp_path_factory):
+    from nbscale.config import settings
+    from nbscale.session import stop_spark
+
+    cfg = settings()
+    saved = cfg.data_dir, cfg.master, cfg.tracking_uri
+    cfg.data_dir = str(tmp_path_factory.mktemp("distributed-data"))
+    status = cluster.up(workers=1, cores=4, memory="4g", port=free_port())
+    cfg.master = status.master_url
+    ingest("digits", "nbscale:digits", label="label")
+    ingest("tiny", "SELECT * FROM digits LIMIT 6")
+    yield status
+    stop_spark()
+    cluster.down()
+    cfg.data_dir, cfg.master, cfg.tracking_uri = saved
+
+
+def client():
+    from nbscale.session import mlflow
+
+    return mlflow().MlflowClient()
+
+
+def runs_of(experiment: str):
+    found = client().get_experiment_by_name(experiment)
+    return client().search_runs([found.experiment_id]) if found else []
+
+
+def steps_of(run_id: str, key: str) -> list[int]:
+    return [m.step for m in client().get_metric_history(run_id, key)]
+
+
+def test_the_cluster_is_real_and_reports_its_workers(standalone):
+    status = cluster.status()
+    assert status.running and status.cores == 4 and len(status.workers) == 1
+    assert status.master_url.startswith("spark://127.0.0.1:") and "ALIVE" in status._repr_html_()
+    assert cluster.up().master_url == status.master_url  # a second `up` reuses it
+
+
+def test_all_reduce_on_two_workers_ends_with_the_same_weights_and_one_run():
+    from nbscale.distributed import train_distributed
+
+    cards = []
+    result = train_distributed(DENSE, data="digits", workers=2, epochs=3, batch_size=32, scale=16, experiment="allreduce",
+                               on_epoch=lambda p: cards.append(p.html))
+    digests = {rank: json.loads(text)["digest"] for rank, text in result.digests.items()}
+    assert digests[0] == digests[1]  # all-reduce kept both replicas identical
+    assert result.attempts == 1 and result.history["loss"][-1] < result.history["loss"][0]
+    assert result.metrics["val_accuracy"] > 0.6
+    runs = runs_of("allreduce")
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED" and parent[0].data.params["workers"] == "2"
+    assert sorted(r.data.tags["nbscale.rank"] for r in children) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert steps_of(result.run_id, "loss") == [0, 1, 2]
+    assert any("worker 1" in card for card in cards) and "finished" in cards[-1]
+    # The trained model came back to the notebook: it predicts like the chief's weights.
+    assert result.model.count_params() > 0 and result.model_uri.startswith("models:/")
+
+
+def test_a_worker_killed_in_epoch_2_is_rerun_and_training_resumes():
+    from nbscale.distributed import kill_worker, train_distributed
+
+    runs, killed = [], []
+
+    def kill_in_epoch_2(progress):
+        if progress.epoch >= 1 and not killed and runs[0].job.attempts() == [0]:
+            killed.append(kill_worker(runs[0].id, 1))
+
+    result = train_distributed(DENSE, data="digits", workers=2, epochs=4, batch_size=32, scale=16, experiment="faults",
+                               on_epoch=kill_in_epoch_2, on_start=runs.append)
+    assert killed and result.attempts == 2
+    assert steps_of(result.run_id, "loss") == [0, 1, 2, 3]  # every epoch logged once, none twice
+    records = runs[0].job.epoch_metrics()
+    first_try = [r["epoch"] for r in records if r["attempt"] == 0]
+    retry = [r["epoch"] for r in records if r["attempt"] == 1]
+    assert retry and min(retry) >= max(first_try)  # resumed from the backups: at most one epoch redone
+    digests = {json.loads(t)["digest"] for t in result.digests.values()}
+    assert len(digests) == 1
+    assert "worker 1 died" in result.card_html and "resumed at epoch" in result.card_html
+
+
+def test_parameter_server_strategy_trains_with_chief_ps_and_worker_roles():
+    from nbscale.distributed import train_distributed
+
+    result = train_distributed(DENSE, data="digits", workers=1, strategy="parameter-server", epochs=3, batch_size=32, scale=16,
+                               experiment="ps")
+    assert result.history["loss"][-1] < result.history["loss"][0] and result.metrics["accuracy"] > 0.5
+    roles = sorted(r.data.tags["nbscale.role"] for r in runs_of("ps") if "nbscale.role" in r.data.tags)
+    assert roles == ["chief", "ps", "worker"]
+
+
+def test_cancel_frees_the_cluster_within_10_seconds():
+    from nbscale.distributed import train_distributed
+    from nbscale.session import spark
+    from nbscale.train import TrainingCancelled
+
+    stop, runs, outcome = threading.Event(), [], {}
+
+    def work():
+        try:
+            train_distributed(DENSE, data="digits", workers=2, epochs=200, batch_size=8, scale=16, experiment="cancelled",
+                              stop=stop, on_start=runs.append)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not (runs and runs[0].job.attempts() and any(s["state"] == "training" for s in runs[0].job.states(0).values())):
+        assert time.monotonic() < deadline, "training did not start within 120 s"
+        time.sleep(0.5)
+    pids = [s["pid"] for s in runs[0].job.states(0).values()]
+    cancelled = time.monotonic()
+    stop.set()
+    tracker = spark().sparkContext.statusTracker()
+    while tracker.getActiveStageIds() or any(_alive(pid) for pid in pids):
+        assert time.monotonic() - cancelled < 10, "tasks or worker processes still running 10 s after cancel"
+        time.sleep(0.2)
+    thread.join(60)
+    assert isinstance(outcome.get("error"), TrainingCancelled)
+    assert [r.info.status for r in runs_of("cancelled") if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_an_error_in_the_workers_is_one_line_and_not_retried():
+    from nbscale.distributed import train_distributed
+
+    failing = "import os\nif 'TF_CONFIG' in os.environ:\n    raise ValueError('only on workers')\n" + DENSE
+    with pytest.raises(NbscaleError) as error:
+        train_distributed(failing, data="digits", workers=2, epochs=2, batch_size=32, scale=16, experiment="broken")
+    message = str(error.value)
+    assert "\n" not in message and "only on workers" in message and "after 1 attempt(s)" in message
+    assert [r.info.status for r in runs_of("broken") if "mlflow.parentRunId" not in r.data.tags] == ["FAILED"]
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(data="digits", workers=5), "needs 5 task slots at once"),
+    (dict(data="digits", workers=1, strategy="parameter-server", parameter_servers=3), "needs 5 task slots at once"),
+    (dict(data="tiny", workers=8, validation=0.0, batch_size=8), "too few rows for 8 workers"),
+    (dict(data="digits", workers=2, strategy="horovod"), "--strategy 'horovod'"),
+    (dict(data="digits", workers=2, batch_size=1), "--batch-size 1 is the global batch"),
+])
+def test_bad_input_is_one_line_and_leaves_no_running_run(options, expected):
+    from nbscale.distributed import train_distributed
+
+    before = len(runs_of("bad"))
+    started = time.monotonic()
+    with pytest.raises(NbscaleError) as error:
+        train_distributed(DENSE, scale=16, experiment="bad", **options)
+    assert expected in str(error.value) and "\n" not in str(error.value)
+    assert len(runs_of("bad")) == before  # refused before any MLflow run was created
+    assert time.monotonic() - started < 30
+
+
+def test_an_unreachable_master_is_one_line(settings):
+    from nbscale.distributed import train_distributed
+
+    settings.master = f"spark://127.0.0.1:{free_port()}"
+    with pytest.raises(SettingError, match="nothing answers"):
+        train_distributed(DENSE, data="digits", workers=2, scale=16, experiment="bad")
+
+
+def test_a_second_launch_in_the_same_session_works():
+    from nbscale.distributed import train_distributed
+
+    first = train_distributed(DENSE, data="digits", workers=2, epochs=1, batch_size=64, scale=16, experiment="twice")
+    second = train_distributed(DENSE, data="digits", workers=2, epochs=1, batch_size=64, scale=16, experiment="twice")
+    assert first.run_id != second.run_id and second.attempts == 1
