@@ -199,3 +199,33 @@ def test_a_second_launch_in_the_same_session_works():
     first = train_distributed(DENSE, data="digits", workers=2, epochs=1, batch_size=64, scale=16, experiment="twice")
     second = train_distributed(DENSE, data="digits", workers=2, epochs=1, batch_size=64, scale=16, experiment="twice")
     assert first.run_id != second.run_id and second.attempts == 1
+
+
+def test_the_magics_in_a_kernel_background_run_kill_a_worker_and_wait(standalone, tmp_path):
+    import os
+
+    from kernel_client import Kernel
+
+    from nbscale.session import stop_spark
+
+    stop_spark()  # a standalone app takes every free core by default: leave them to the kernel's session
+    env = dict(os.environ, NBSCALE_DATA_DIR=str(tmp_path / "data"))
+    cell = ("%%train --data digits --workers 2 --epochs 3 --batch-size 32 --scale 16 --experiment magic --background -o result\n"
+            + DENSE)
+    with Kernel("nbscale-local", env=env) as kernel:
+        assert kernel.run(f"%nbscale connect --master {standalone.master_url}").status == "ok"
+        assert kernel.run("%ingest digits nbscale:digits --label label").status == "ok"
+        started = kernel.run(cell)
+        assert started.status == "ok" and "as job 1" in started.text()
+        assert kernel.run("%jobs wait 1 --epoch 1", timeout=300).status == "ok"
+        listing = kernel.run("%jobs")
+        html = next(c["data"]["text/html"] for k, c in listing.outputs if k == "execute_result")
+        assert "--workers 2" in html and "running" in html
+        killed = kernel.run("%jobs kill 1 1")
+        assert killed.status == "ok" and "Spark will rerun the stage" in killed.text(), killed.text()
+        done = kernel.run("%jobs wait 1", timeout=300)
+        assert "Job 1 is finished." in done.text(), done.text()
+        check = kernel.run("print(result.attempts, len(result.history['loss']), type(model).__module__.split('.')[0])")
+        assert check.text().split() == ["2", "3", "tf_keras"]
+        helped = kernel.run("print(get_ipython().find_line_magic('jobs').__doc__)")  # what %jobs? shows
+        assert "kill JOB RANK" in helped.text()

@@ -37,6 +37,7 @@ class DistributedRun:
         self.logged_epochs: set[int] = set()
         self.notes: list[str] = []
         self.spark_context = None
+        self.started_at = time.time()
 
     @property
     def id(self) -> str:

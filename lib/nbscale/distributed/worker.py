@@ -162,6 +162,9 @@ class Worker:
         class StepProgress(EpochProgress):
             def on_train_batch_end(self, batch, logs=None):
                 now = time.perf_counter()
+                if "first_step_at" not in worker.state:
+                    worker.state["first_step_at"] = time.time()  # the launch overhead ends here
+                    self.written = 0.0
                 if now - self.written >= PROGRESS_EVERY_S:
                     self.written = now
                     worker.save_state(step=batch + 1)

@@ -5,6 +5,7 @@ after the current batch and marks its MLflow run KILLED)."""
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,19 @@ class Job:
         if self.thread is not None:
             self.thread.join(timeout)
         return self
+
+    def wait_for_epoch(self, epoch: int, timeout: float = 600) -> "Job":
+        """Block until the job has finished `epoch` epochs (or ended); NbscaleError after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while self.state == "running" and self.epochs_done() < epoch:
+            if time.monotonic() > deadline:
+                raise NbscaleError(f"Job {self.id} did not reach epoch {epoch} within {timeout:.0f} s: see %jobs.")
+            time.sleep(0.2)
+        return self
+
+    def epochs_done(self) -> int:
+        match = re.match(r"epoch (\d+)/", self.progress)
+        return int(match.group(1)) if match else 0
 
 
 def start(kind: str, title: str, work: Callable[[Job], object]) -> Job:

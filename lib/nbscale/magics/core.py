@@ -26,6 +26,7 @@ class NbscaleMagics(Magics):
     @argument("--cores", type=int, default=2, help="cluster up: task slots per worker (default 2).")
     @argument("--memory", default="2g", help="cluster up: memory per worker for executors (default 2g).")
     @argument("--port", type=int, default=7077, help="cluster up: master port (default 7077).")
+    @argument("--connect", action="store_true", help="cluster up: also point this notebook's Spark session at the cluster.")
     @argument("--master", help="Spark master URL, e.g. local[*], spark://127.0.0.1:7077, yarn, k8s://https://HOST:443.")
     @argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 or sqlite:////path/mlflow.db.")
     @argument("--data-dir", help="Directory for datasets, the default MLflow store, checkpoints and job state.")
@@ -53,7 +54,10 @@ class NbscaleMagics(Magics):
             from .. import cluster
 
             if args.cluster_action == "up":
-                return cluster.up(workers=args.workers, cores=args.cores, memory=args.memory, port=args.port)
+                status = cluster.up(workers=args.workers, cores=args.cores, memory=args.memory, port=args.port)
+                if args.connect:
+                    nbscale.connect(master=status.master_url)
+                return status
             if args.cluster_action == "down":
                 print("Cluster stopped." if cluster.down() else "No nbscale cluster was running.")
                 return None

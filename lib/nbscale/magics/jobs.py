@@ -27,10 +27,13 @@ def _progress(job) -> str:
 @magics_class
 class JobsMagics(Magics):
     @magic_arguments()
-    @argument("action", nargs="?", default="list", choices=["list", "cancel", "kill"],
-              help="list (default); cancel JOB; kill JOB RANK: kill one worker of a distributed job (it resumes).")
+    @argument("action", nargs="?", default="list", choices=["list", "cancel", "kill", "wait"],
+              help="list (default); cancel JOB; kill JOB RANK: kill one worker of a distributed job (it resumes); "
+                   "wait JOB [--epoch N]: block until the job ends (or has done N epochs).")
     @argument("job", nargs="?", type=int, help="Job id, for cancel and kill.")
     @argument("rank", nargs="?", type=int, help="Worker rank, for kill.")
+    @argument("--epoch", type=int, help="For wait: return once this many epochs are done.")
+    @argument("--timeout", type=float, default=600, help="For wait: give up after this many seconds (default 600).")
     @line_magic
     def jobs(self, line):
         """List this kernel's background jobs (state, progress per worker, time), cancel one (%jobs cancel 2),
@@ -38,6 +41,19 @@ class JobsMagics(Magics):
         from ..jobs import registry
 
         args = parse_argstring(self.jobs, line)
+        if args.action == "wait":
+            from ..errors import NbscaleError
+
+            if args.job is None:
+                raise NbscaleError("Which job? Write %jobs wait ID [--epoch N] (ids are in %jobs).")
+            job = registry.get(args.job)
+            if args.epoch:
+                job.wait_for_epoch(args.epoch, args.timeout)
+                print(f"Job {job.id}: {job.epochs_done()} epoch(s) done ({job.state}).")
+            else:
+                job.wait(args.timeout)
+                print(f"Job {job.id} is {job.state}." + (f" {job.error}" if job.error else ""))
+            return None
         if args.action == "kill":
             from ..distributed import kill_worker
             from ..errors import NbscaleError
