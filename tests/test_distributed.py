@@ -123,7 +123,7 @@ def test_cancel_frees_the_cluster_within_10_seconds():
     def work():
         try:
             train_distributed(DENSE, data="digits", workers=2, epochs=200, batch_size=8, scale=16, experiment="cancelled",
-                              stop=stop, on_start=runs.append)
+                              stop=stop, on_start=runs.append, pool="background")
         except BaseException as exc:  # noqa: BLE001 - the test inspects it
             outcome["error"] = exc
 
@@ -134,6 +134,7 @@ def test_cancel_frees_the_cluster_within_10_seconds():
         assert time.monotonic() < deadline, "training did not start within 120 s"
         time.sleep(0.5)
     pids = [s["pid"] for s in runs[0].job.states(0).values()]
+    assert _stage_pools() == ["background"]  # the workers run in their fair-scheduler pool
     cancelled = time.monotonic()
     stop.set()
     tracker = spark().sparkContext.statusTracker()
@@ -143,6 +144,16 @@ def test_cancel_frees_the_cluster_within_10_seconds():
     thread.join(60)
     assert isinstance(outcome.get("error"), TrainingCancelled)
     assert [r.info.status for r in runs_of("cancelled") if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
+
+
+def _stage_pools() -> list[str]:
+    import urllib.request
+
+    from nbscale.session import spark
+
+    sc = spark().sparkContext
+    url = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/stages?status=active"
+    return [stage["schedulingPool"] for stage in json.load(urllib.request.urlopen(url, timeout=10))]
 
 
 def _alive(pid: int) -> bool:
@@ -172,6 +183,7 @@ def test_an_error_in_the_workers_is_one_line_and_not_retried():
     (dict(data="tiny", workers=8, validation=0.0, batch_size=8), "too few rows for 8 workers"),
     (dict(data="digits", workers=2, strategy="horovod"), "--strategy 'horovod'"),
     (dict(data="digits", workers=2, batch_size=1), "--batch-size 1 is the global batch"),
+    (dict(data="digits", workers=2, gpus_per_worker=1), "Spark cannot give tasks GPUs here"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_running_run(options, expected):
     from nbscale.distributed import train_distributed

@@ -124,6 +124,9 @@ def spark_conf() -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.warehouse.dir": str(data / "spark-warehouse"),
         "spark.sql.session.timeZone": "UTC",
+        # Fair sharing between a notebook's concurrent jobs: a background training (in its own --pool)
+        # does not starve the cells run meanwhile.
+        "spark.scheduler.mode": "FAIR",
     }
     conf.update(cfg.spark_conf)
     return conf

@@ -121,19 +121,36 @@ def _cancel_all() -> None:
             pass
 
 
-def _slots(sc) -> int:
+def _slots(sc, profile=None) -> int:
     jsc = sc._jsc.sc()
-    return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
+    java_profile = profile._java_resource_profile if profile is not None else jsc.resourceProfileManager().defaultResourceProfile()
+    return int(jsc.maxNumConcurrentTasks(java_profile))
 
 
-def check_capacity(sc, tasks: int, what: str, wait_s: float = SLOT_WAIT_S) -> int:
+def gpu_profile(sc, gpus_per_worker: int):
+    """A Spark stage-level resource profile giving each worker task `gpus_per_worker` GPUs (None for 0)."""
+    if not gpus_per_worker:
+        return None
+    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+    profile = ResourceProfileBuilder().require(TaskResourceRequests().cpus(1).resource("gpu", gpus_per_worker)).build
+    try:
+        sc._jsc.sc().resourceProfileManager().addResourceProfile(profile._java_resource_profile)
+    except Exception as exc:  # noqa: BLE001 - Spark's refusal, as one line
+        raise NbscaleError(f"--gpus-per-worker {gpus_per_worker}: Spark cannot give tasks GPUs here ({first_useful_line(str(exc))}); "
+                           "give the executors GPUs (spark.executor.resource.gpu.amount and "
+                           "spark.executor.resource.gpu.discoveryScript in Nbscale.spark_conf), or train on CPUs.") from None
+    return profile
+
+
+def check_capacity(sc, tasks: int, what: str, wait_s: float = SLOT_WAIT_S, profile=None) -> int:
     """Barrier mode needs all tasks running at once: fail in one line when the cluster can never fit them."""
     started = time.monotonic()
-    slots = _slots(sc)
+    slots = _slots(sc, profile)
     # No executor yet (a session just started on a cluster): wait for them to register; some but too few: a short grace.
     while slots < tasks and time.monotonic() - started < (wait_s if slots == 0 else 3):
         time.sleep(0.5)
-        slots = _slots(sc)
+        slots = _slots(sc, profile)
     if slots < tasks:
         raise NbscaleError(f"{what} needs {tasks} task slots at once (barrier mode starts every worker together) but the cluster "
                            f"({sc.master}) has {slots}: use fewer --workers, or give the cluster more cores "
@@ -149,7 +166,7 @@ def _busy_slots(sc) -> int:
 def train_distributed(code: str | None = None, *, data: str, workers: int, strategy: str = "multiworker", parameter_servers: int = 1,
                       label: str = "label", epochs: int = 5, batch_size: int = 128, validation: float = 0.2, seed: int = 42,
                       scale: float = 1.0, experiment: str = "nbscale", resume: bool = False, pool: str | None = None,
-                      namespace: dict | None = None, on_epoch: Callable | None = None, stop: threading.Event | None = None,
+                      gpus_per_worker: int = 0, namespace: dict | None = None, on_epoch: Callable | None = None, stop: threading.Event | None = None,
                       on_start: Callable[[DistributedRun], None] | None = None):
     """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run."""
     from .. import feed
@@ -180,7 +197,9 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     _check_shapes(built, spec, train_split.rows)
     session = spark()
     sc = session.sparkContext
-    check_capacity(sc, tasks, f"--workers {workers} --strategy {strategy}" + (f" (+{parameter_servers} ps + 1 chief)" if tasks > workers else ""))
+    profile = gpu_profile(sc, gpus_per_worker)
+    check_capacity(sc, tasks, f"--workers {workers} --strategy {strategy}" + (f" (+{parameter_servers} ps + 1 chief)" if tasks > workers else "")
+                   + (f" with {gpus_per_worker} GPU(s) each" if gpus_per_worker else ""), profile=profile)
 
     job = JobDir(Path(settings().data_dir) / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     job.root.mkdir(parents=True)
@@ -243,14 +262,14 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     status = "FAILED"
     try:
         _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
-        mlf.log_params({"workers": workers, "strategy": strategy, "parameter_servers": parameter_servers if tasks > workers else 0,
+        mlf.log_params({"workers": workers, "strategy": strategy, "gpus_per_worker": gpus_per_worker, "parameter_servers": parameter_servers if tasks > workers else 0,
                         "spark_master": sc.master, "job_dir": str(job.root)})
         watcher.start()
         sc.setJobGroup(run.group, run.title, interruptOnCancel=True)
         sc.setLocalProperty("spark.scheduler.pool", pool)
         try:
-            results = launcher.launch(session, str(job.root), tasks, strategy, parameter_servers,
-                                      {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+            launcher.launch(session, str(job.root), tasks, strategy, parameter_servers,
+                            {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}, profile)
         finally:
             for name in ("spark.scheduler.pool", "spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
                 sc.setLocalProperty(name, None)  # later cells in this thread are not part of this job

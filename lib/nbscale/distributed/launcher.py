@@ -54,6 +54,9 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
             cluster.setdefault(role, []).append(peer["address"])
         role, index = layout[rank]
         child_env = dict(os.environ, **env, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": role, "index": index}}))
+        gpus = ctx.resources().get("gpu")
+        if gpus is not None:  # the GPUs Spark gave this task, and only those
+            child_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
         serving = strategy == "parameter-server" and role != "chief"  # runs until the chief is done
         with open(job.log_file(attempt, rank), "ab") as log:
             child = subprocess.Popen([sys.executable, "-m", "nbscale.distributed.worker", jobdir, str(attempt), str(rank)],
@@ -85,8 +88,9 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
     return task
 
 
-def launch(session, jobdir: str, tasks: int, strategy: str, parameter_servers: int, env: dict) -> list:
-    """Run the barrier stage to completion (Spark retries it on failure); rows of (rank, role, attempt)."""
+def launch(session, jobdir: str, tasks: int, strategy: str, parameter_servers: int, env: dict, profile=None) -> list:
+    """Run the barrier stage to completion (Spark retries it on failure); rows of (rank, role, attempt).
+    `profile`: a stage-level resource profile (GPUs per task), or None."""
     task = barrier_task(jobdir, strategy, parameter_servers, env)
-    stage = session.range(0, tasks, 1, tasks).mapInPandas(task, RESULT_SCHEMA, barrier=True)
+    stage = session.range(0, tasks, 1, tasks).mapInPandas(task, RESULT_SCHEMA, barrier=True, profile=profile)
     return stage.repartition(1).collect()
