@@ -241,3 +241,28 @@ def test_the_magics_in_a_kernel_background_run_kill_a_worker_and_wait(standalone
         assert check.text().split() == ["2", "3", "tf_keras"]
         helped = kernel.run("print(get_ipython().find_line_magic('jobs').__doc__)")  # what %jobs? shows
         assert "kill JOB RANK" in helped.text()
+
+
+def test_the_launch_form_shows_the_equivalent_cell_and_launches_it(ip):
+    from nbscale.jobs import registry
+
+    ip.user_ns["hidden"] = 32
+    form = ip.run_line_magic("launch", "--data digits --workers 2")
+    form.code.value = DENSE.replace("Dense(32", "Dense(hidden")  # the form's cell sees notebook variables too
+    form.epochs.value, form.batch_size.value, form.scale.value, form.experiment.value = 2, 32, 16.0, "launched"
+    assert form.options().train_line() == ("%%train --data digits --workers 2 --epochs 2 --batch-size 32 --scale 16 "
+                                           "--experiment launched --background")
+    assert "--epochs 2" in form.line.value
+    form.strategy.value = "parameter-server"
+    form.ps.value = 2
+    assert "--strategy parameter-server --ps 2 --epochs 2" in form.line.value
+    form.strategy.value = "multiworker"
+    before = {job.id for job in registry.jobs()}
+    form.launch_button.click()
+    assert "Launched as job" in form.message.value, form.message.value
+    job = next(job for job in registry.jobs() if job.id not in before)
+    job.wait(300)
+    assert job.state == "finished", job.error
+    assert "finished on 2 workers" in form.card.value and job.result.workers == 2
+    with pytest.raises(NbscaleError, match="No dataset 'nope'"):
+        ip.run_line_magic("launch", "--data nope")

@@ -1,7 +1,7 @@
 """`%%train`: the cell builds a compiled Keras model; nbscale feeds it a dataset version and logs the run."""
 from __future__ import annotations
 
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..widgets.placeholder import Placeholder
@@ -52,6 +52,7 @@ class TrainMagics(Magics):
         In the cell, `keras` is the Keras nbscale trains with (tf-keras); the notebook's variables are visible.
         After training, `model` in the notebook is the trained model."""
         args = parse_argstring(self.train, line)
+        self.last_cell = cell
         options = dict(data=args.data, label=args.label, epochs=args.epochs, batch_size=args.batch_size, validation=args.validation,
                        seed=args.seed, scale=args.scale, experiment=args.experiment, resume=args.resume,
                        namespace=dict(self.shell.user_ns))
@@ -60,7 +61,10 @@ class TrainMagics(Magics):
                            gpus_per_worker=args.gpus_per_worker)
         live = _LiveCard()
         if args.background:
-            return self._in_background(cell, options, live, args.output)
+            job = self._in_background(cell, options, live, args.output)
+            print(f"Training in the background as job {job.id}: %jobs shows it, %jobs cancel {job.id} stops it"
+                  + (f"; {args.output} is bound when it ends." if args.output else "."))
+            return None
         try:
             result = _trainer(options)(cell, on_epoch=live.update, **options)
         finally:
@@ -88,7 +92,36 @@ class TrainMagics(Magics):
             return result
 
         where = f" --workers {options['workers']}" if "workers" in options else ""
-        job = registry.start("train", f"%%train {options['data']}{where}", work)
-        print(f"Training in the background as job {job.id}: %jobs shows it, %jobs cancel {job.id} stops it"
-              + (f"; {output} is bound when it ends." if output else "."))
-        return None
+        return registry.start("train", f"%%train {options['data']}{where}", work)
+
+    @magic_arguments()
+    @argument("--data", help="Dataset to preselect (default: the first one).")
+    @argument("--workers", type=int, default=2, help="Workers to preselect (default 2).")
+    @line_magic
+    def launch(self, line):
+        """A form to launch a distributed training: dataset, model cell, workers, strategy, epochs, GPUs per
+        worker. It shows the equivalent %%train cell and runs the job in the background (see %jobs)."""
+        from ..ingest import datasets
+        from ..widgets.launcher import TEMPLATE, LaunchForm
+
+        args = parse_argstring(self.launch, line)
+        names = sorted({row["dataset"].split("@")[0] for row in datasets()})
+
+        def on_launch(options, code, form):
+            if not options.data:
+                from ..errors import NbscaleError
+
+                raise NbscaleError("No dataset to train on: ingest one first (%%ingest NAME).")
+            kwargs = dict(options.train_kwargs(), namespace=dict(self.shell.user_ns))
+            job = self._in_background(code, kwargs, form, None)
+            return f"Launched as job {job.id}: %jobs shows it, %jobs cancel {job.id} stops it."
+
+        form = LaunchForm(names, getattr(self, "last_cell", None) or TEMPLATE, on_launch)
+        if args.data:
+            if args.data not in names:
+                from ..errors import NbscaleError
+
+                raise NbscaleError(f"No dataset {args.data!r} (datasets: {', '.join(names) or 'none'}): ingest it first with %%ingest {args.data}.")
+            form.data.value = args.data
+        form.workers.value = args.workers
+        return form

@@ -81,12 +81,15 @@ class TrainResult:
     device: str
     model: object = field(repr=False)
     model_uri: str = ""
+    card_html: str = ""  # a distributed run's card (workers, attempts) replaces the plain one
 
     @property
     def metrics(self) -> dict[str, float]:
         return {k: v[-1] for k, v in self.history.items() if v}
 
     def _repr_html_(self) -> str:
+        if self.card_html:
+            return self.card_html
         return render(self.title, self.history, self.epochs, self.samples_per_s, self.run_id, self.run_url, "finished", self.device)
 
     def __repr__(self) -> str:
