@@ -1,7 +1,6 @@
 """%%ingest with a real Spark session: every source format, the versions, and every bad input."""
 import gzip
 import http.server
-import json
 import struct
 import threading
 from functools import partial

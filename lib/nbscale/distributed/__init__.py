@@ -8,8 +8,6 @@ one MLflow parent run (one child run per worker) and, at the end, loads the chie
 from __future__ import annotations
 
 import atexit
-import contextlib
-import logging
 import shutil
 import threading
 import time
@@ -172,7 +170,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     from .. import feed
     from ..ingest import dataset as find_dataset
     from ..session import experiment_id, mlflow, spark
-    from ..train import TrainProgress, TrainResult, _backup_dir, _build_model, _check_shapes, _log_model, _log_params
+    from ..train import TrainProgress, TrainResult, _backup_dir, _build_model, _check_shapes, _log_model, _log_params, quiet_loggers
     from . import launcher, shipping
     from .card import render_job
 
@@ -277,7 +275,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
         watcher.join(5)
         run.state = "finished"
         publish()
-        with _quiet_absl():  # the chief's file has no optimizer slots for the driver's unbuilt optimizer: expected
+        with quiet_loggers("absl"):  # the chief's file has no optimizer slots for the driver's unbuilt optimizer: expected
             built.load_weights(str(job.weights))
             model_uri = _log_model(mlf, built, train_split, spec)
         status = "FINISHED"
@@ -310,17 +308,6 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     result.digests = {r: (job.result_file(r).read_text() if job.result_file(r).exists() else None) for r in range(tasks)}
     result.card_html = render_job(run.title, metrics)
     return result
-
-
-@contextlib.contextmanager
-def _quiet_absl():
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        absl.setLevel(level)
 
 
 def _metric(key: str, value: float, step: int):

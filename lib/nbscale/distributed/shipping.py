@@ -9,15 +9,28 @@ from ..errors import NbscaleError
 
 
 def names_read(code: str) -> set[str]:
+    """Names the cell reads but does not bind itself: `model` in `model = ...; model.compile()` is the
+    cell's own, and the notebook's trained `model` from an earlier cell must not travel."""
     try:
         tree = ast.parse(code or "")
     except SyntaxError as exc:
         raise NbscaleError(f"The %%train cell has a syntax error on line {exc.lineno}: {exc.msg}.") from None
-    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    read, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return read - bound
 
 
-def capture(code: str, namespace: dict | None) -> dict:
-    """The cell's free variables from `namespace`, checked to survive the trip to a worker."""
+def capture(code: str, namespace: dict | None) -> bytes:
+    """The cell's free variables from `namespace`, pickled. Workers unpickle them only after TensorFlow's
+    strategy is set up: a TF object unpickled earlier would start TF's runtime before its collectives."""
     import cloudpickle
 
     shipped: dict = {}
@@ -34,4 +47,4 @@ def capture(code: str, namespace: dict | None) -> dict:
             raise NbscaleError(f"The cell reads `{name}` ({type(value).__name__}), which cannot be sent to the workers "
                                f"({type(exc).__name__}): create it inside the %%train cell instead.") from None
         shipped[name] = value
-    return shipped
+    return cloudpickle.dumps(shipped)

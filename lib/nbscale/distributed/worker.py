@@ -78,10 +78,13 @@ class Worker:
         else:
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
             train_data, validation = self._worker_data(tf)
+        import cloudpickle
+
         from ..train import _build_model
 
+        namespace = cloudpickle.loads(self.spec["namespace"])  # after the strategy: see shipping.capture
         with strategy.scope():
-            model = _build_model(self.spec["code"], self.spec["namespace"], None, self.spec["seed"])
+            model = _build_model(self.spec["code"], namespace, None, self.spec["seed"])
         callbacks = [tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"]), self._progress_callback(tf_keras)]
         self.save_state(state="training")
         print(f"{self.role} {self.index} (rank {self.rank}, attempt {self.attempt}): training {self.spec['epochs']} epochs of "

@@ -235,6 +235,23 @@ def _log_params(mlf, model, version, spec, epochs, validation, train_split, val_
     mlf.log_input(MetaDataset(source, name=version.ref, digest=hashlib.sha1(version.ref.encode()).hexdigest()[:8]), context="training")
 
 
+@contextlib.contextmanager
+def quiet_loggers(*names: str):
+    """Silence warnings that say nothing to the notebook user (e.g. TF's retracing notice when MLflow
+    calls predict on an input example; absl's note on optimizer slots not restored)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def _log_model(mlf, model, train_split, spec) -> str:
     import mlflow.tensorflow
     from mlflow.models import infer_signature
@@ -244,7 +261,7 @@ def _log_model(mlf, model, train_split, spec) -> str:
     example, _ = next(batches(train_split, spec, shuffle=False))
     example = example[:4]
     # MLflow checks the input example with a default-verbosity predict, which draws a progress bar.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("tensorflow", "absl"):
         info = mlflow.tensorflow.log_model(model, name="model", signature=infer_signature(example, model.predict(example, verbose=0)),
                                            input_example=example[:2])
     return info.model_uri
