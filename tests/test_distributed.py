@@ -1,4 +1,4 @@
-"""Distributed %%train against a real Spark standalone cluster (master + 1 worker with 4 task slots)
+"""Distributed %%train against a real Spark standalone cluster (master + 2 workers with 2 task slots each)
 started on 127.0.0.1 by `nbscale.cluster`, with real TensorFlow workers and a real MLflow store."""
 import json
 import threading
@@ -27,7 +27,7 @@ def standalone(tmp_path_factory):
     cfg = settings()
     saved = cfg.data_dir, cfg.master, cfg.tracking_uri
     cfg.data_dir = str(tmp_path_factory.mktemp("distributed-data"))
-    status = cluster.up(workers=1, cores=4, memory="4g", port=free_port())
+    status = cluster.up(workers=2, cores=2, memory="3g", port=free_port())
     cfg.master = status.master_url
     ingest("digits", "nbscale:digits", label="label")
     ingest("tiny", "SELECT * FROM digits LIMIT 6")
@@ -54,7 +54,7 @@ def steps_of(run_id: str, key: str) -> list[int]:
 
 def test_the_cluster_is_real_and_reports_its_workers(standalone):
     status = cluster.status()
-    assert status.running and status.cores == 4 and len(status.workers) == 1
+    assert status.running and status.cores == 4 and len(status.workers) == 2
     assert status.master_url.startswith("spark://127.0.0.1:") and "ALIVE" in status._repr_html_()
     assert cluster.up().master_url == status.master_url  # a second `up` reuses it
 
@@ -266,3 +266,22 @@ def test_the_launch_form_shows_the_equivalent_cell_and_launches_it(ip):
     assert "finished on 2 workers" in form.card.value and job.result.workers == 2
     with pytest.raises(NbscaleError, match="No dataset 'nope'"):
         ip.run_line_magic("launch", "--data nope")
+
+
+def test_elastic_a_lost_machine_leaves_fewer_workers_that_resume():
+    """Last in this module: it kills one of the cluster's two Spark workers."""
+    from nbscale.distributed import train_distributed
+
+    runs, killed = [], []
+
+    def lose_a_machine(progress):
+        if progress.epoch >= 1 and not killed:
+            killed.append(True)
+            cluster.kill_worker(2)
+
+    result = train_distributed(DENSE, data="digits", workers=4, min_workers=2, epochs=3, batch_size=64, scale=16, experiment="elastic",
+                               on_epoch=lose_a_machine, on_start=runs.append)
+    assert killed and result.workers == 2 and result.attempts >= 2
+    assert steps_of(result.run_id, "loss") == [0, 1, 2]
+    assert "continuing on 2 of 4 workers" in result.card_html
+    assert cluster.status().cores == 2

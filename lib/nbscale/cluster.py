@@ -184,6 +184,19 @@ def down(timeout: float = 20) -> bool:
     return bool(pids)
 
 
+def kill_worker(number: int) -> None:
+    """Kill Spark worker `number` (1-based) and its executors at once, as a machine that fails would
+    (to teach elasticity: a distributed training continues on the capacity left)."""
+    state = _state()
+    pid = state.get("pids", {}).get(f"worker-{number}")
+    if pid is None or not _alive(pid):
+        raise NbscaleError(f"Spark worker {number} is not running: see %nbscale cluster status.")
+    os.killpg(pid, signal.SIGKILL)  # the worker was started in its own session: its executors share the group
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def status() -> ClusterStatus:
     """The cluster nbscale started from this data dir, read from its master's JSON page."""
     state = _state()

@@ -20,7 +20,8 @@ from ..errors import NbscaleError, first_useful_line
 from .jobdir import JobDir
 
 STRATEGIES = ("multiworker", "parameter-server")
-SLOT_WAIT_S = 20  # executors of a just-started session need a moment to register
+SLOT_WAIT_S = 20
+CAPACITY_GRACE_S = 15  # how long a running job waits for lost task slots to come back  # executors of a just-started session need a moment to register
 _running: dict[str, "DistributedRun"] = {}  # job id -> run, for kill_worker and kernel shutdown
 
 
@@ -36,6 +37,7 @@ class DistributedRun:
         self.notes: list[str] = []
         self.spark_context = None
         self.started_at = time.time()
+        self.capacity_lost = False  # set by the watcher when the cluster shrank under a running job
 
     @property
     def id(self) -> str:
@@ -85,7 +87,7 @@ class DistributedRun:
         if errors:
             rank, why = sorted(errors.items())[0]
             return f"attempt {number}{start}: worker {rank} failed: {why}"
-        return f"attempt {number}{start}: stopped"
+        return f"attempt {number}{start}: its workers were lost (an executor or machine failed)"
 
     def failure(self) -> str | None:
         """The first worker error of the last attempt, as one line."""
@@ -107,6 +109,27 @@ def kill_worker(job_id: str, rank: int) -> str:
         raise NbscaleError(f"Worker {rank} of job {job_id} has not started yet: wait until the card shows it, then kill it.")
     run.job.kill_file(attempts[-1], rank).touch()
     return f"Worker {rank} of attempt {attempts[-1]} is being killed; Spark will rerun the stage and training resumes from its backups."
+
+
+def _elastic_retry(run: DistributedRun, sc, profile, tasks: int, helpers: int, min_workers: int, stop) -> int | None:
+    """After the stage failed: the number of workers to go on with when the cluster lost capacity but
+    still fits --min-workers (training resumes from the backups); None when it is not that kind of failure."""
+    if (stop is not None and stop.is_set()) or run.job.fatal():
+        return None
+    slots = _slots(sc, profile)
+    if slots >= tasks and not run.capacity_lost:
+        return None
+    run.capacity_lost = False
+    fits = slots - helpers  # the chief and parameter servers must all run
+    if fits < min_workers:
+        raise NbscaleError(f"The cluster lost capacity during training: {slots} task slots left, the job needs {tasks}"
+                           + (f" (at least {min_workers + helpers} with --min-workers {min_workers})" if min_workers < run.workers else "")
+                           + ". The epoch backups are kept: run the cell again with --resume once the cluster has the slots, "
+                           "or allow fewer workers with --min-workers.")
+    run.notes.append(f"The cluster lost capacity ({slots} task slots left): continuing on {fits} of {run.workers} workers "
+                     "from the last backup.")
+    run.workers = fits
+    return fits
 
 
 @atexit.register
@@ -164,7 +187,7 @@ def _busy_slots(sc) -> int:
 def train_distributed(code: str | None = None, *, data: str, workers: int, strategy: str = "multiworker", parameter_servers: int = 1,
                       label: str = "label", epochs: int = 5, batch_size: int = 128, validation: float = 0.2, seed: int = 42,
                       scale: float = 1.0, experiment: str = "nbscale", resume: bool = False, pool: str | None = None,
-                      gpus_per_worker: int = 0, namespace: dict | None = None, on_epoch: Callable | None = None, stop: threading.Event | None = None,
+                      gpus_per_worker: int = 0, min_workers: int | None = None, namespace: dict | None = None, on_epoch: Callable | None = None, stop: threading.Event | None = None,
                       on_start: Callable[[DistributedRun], None] | None = None):
     """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run."""
     from .. import feed
@@ -179,6 +202,9 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     if workers < 1 or epochs < 1 or parameter_servers < 1:
         raise NbscaleError(f"--workers {workers}, --epochs {epochs}, --ps {parameter_servers} must each be 1 or more.")
     tasks = workers if strategy == "multiworker" else workers + parameter_servers + 1
+    min_workers = workers if min_workers is None else min_workers
+    if not 1 <= min_workers <= workers:
+        raise NbscaleError(f"--min-workers {min_workers} must be between 1 and --workers {workers}.")
     if batch_size < workers:
         raise NbscaleError(f"--batch-size {batch_size} is the global batch, split over {workers} workers: make it at least {workers}.")
     version = find_dataset(data)
@@ -242,10 +268,20 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
                 on_epoch(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
 
     def watch():
+        short_since = None
         while not watching.wait(0.5):
             try:
                 if (stop is not None and stop.is_set()) or job.fatal():
                     sc.cancelJobGroup(run.group)  # cancelled, or an error a rerun would repeat
+                # Spark resubmits a failed barrier stage even when the cluster no longer has the slots, and
+                # then waits forever: past a grace period for a replacement executor, stop it here.
+                if _slots(sc, profile) < tasks:
+                    short_since = short_since or time.monotonic()
+                    if time.monotonic() - short_since > CAPACITY_GRACE_S and not run.capacity_lost:
+                        run.capacity_lost = True
+                        sc.cancelJobGroup(run.group)
+                else:
+                    short_since = None
                 attempts = job.attempts()
                 states = job.states(attempts[-1]) if attempts else {}
                 if not states and _busy_slots(sc) + tasks > _slots(sc):
@@ -260,14 +296,22 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     status = "FAILED"
     try:
         _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
-        mlf.log_params({"workers": workers, "strategy": strategy, "gpus_per_worker": gpus_per_worker, "parameter_servers": parameter_servers if tasks > workers else 0,
+        mlf.log_params({"workers": workers, "min_workers": min_workers, "strategy": strategy, "gpus_per_worker": gpus_per_worker, "parameter_servers": parameter_servers if tasks > workers else 0,
                         "spark_master": sc.master, "job_dir": str(job.root)})
         watcher.start()
         sc.setJobGroup(run.group, run.title, interruptOnCancel=True)
         sc.setLocalProperty("spark.scheduler.pool", pool)
         try:
-            launcher.launch(session, str(job.root), tasks, strategy, parameter_servers,
-                            {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}, profile)
+            while True:
+                try:
+                    launcher.launch(session, str(job.root), tasks, strategy, parameter_servers,
+                                    {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}, profile)
+                    break
+                except Exception:
+                    fewer = _elastic_retry(run, sc, profile, tasks, tasks - workers, min_workers, stop)
+                    if fewer is None:
+                        raise
+                    workers, tasks = fewer, fewer + (tasks - workers)
         finally:
             for name in ("spark.scheduler.pool", "spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
                 sc.setLocalProperty(name, None)  # later cells in this thread are not part of this job

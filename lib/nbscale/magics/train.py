@@ -42,6 +42,8 @@ class TrainMagics(Magics):
               help="With --workers: all-reduce (MultiWorkerMirroredStrategy) or parameter servers (ParameterServerStrategy).")
     @argument("--ps", type=int, default=1, help="Parameter servers for --strategy parameter-server (a chief task is added too).")
     @argument("--gpus-per-worker", type=int, default=0, help="With --workers: GPUs Spark gives each worker task (stage-level scheduling).")
+    @argument("--min-workers", type=int, help="Elastic: if the cluster loses capacity, go on with as few as this many workers "
+                                                "(default: --workers, i.e. not elastic).")
     @argument("--pool", help="Spark fair-scheduler pool for the workers, so interactive cells are not starved.")
     @argument("--background", action="store_true", help="Train on a thread of this kernel and return at once; watch it with %%jobs.")
     @argument("-o", "--output", metavar="VAR", help="Bind the result (.model, .history, .run_id, .metrics) to VAR.")
@@ -58,7 +60,7 @@ class TrainMagics(Magics):
                        namespace=dict(self.shell.user_ns))
         if args.workers:
             options.update(workers=args.workers, strategy=args.strategy, parameter_servers=args.ps, pool=args.pool,
-                           gpus_per_worker=args.gpus_per_worker)
+                           gpus_per_worker=args.gpus_per_worker, min_workers=args.min_workers)
         live = _LiveCard()
         if args.background:
             job = self._in_background(cell, options, live, args.output)
