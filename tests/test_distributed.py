@@ -268,6 +268,29 @@ def test_the_launch_form_shows_the_equivalent_cell_and_launches_it(ip):
         ip.run_line_magic("launch", "--data nope")
 
 
+def test_a_job_that_finds_the_slots_busy_says_it_waits_then_runs():
+    from nbscale.distributed import train_distributed
+    from nbscale.session import spark
+
+    def hold_a_slot(rows):
+        time.sleep(25)
+        yield from rows
+
+    sc = spark().sparkContext
+    busy = threading.Thread(target=lambda: (sc.setJobGroup("hold", "holding slots"),
+                                            spark().range(0, 3, 1, 3).mapInPandas(hold_a_slot, "id long").collect()))
+    busy.start()
+    deadline = time.monotonic() + 30
+    while sum(sc.statusTracker().getStageInfo(s).numActiveTasks for s in sc.statusTracker().getActiveStageIds()) < 3:
+        assert time.monotonic() < deadline, "the slot-holding job did not start"
+        time.sleep(0.2)
+    cards = []
+    result = train_distributed(DENSE, data="digits", workers=2, epochs=1, batch_size=64, scale=16, experiment="waits",
+                               on_epoch=lambda p: cards.append(p.html))
+    busy.join()
+    assert any("waiting for 2 free task slots" in card for card in cards)
+    assert result.attempts == 1 and "finished" in cards[-1]
+
 def test_elastic_a_lost_machine_leaves_fewer_workers_that_resume():
     """Last in this module: it kills one of the cluster's two Spark workers."""
     from nbscale.distributed import train_distributed
