@@ -291,6 +291,21 @@ def test_a_job_that_finds_the_slots_busy_says_it_waits_then_runs():
     assert any("waiting for 2 free task slots" in card for card in cards)
     assert result.attempts == 1 and "finished" in cards[-1]
 
+def test_the_cancel_button_on_a_background_jobs_card_stops_it(ip):
+    from nbscale.jobs import registry
+
+    ip.run_cell_magic("train", "--data digits --workers 2 --epochs 500 --batch-size 8 --scale 16 --experiment card --background", DENSE)
+    job = registry.jobs()[-1]
+    deadline = time.monotonic() + 120
+    while not (job.handle and job.handle.job.attempts() and job.handle.job.states(0)):
+        assert time.monotonic() < deadline and job.state == "running", job.error
+        time.sleep(0.5)
+    assert job.view.kill_button.layout.display != "none"  # a distributed job's card offers "kill a worker"
+    job.view.cancel_button.click()
+    job.wait(60)
+    assert job.state == "cancelled" and "cancelled" in job.view.message.value
+    assert [r.info.status for r in runs_of("card") if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
+
 def test_elastic_a_lost_machine_leaves_fewer_workers_that_resume():
     """Last in this module: it kills one of the cluster's two Spark workers."""
     from nbscale.distributed import train_distributed

@@ -153,6 +153,7 @@ def test_background_training_runs_while_the_notebook_goes_on(ip, capsys):
     assert job.state == "finished", job.error
     assert ip.user_ns["bg"] is job.result and job.result.metrics["val_accuracy"] > 0.5
     assert job.progress.startswith("epoch 3/3")
+    assert "finished" in job.view.body.value and job.view.controls.layout.display == "none"  # the cell's card
     listed = ip.run_line_magic("jobs", "").data
     assert f"<td>{job.id}</td>" in listed and "finished" in listed
 

@@ -32,6 +32,7 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
     handle: object = field(default=None, repr=False)  # e.g. the DistributedRun, for "kill a worker"
+    view: object = field(default=None, repr=False)  # the card showing it, if any
 
     def wait(self, timeout: float | None = None) -> "Job":
         if self.thread is not None:

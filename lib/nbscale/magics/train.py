@@ -61,12 +61,18 @@ class TrainMagics(Magics):
         if args.workers:
             options.update(workers=args.workers, strategy=args.strategy, parameter_servers=args.ps, pool=args.pool,
                            gpus_per_worker=args.gpus_per_worker, min_workers=args.min_workers)
-        live = _LiveCard()
         if args.background:
+            from IPython.display import display
+
+            from ..widgets.jobcard import JobCard
+
+            live = JobCard(f"%%train {args.data}")
+            display(live)
             job = self._in_background(cell, options, live, args.output)
             print(f"Training in the background as job {job.id}: %jobs shows it, %jobs cancel {job.id} stops it"
                   + (f"; {args.output} is bound when it ends." if args.output else "."))
             return None
+        live = _LiveCard()
         try:
             result = _trainer(options)(cell, on_epoch=live.update, **options)
         finally:
@@ -88,13 +94,22 @@ class TrainMagics(Magics):
                 live.update(progress)
 
             extra = {"on_start": lambda run: setattr(job, "handle", run)} if "workers" in options else {}
-            result = _trainer(options)(cell, on_epoch=on_epoch, stop=job.stop, **options, **extra)
+            try:
+                result = _trainer(options)(cell, on_epoch=on_epoch, stop=job.stop, **options, **extra)
+            except BaseException as exc:
+                if hasattr(live, "ended"):
+                    live.ended("cancelled" if job.stop.is_set() else "failed", str(exc))
+                raise
             live.show(result)  # the finished card replaces the live one
             self._bind(result, output)
             return result
 
         where = f" --workers {options['workers']}" if "workers" in options else ""
-        return registry.start("train", f"%%train {options['data']}{where}", work)
+        job = registry.start("train", f"%%train {options['data']}{where}", work)
+        job.view = live
+        if hasattr(live, "attach"):
+            live.attach(job, distributed="workers" in options)
+        return job
 
     @magic_arguments()
     @argument("--data", help="Dataset to preselect (default: the first one).")
