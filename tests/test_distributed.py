@@ -75,6 +75,7 @@ def test_all_reduce_on_two_workers_ends_with_the_same_weights_and_one_run():
     assert len(parent) == 1 and parent[0].info.status == "FINISHED" and parent[0].data.params["workers"] == "2"
     assert sorted(r.data.tags["nbscale.rank"] for r in children) == ["0", "1"]
     assert all(r.info.status == "FINISHED" for r in children)
+    assert all(r.data.metrics["peak_rss_mb"] > 100 and r.data.metrics["cpu_seconds"] > 0 for r in children)  # TF workers' system metrics
     assert steps_of(result.run_id, "loss") == [0, 1, 2]
     assert any("worker 1" in card for card in cards) and "finished" in cards[-1]
     # The trained model came back to the notebook: it predicts like the chief's weights.
@@ -195,6 +196,14 @@ def test_bad_input_is_one_line_and_leaves_no_running_run(options, expected):
     assert expected in str(error.value) and "\n" not in str(error.value)
     assert len(runs_of("bad")) == before  # refused before any MLflow run was created
     assert time.monotonic() - started < 30
+
+
+def test_spark_connect_is_refused_in_one_line(settings):
+    from nbscale.distributed import train_distributed
+
+    settings.master = "sc://127.0.0.1:15002"
+    with pytest.raises(NbscaleError, match="needs a classic Spark master"):
+        train_distributed(DENSE, data="digits", workers=2, scale=16, experiment="bad")
 
 
 def test_an_unreachable_master_is_one_line(settings):

@@ -202,6 +202,11 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     if workers < 1 or epochs < 1 or parameter_servers < 1:
         raise NbscaleError(f"--workers {workers}, --epochs {epochs}, --ps {parameter_servers} must each be 1 or more.")
     tasks = workers if strategy == "multiworker" else workers + parameter_servers + 1
+    if settings().master.startswith("sc://"):
+        # The barrier stage itself runs over Spark Connect; following and cancelling it needs the
+        # classic SparkContext (job groups, slot counts), which Connect does not expose.
+        raise NbscaleError("Distributed %%train needs a classic Spark master (spark://, yarn, k8s://, local[N]); over Spark Connect "
+                           f"({settings().master}) it is not supported yet: %nbscale connect --master spark://HOST:7077.")
     min_workers = workers if min_workers is None else min_workers
     if not 1 <= min_workers <= workers:
         raise NbscaleError(f"--min-workers {min_workers} must be between 1 and --workers {workers}.")
@@ -372,7 +377,9 @@ def _child_runs(client, mlf, run: DistributedRun, experiment: str, status: str) 
             child = client.create_run(experiment, run_name=f"worker {rank} ({last['role']})",
                                       tags={MLFLOW_PARENT_RUN_ID: run.run_id, "nbscale.rank": str(rank), "nbscale.role": last["role"]})
             client.log_batch(child.info.run_id, metrics=[_metric("attempts", len([s for s in states if s]), 0),
-                                                         _metric("epochs_done", last.get("epochs_done", 0), 0)])
+                                                         _metric("epochs_done", last.get("epochs_done", 0), 0),
+                                                         _metric("peak_rss_mb", max(s.get("peak_rss_mb", 0) for s in states if s), 0),
+                                                         _metric("cpu_seconds", sum(s.get("cpu_s", 0) for s in states if s), 0)])
             for number in run.job.attempts():
                 log = run.job.log_file(number, rank)
                 if log.exists():

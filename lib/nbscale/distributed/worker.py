@@ -56,7 +56,10 @@ class Worker:
         self.save_state()
 
     def save_state(self, **changes) -> None:
-        self.state.update(changes, updated=time.time())
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # the worker's system metrics, for its MLflow child run
+        self.state.update(changes, updated=time.time(), peak_rss_mb=usage.ru_maxrss / 1024, cpu_s=usage.ru_utime + usage.ru_stime)
         write_json(self.job.state_file(self.attempt, self.rank), self.state)
 
     # ---- roles ---------------------------------------------------------------------------
