@@ -315,6 +315,25 @@ def test_the_cancel_button_on_a_background_jobs_card_stops_it(ip):
     assert job.state == "cancelled" and "cancelled" in job.view.message.value
     assert [r.info.status for r in runs_of("card") if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
 
+def test_resume_after_a_cancel_continues_the_same_run():
+    from nbscale.distributed import train_distributed
+    from nbscale.train import TrainingCancelled
+
+    stop = threading.Event()
+
+    def stop_after_first_epoch(progress):
+        if progress.epoch >= 1:
+            stop.set()
+
+    with pytest.raises(TrainingCancelled):
+        train_distributed(DENSE, data="digits", workers=2, epochs=3, batch_size=32, scale=16, experiment="resumed",
+                          on_epoch=stop_after_first_epoch, stop=stop)
+    killed = [r for r in runs_of("resumed") if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in killed] == ["KILLED"]
+    result = train_distributed(DENSE, data="digits", workers=2, epochs=3, batch_size=32, scale=16, experiment="resumed", resume=True)
+    assert result.run_id == killed[0].info.run_id and client().get_run(result.run_id).info.status == "FINISHED"
+    assert steps_of(result.run_id, "loss") == [0, 1, 2]
+
 def test_elastic_a_lost_machine_leaves_fewer_workers_that_resume():
     """Last in this module: it kills one of the cluster's two Spark workers."""
     from nbscale.distributed import train_distributed

@@ -129,9 +129,14 @@ def test_resume_continues_after_the_last_completed_epoch():
 
     def count(progress):
         calls["n"] += 1
+    killed = runs("KILLED")["run_id"][0]
     resumed = train(DENSE, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="resume", resume=True, on_epoch=count)
-    # Epoch 1 was backed up before the interrupt; epoch 2's end was interrupted: epochs 2-4 are run again.
-    assert len(resumed.history["loss"]) == 3
+    # Epoch 1 was backed up before the interrupt; epoch 2's end was interrupted: epochs 2-4 are run again,
+    # in the same MLflow run, which now holds every epoch once.
+    assert calls["n"] == 1 + 3 and resumed.run_id == killed and len(resumed.history["loss"]) == 4
+    client = nbscale.session.mlflow().MlflowClient()
+    assert client.get_run(killed).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(killed, "loss")] == [0, 1, 2, 3]
     fresh = train(DENSE, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="resume")
     assert len(fresh.history["loss"]) == 4  # without --resume the backup is discarded
 

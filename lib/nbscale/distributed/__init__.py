@@ -20,8 +20,8 @@ from ..errors import NbscaleError, first_useful_line
 from .jobdir import JobDir
 
 STRATEGIES = ("multiworker", "parameter-server")
-SLOT_WAIT_S = 20
-CAPACITY_GRACE_S = 15  # how long a running job waits for lost task slots to come back  # executors of a just-started session need a moment to register
+SLOT_WAIT_S = 20  # executors of a just-started session need a moment to register
+CAPACITY_GRACE_S = 15  # how long a running job waits for lost task slots to come back
 _running: dict[str, "DistributedRun"] = {}  # job id -> run, for kill_worker and kernel shutdown
 
 
@@ -184,24 +184,13 @@ def _busy_slots(sc) -> int:
     return sum((tracker.getStageInfo(s).numActiveTasks if tracker.getStageInfo(s) else 0) for s in tracker.getActiveStageIds())
 
 
-def train_distributed(code: str | None = None, *, data: str, workers: int, strategy: str = "multiworker", parameter_servers: int = 1,
-                      label: str = "label", epochs: int = 5, batch_size: int = 128, validation: float = 0.2, seed: int = 42,
-                      scale: float = 1.0, experiment: str = "nbscale", resume: bool = False, pool: str | None = None,
-                      gpus_per_worker: int = 0, min_workers: int | None = None, namespace: dict | None = None, on_epoch: Callable | None = None, stop: threading.Event | None = None,
-                      on_start: Callable[[DistributedRun], None] | None = None):
-    """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run."""
-    from .. import feed
-    from ..ingest import dataset as find_dataset
-    from ..session import experiment_id, mlflow, spark
-    from ..train import TrainProgress, TrainResult, _backup_dir, _build_model, _check_shapes, _log_model, _log_params, quiet_loggers
-    from . import launcher, shipping
-    from .card import render_job
-
+def _check_options(strategy: str, workers: int, epochs: int, parameter_servers: int, min_workers: int | None,
+                   batch_size: int) -> tuple[int, int]:
+    """(barrier tasks, min workers) for valid options; one line naming the bad one otherwise."""
     if strategy not in STRATEGIES:
         raise NbscaleError(f"--strategy {strategy!r} is not one nbscale runs: use multiworker (all-reduce) or parameter-server.")
     if workers < 1 or epochs < 1 or parameter_servers < 1:
         raise NbscaleError(f"--workers {workers}, --epochs {epochs}, --ps {parameter_servers} must each be 1 or more.")
-    tasks = workers if strategy == "multiworker" else workers + parameter_servers + 1
     if settings().master.startswith("sc://"):
         # The barrier stage itself runs over Spark Connect; following and cancelling it needs the
         # classic SparkContext (job groups, slot counts), which Connect does not expose.
@@ -212,10 +201,14 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
         raise NbscaleError(f"--min-workers {min_workers} must be between 1 and --workers {workers}.")
     if batch_size < workers:
         raise NbscaleError(f"--batch-size {batch_size} is the global batch, split over {workers} workers: make it at least {workers}.")
-    version = find_dataset(data)
-    spec = feed.spec_for(version, label, batch_size, scale, seed)
-    built = _build_model(code, namespace, None, seed)  # the cell's errors show here, before any worker starts
-    shipped = shipping.capture(code, namespace)
+    return (workers if strategy == "multiworker" else workers + parameter_servers + 1), min_workers
+
+
+def _splits(version, spec, model, validation: float, seed: int, workers: int, strategy: str):
+    """The seeded split, written with a file per worker at least; every all-reduce worker must get rows."""
+    from .. import feed
+    from ..train import _check_shapes
+
     train_split, val_split = feed.split(version, validation, seed, row_groups=max(4, workers))
     if strategy == "multiworker":
         for rank in range(workers):
@@ -223,7 +216,29 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
                 if part is not None and feed.shard(part, rank, workers).rows == 0:
                     raise NbscaleError(f"{version.ref} has too few rows for {workers} workers: worker {rank} would get no {name} rows. "
                                        "Use fewer --workers or a larger dataset.")
-    _check_shapes(built, spec, train_split.rows)
+    _check_shapes(model, spec, train_split.rows)
+    return train_split, val_split
+
+
+def train_distributed(code: str | None = None, *, data: str, workers: int, strategy: str = "multiworker", parameter_servers: int = 1,
+                      label: str = "label", epochs: int = 5, batch_size: int = 128, validation: float = 0.2, seed: int = 42,
+                      scale: float = 1.0, experiment: str = "nbscale", resume: bool = False, pool: str | None = None,
+                      gpus_per_worker: int = 0, min_workers: int | None = None, namespace: dict | None = None,
+                      on_epoch: Callable | None = None, stop: threading.Event | None = None, on_start: Callable[[DistributedRun], None] | None = None):
+    """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run."""
+    from .. import feed
+    from ..ingest import dataset as find_dataset
+    from ..session import mlflow, spark
+    from ..train import TrainProgress, TrainResult, _backup_dir, _build_model, _log_model, _log_params, open_run, quiet_loggers
+    from . import launcher, shipping
+    from .card import render_job
+
+    tasks, min_workers = _check_options(strategy, workers, epochs, parameter_servers, min_workers, batch_size)
+    version = find_dataset(data)
+    spec = feed.spec_for(version, label, batch_size, scale, seed)
+    built = _build_model(code, namespace, None, seed)  # the cell's errors show here, before any worker starts
+    shipped = shipping.capture(code, namespace)
+    train_split, val_split = _splits(version, spec, built, validation, seed, workers, strategy)
     session = spark()
     sc = session.sparkContext
     profile = gpu_profile(sc, gpus_per_worker)
@@ -245,13 +260,18 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
 
     mlf = mlflow()
     client = mlf.MlflowClient()
-    parent = mlf.start_run(experiment_id=experiment_id(experiment), run_name=f"{version.ref} ×{workers} {time.strftime('%H:%M:%S')}")
+    parent, _, logged = open_run(mlf, experiment, f"{version.ref} ×{workers} {time.strftime('%H:%M:%S')}", backups, resume)
     uri = settings().tracking_uri
     run_url = f"{uri.rstrip('/')}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" if uri.startswith("http") else None
     run = DistributedRun(f"%%train {version.ref} --workers {workers}", job, workers, strategy, epochs, parent.info.run_id, run_url)
     if sc.master.startswith("local"):
         run.notes.append(f"Spark {sc.master} never retries a failed task: connect to a cluster for fault tolerance.")
     run.spark_context = sc
+    run.logged_epochs = logged  # a resumed run logged these epochs already
+    previous = parent.data.tags.get("nbscale.job_dir")
+    if logged and previous and Path(previous).is_dir():
+        # Epochs the last launch finished while it was being stopped: in its job dir, not yet in MLflow.
+        _log_epochs(client, run, JobDir(previous))
     _running[run.id] = run
     if on_start:
         on_start(run)
@@ -259,11 +279,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     shown: dict[str, str] = {}
 
     def publish():
-        for record in job.epoch_metrics():
-            if record["epoch"] not in run.logged_epochs:  # the chief's metrics, once per epoch across attempts
-                run.logged_epochs.add(record["epoch"])
-                client.log_batch(run.run_id, metrics=[_metric(k, v, record["epoch"]) for k, v in
-                                                      {**record["logs"], "samples_per_s": record["samples_per_s"]}.items()])
+        _log_epochs(client, run, job)
         if on_epoch:
             view = run.view()
             card = render_job(run.title, view)
@@ -300,9 +316,11 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     watcher = threading.Thread(target=watch, name=f"nbscale-watch-{run.id}", daemon=True)
     status = "FAILED"
     try:
-        _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
-        mlf.log_params({"workers": workers, "min_workers": min_workers, "strategy": strategy, "gpus_per_worker": gpus_per_worker, "parameter_servers": parameter_servers if tasks > workers else 0,
-                        "spark_master": sc.master, "job_dir": str(job.root)})
+        if not logged:  # a reopened run has its parameters already
+            _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
+            mlf.log_params({"workers": workers, "min_workers": min_workers, "strategy": strategy, "gpus_per_worker": gpus_per_worker,
+                            "parameter_servers": parameter_servers if tasks > workers else 0, "spark_master": sc.master})
+        mlf.set_tag("nbscale.job_dir", str(job.root))  # the latest launch's worker logs and state
         watcher.start()
         sc.setJobGroup(run.group, run.title, interruptOnCancel=True)
         sc.setLocalProperty("spark.scheduler.pool", pool)
@@ -347,6 +365,12 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
         watching.set()
         run.state = {"FINISHED": "finished", "KILLED": "cancelled"}.get(status, "failed")
         _running.pop(run.id, None)
+        if status != "FINISHED":
+            _wait_for_tasks_to_end(sc, run.group)  # a resume must not meet workers of this launch still writing backups
+        try:  # epochs the chief finished after the watcher's last look: logged before the run closes
+            publish()
+        except Exception:  # noqa: BLE001 - bookkeeping must never hide the training's own outcome
+            pass
         _child_runs(client, mlf, run, parent.info.experiment_id, status)
         mlf.end_run(status)
     shutil.rmtree(backups, ignore_errors=True)
@@ -357,6 +381,31 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     result.digests = {r: (job.result_file(r).read_text() if job.result_file(r).exists() else None) for r in range(tasks)}
     result.card_html = render_job(run.title, metrics)
     return result
+
+
+def _wait_for_tasks_to_end(sc, group: str, timeout: float = 30) -> None:
+    """Spark reports a killed task once its Python worker is gone, and each training process dies with
+    that worker: no active task in the group means no worker process left."""
+    deadline = time.monotonic() + timeout
+    tracker = sc.statusTracker()
+    while time.monotonic() < deadline:
+        try:
+            stages = [tracker.getStageInfo(s) for j in tracker.getJobIdsForGroup(group) for s in (tracker.getJobInfo(j).stageIds
+                      if tracker.getJobInfo(j) else [])]
+            if not any(stage and stage.numActiveTasks for stage in stages):
+                return
+        except Exception:  # noqa: BLE001 - a JVM going away ends the tasks too
+            return
+        time.sleep(0.2)
+
+
+def _log_epochs(client, run: DistributedRun, job: JobDir) -> None:
+    """The chief's epoch metrics into the parent run, once per epoch across attempts and launches."""
+    for record in job.epoch_metrics():
+        if record["epoch"] not in run.logged_epochs:
+            run.logged_epochs.add(record["epoch"])
+            client.log_batch(run.run_id, metrics=[_metric(k, v, record["epoch"]) for k, v in
+                                                  {**record["logs"], "samples_per_s": record["samples_per_s"]}.items()])
 
 
 def _metric(key: str, value: float, step: int):

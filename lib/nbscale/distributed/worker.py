@@ -88,7 +88,8 @@ class Worker:
         namespace = cloudpickle.loads(self.spec["namespace"])  # after the strategy: see shipping.capture
         with strategy.scope():
             model = _build_model(self.spec["code"], namespace, None, self.spec["seed"])
-        callbacks = [tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"]), self._progress_callback(tf_keras)]
+        # Progress first: an epoch's metrics are recorded before its backup, so an epoch a resume skips is never unlogged.
+        callbacks = [self._progress_callback(tf_keras), tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"])]
         self.save_state(state="training")
         print(f"{self.role} {self.index} (rank {self.rank}, attempt {self.attempt}): training {self.spec['epochs']} epochs of "
               f"{self.spec['steps_per_epoch']} steps" + (f" on {self.state['rows']} rows of its shard" if self.state.get("rows") else ""),

@@ -20,6 +20,7 @@ def load(ipython) -> None:
     from .core import NbscaleMagics
     from .ingest import IngestMagics
     from .jobs import JobsMagics
+    from .registry import RegistryMagics
     from .train import TrainMagics
 
     # tf-keras (Keras 2) is the one Keras that trains single-node and under TF's multi-worker
@@ -36,6 +37,7 @@ def load(ipython) -> None:
     ipython.register_magics(IngestMagics)
     ipython.register_magics(TrainMagics)
     ipython.register_magics(JobsMagics)
+    ipython.register_magics(RegistryMagics)
     ipython.set_custom_exc((NbscaleError,), _one_line_error)
 
 

@@ -149,7 +149,7 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
     current batch (the run is marked KILLED, its epoch backups kept for `resume=True`)."""
     from .. import feed
     from ..ingest import dataset as find_dataset
-    from ..session import experiment_id, mlflow
+    from ..session import mlflow
 
     if epochs < 1:
         raise NbscaleError(f"--epochs {epochs} must be 1 or more.")
@@ -163,16 +163,16 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
         shutil.rmtree(backups, ignore_errors=True)
 
     mlf = mlflow()
-    run = mlf.start_run(experiment_id=experiment_id(experiment), run_name=f"{version.ref} {time.strftime('%H:%M:%S')}")
+    run, history, logged = open_run(mlf, experiment, f"{version.ref} {time.strftime('%H:%M:%S')}", backups, resume)
     run_id = run.info.run_id
     uri = settings().tracking_uri
     run_url = f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}" if uri.startswith("http") else None
     title = f"%%train {version.ref}"
     where = device()
-    history: dict[str, list[float]] = {}
     speed = {"samples_per_s": 0.0}
     try:
-        _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
+        if not logged:  # a reopened run has its parameters already
+            _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
         import tensorflow as tf
 
         delivered = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -181,7 +181,7 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
                 card = render(title, history, epochs, speed["samples_per_s"] or None, run_id, run_url, state, where)
                 on_epoch(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
 
-        callbacks = [_epoch_callback(keras(), mlf, history, speed, train_split.rows, delivered, version.ref, refresh),
+        callbacks = [_epoch_callback(keras(), mlf, history, logged, speed, train_split.rows, delivered, version.ref, refresh),
                      keras().callbacks.BackupAndRestore(str(backups))]
         if stop is not None:
             callbacks.append(_stop_callback(keras(), stop))
@@ -201,6 +201,34 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
     mlf.end_run("FINISHED")
     shutil.rmtree(backups, ignore_errors=True)
     return TrainResult(title, run_id, run_url, experiment, version.ref, epochs, history, speed["samples_per_s"], where, built, model_uri)
+
+
+BACKUP_TAG = "nbscale.backup_key"
+MODEL_TAG = "nbscale.model_uri"
+
+
+def open_run(mlf, experiment: str, name: str, backups: Path, resume: bool):
+    """(active run, history so far, epochs already logged). With `resume` and backups left by an
+    interrupted or failed run of the same cell and data, that run is reopened and continues."""
+    from ..session import experiment_id
+
+    exp = experiment_id(experiment)
+    key = backups.name
+    if resume and backups.exists():
+        client = mlf.MlflowClient()
+        found = client.search_runs([exp], filter_string=f"tags.`{BACKUP_TAG}` = '{key}' and attributes.status != 'FINISHED'",
+                                   order_by=["attributes.start_time DESC"], max_results=1)
+        if found:
+            run = mlf.start_run(run_id=found[0].info.run_id)
+            history: dict[str, list[float]] = {}
+            logged: set[int] = set()
+            for metric in found[0].data.metrics:
+                points = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+                if metric != "samples_per_s":
+                    history[metric] = [m.value for m in points]
+                logged.update(m.step for m in points)
+            return run, history, logged
+    return mlf.start_run(experiment_id=exp, run_name=name, tags={BACKUP_TAG: key}), {}, set()
 
 
 def _one_line(exc: BaseException) -> BaseException:
@@ -264,6 +292,7 @@ def _log_model(mlf, model, train_split, spec) -> str:
     with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("tensorflow", "absl"):
         info = mlflow.tensorflow.log_model(model, name="model", signature=infer_signature(example, model.predict(example, verbose=0)),
                                            input_example=example[:2])
+    mlf.set_tag(MODEL_TAG, info.model_uri)  # how %register finds a run's model
     return info.model_uri
 
 
@@ -276,7 +305,8 @@ def _stop_callback(tfk, stop: threading.Event):
     return StopOnRequest()
 
 
-def _epoch_callback(tfk, mlf, history: dict, speed: dict, rows: int, delivered, ref: str, refresh: Callable[[], None]):
+def _epoch_callback(tfk, mlf, history: dict, logged: set[int], speed: dict, rows: int, delivered, ref: str,
+                    refresh: Callable[[], None]):
     """Every epoch: its row count checked, metrics into MLflow and the history, samples/s, and a
     refresh of the live card."""
     from ..feed import ShortEpochError
@@ -296,8 +326,14 @@ def _epoch_callback(tfk, mlf, history: dict, speed: dict, rows: int, delivered, 
             logs = {k: float(v) for k, v in (logs or {}).items()}
             speed["samples_per_s"] = rows / (time.perf_counter() - self.started)
             for key, value in logs.items():
-                history.setdefault(key, []).append(value)
-            mlf.log_metrics({**logs, "samples_per_s": speed["samples_per_s"]}, step=epoch)
+                series = history.setdefault(key, [])
+                if epoch < len(series):  # an epoch redone after a resume: its latest values
+                    series[epoch] = value
+                else:
+                    series.append(value)
+            if epoch not in logged:  # MLflow keeps each epoch once, also across a resume
+                logged.add(epoch)
+                mlf.log_metrics({**logs, "samples_per_s": speed["samples_per_s"]}, step=epoch)
             refresh()
 
     return EpochCallback()

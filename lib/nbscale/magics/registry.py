@@ -1,0 +1,40 @@
+"""`%register` and `%models`: the MLflow model registry from the notebook."""
+from __future__ import annotations
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+
+@magics_class
+class RegistryMagics(Magics):
+    @magic_arguments()
+    @argument("--name", required=True, help="Registered model name, e.g. fashion-cnn.")
+    @argument("--run", help="Register this run's model (the id on a training card).")
+    @argument("--best", metavar="METRIC", help="Register the best finished run of --experiment by this metric (model selection).")
+    @argument("--experiment", default="nbscale", help="Experiment to select from with --best.")
+    @argument("--lowest", action="store_true", help="With --best: lower is better (e.g. val_loss).")
+    @argument("--alias", help="Point this alias (e.g. champion, challenger) at the new version.")
+    @line_magic
+    def register(self, line):
+        """Register a trained model: %register --best val_accuracy --experiment fashion --name fashion-cnn --alias champion"""
+        from ..registry import register
+
+        args = parse_argstring(self.register, line)
+        return register(args.name, run_id=args.run, best=args.best, experiment=args.experiment, alias=args.alias, lowest=args.lowest)
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="Only this registered model.")
+    @argument("--alias", help="Move this alias of NAME to --version (a rollback moves it back).")
+    @argument("--version", type=int, help="Version the alias points to.")
+    @line_magic
+    def models(self, line):
+        """Registered models, versions, aliases, metrics and dataset lineage; %models NAME --alias champion --version 1 moves an alias."""
+        from ..errors import NbscaleError
+        from ..registry import models, set_alias
+
+        args = parse_argstring(self.models, line)
+        if args.alias or args.version is not None:
+            if not (args.name and args.alias and args.version is not None):
+                raise NbscaleError("Moving an alias needs all three: %models NAME --alias ALIAS --version N.")
+            return set_alias(args.name, args.alias, args.version)
+        return models(args.name)

@@ -1,0 +1,145 @@
+"""The MLflow model registry from the notebook: register a run's model (or the best run of an
+experiment by a metric — the model-selection step), move aliases (champion, challenger; a rollback
+is moving one back), and list models with their metrics and dataset lineage."""
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+from .errors import NbscaleError
+
+NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
+
+
+@dataclass
+class ModelVersionInfo:
+    name: str
+    version: int
+    aliases: list[str]
+    run_id: str
+    data: str
+    metrics: dict[str, float]
+
+
+class ModelsCard:
+    def __init__(self, versions: list[ModelVersionInfo], note: str = ""):
+        self.versions, self.note = versions, note
+
+    def _repr_html_(self) -> str:
+        if not self.versions:
+            return "<div>No registered models yet: %register --best val_accuracy --experiment E --name NAME.</div>"
+        rows = "".join(
+            f"<tr><td>{html.escape(v.name)}</td><td>v{v.version}</td><td>{html.escape(', '.join(v.aliases))}</td>"
+            f"<td>{html.escape(v.data)}</td><td>{html.escape(_metrics_line(v.metrics))}</td><td><code>{v.run_id[:8]}</code></td></tr>"
+            for v in self.versions)
+        head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("model", "version", "aliases", "trained on", "metrics", "run"))
+        note = f"<div>{html.escape(self.note)}</div>" if self.note else ""
+        return f"<div class='nbscale-models'>{note}<table><tr>{head}</tr>{rows}</table></div>"
+
+    def __repr__(self) -> str:
+        lines = [self.note] if self.note else []
+        lines += [f"{v.name} v{v.version}" + (f" @{',@'.join(v.aliases)}" if v.aliases else "") + f" · {v.data} · {_metrics_line(v.metrics)}"
+                  for v in self.versions]
+        return "\n".join(lines) or "No registered models yet."
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k != "samples_per_s")
+
+
+def _client():
+    from .session import mlflow
+
+    return mlflow().MlflowClient()
+
+
+def _check_name(name: str) -> None:
+    if not NAME.match(name or ""):
+        raise NbscaleError(f"Model name {name!r} is not usable: use letters, digits, '.', '-' and '_' (e.g. fashion-cnn).")
+
+
+def best_run(experiment: str, metric: str, lowest: bool = False):
+    """The finished run with a logged model that has the best `metric` in `experiment`."""
+    from .train import MODEL_TAG
+
+    client = _client()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise NbscaleError(f"There is no MLflow experiment {experiment!r}: train into it first (%%train ... --experiment {experiment}).")
+    runs = client.search_runs([found.experiment_id], filter_string=f"attributes.status = 'FINISHED' and tags.`{MODEL_TAG}` LIKE 'models:/%'",
+                              max_results=1000)
+    scored = [r for r in runs if metric in r.data.metrics]
+    if not scored:
+        known = sorted({k for r in runs for k in r.data.metrics})
+        raise NbscaleError(f"No finished run with a model in {experiment!r} has the metric {metric!r}"
+                           + (f" (metrics: {', '.join(known)})" if known else " (it has no finished runs with a model)") + ".")
+    return (min if lowest else max)(scored, key=lambda r: r.data.metrics[metric])
+
+
+def register(name: str, *, run_id: str | None = None, best: str | None = None, experiment: str = "nbscale", alias: str | None = None,
+             lowest: bool = False) -> ModelsCard:
+    """Register the model of run `run_id`, or of the best run of `experiment` by metric `best`."""
+    import logging
+
+    import mlflow
+
+    from .train import MODEL_TAG, quiet_loggers
+
+    _check_name(name)
+    if (run_id is None) == (best is None):
+        raise NbscaleError("Say which run: --run RUN_ID, or --best METRIC (with --experiment) to pick the best one.")
+    client = _client()
+    if run_id is not None:
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - MLflow raises its own error type per store
+            raise NbscaleError(f"There is no MLflow run {run_id!r}: copy the id from a training card or %models.") from None
+    else:
+        run = best_run(experiment, best, lowest)
+    uri = run.data.tags.get(MODEL_TAG)
+    if not uri:
+        raise NbscaleError(f"Run {run.info.run_id} has no model logged by nbscale (it {run.info.status.lower()}): register a finished %%train run.")
+    with quiet_loggers("mlflow"):
+        logging.getLogger("mlflow.tracking._model_registry.client").setLevel(logging.WARNING)
+        version = mlflow.register_model(uri, name, tags={"nbscale.run_id": run.info.run_id, "nbscale.data": run.data.params.get("data", "")})
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    chosen = f" (best {best} {run.data.metrics[best]:.4f} in {experiment})" if best else ""
+    return ModelsCard(versions(name), f"Registered {name} v{version.version} from run {run.info.run_id}{chosen}"
+                      + (f"; @{alias} points to it." if alias else "."))
+
+
+def set_alias(name: str, alias: str, version: int) -> ModelsCard:
+    """Point `name@alias` at `version` (moving it back is a rollback; servers follow the alias)."""
+    client = _client()
+    known = [int(v.version) for v in client.search_model_versions(f"name = '{name}'")]
+    if version not in known:
+        raise NbscaleError(f"{name} has no version {version} (versions: {', '.join(map(str, sorted(known))) or 'none'}): "
+                           "pick one from %models.")
+    client.set_registered_model_alias(name, alias, str(version))
+    return ModelsCard(versions(name), f"{name}@{alias} now points to v{version}.")
+
+
+def versions(name: str | None = None) -> list[ModelVersionInfo]:
+    client = _client()
+    names = [name] if name else sorted(m.name for m in client.search_registered_models())
+    found = []
+    for model in names:
+        aliases: dict[str, list[str]] = {}
+        try:
+            registered = client.get_registered_model(model)
+        except Exception:  # noqa: BLE001 - unknown name
+            raise NbscaleError(f"There is no registered model {model!r}: see %models, or %register it first.") from None
+        for alias, number in (registered.aliases or {}).items():
+            aliases.setdefault(str(number), []).append(alias)
+        for v in sorted(client.search_model_versions(f"name = '{model}'"), key=lambda v: int(v.version)):
+            run_id = (v.tags or {}).get("nbscale.run_id") or v.run_id or ""
+            run = client.get_run(run_id) if run_id else None
+            found.append(ModelVersionInfo(model, int(v.version), sorted(aliases.get(str(v.version), [])), run_id,
+                                          (v.tags or {}).get("nbscale.data", ""), dict(run.data.metrics) if run else {}))
+    return found
+
+
+def models(name: str | None = None) -> ModelsCard:
+    return ModelsCard(versions(name))

@@ -1,0 +1,79 @@
+"""%register / %models against a real MLflow store, with models from real %%train runs on digits."""
+import pytest
+
+from nbscale.errors import NbscaleError
+from nbscale.ingest import ingest
+from nbscale.train import train
+
+pytestmark = pytest.mark.slow
+
+MODEL = """
+model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from nbscale.config import settings
+
+    cfg = settings()
+    saved = cfg.data_dir, cfg.tracking_uri
+    cfg.data_dir = str(tmp_path_factory.mktemp("registry-data"))
+    ingest("digits", "nbscale:digits", label="label")
+    small = train(MODEL, data="digits", epochs=1, batch_size=64, scale=16, experiment="select", namespace={"hidden": 2})
+    large = train(MODEL, data="digits", epochs=3, batch_size=64, scale=16, experiment="select", namespace={"hidden": 64})
+    yield small, large
+    cfg.data_dir, cfg.tracking_uri = saved
+
+
+def test_register_the_best_run_and_move_aliases(trained, ip):
+    small, large = trained
+    assert large.metrics["val_accuracy"] > small.metrics["val_accuracy"]
+    card = ip.run_line_magic("register", "--best val_accuracy --experiment select --name digits-mlp --alias champion")
+    assert f"Registered digits-mlp v1 from run {large.run_id} (best val_accuracy" in repr(card)
+    card = ip.run_line_magic("register", f"--run {small.run_id} --name digits-mlp --alias challenger")
+    versions = {v.version: v for v in card.versions}
+    assert versions[1].aliases == ["champion"] and versions[2].aliases == ["challenger"]
+    assert versions[1].run_id == large.run_id and versions[1].data == "digits@v1"
+    assert versions[1].metrics["val_accuracy"] == pytest.approx(large.metrics["val_accuracy"])
+    # The lowest val_loss is the large model's too.
+    lowest = ip.run_line_magic("register", "--best val_loss --lowest --experiment select --name digits-by-loss")
+    assert lowest.versions[0].run_id == large.run_id
+    # Promote the challenger, then roll back.
+    assert "digits-mlp@champion now points to v2" in repr(ip.run_line_magic("models", "digits-mlp --alias champion --version 2"))
+    ip.run_line_magic("models", "digits-mlp --alias champion --version 1")
+    # The alias serves the model it points to: champion (back on v1) predicts as the large model does.
+    import gzip
+
+    import numpy as np
+
+    import nbscale
+
+    mlflow = nbscale.session.mlflow()
+    x = (np.loadtxt(gzip.open(nbscale.datasets.digits_csv(), "rt"), delimiter=",")[:16, :64] / 16).astype("float32")
+    champion = mlflow.pyfunc.load_model("models:/digits-mlp@champion").predict(x)
+    np.testing.assert_allclose(np.asarray(champion), large.model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    listed = ip.run_line_magic("models", "")
+    assert "digits-mlp" in listed._repr_html_() and "champion" in listed._repr_html_()
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("--best val_accuracy --experiment nowhere --name m", "There is no MLflow experiment 'nowhere'"),
+    ("--best f1 --experiment select --name m", "has the metric 'f1' (metrics: "),
+    ("--run 0123456789abcdef0123456789abcdef --name m", "There is no MLflow run"),
+    ("--name m", "Say which run"),
+    ("--best val_accuracy --experiment select --name 'bad name'", "is not usable"),
+])
+def test_bad_register_input_is_one_line(trained, ip, line, expected):
+    with pytest.raises(NbscaleError) as error:
+        ip.run_line_magic("register", line)
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_moving_an_alias_to_a_missing_version_is_one_line(trained, ip):
+    ip.run_line_magic("register", "--best val_accuracy --experiment select --name digits-alias")
+    with pytest.raises(NbscaleError, match=r"digits-alias has no version 7 \(versions: 1\)"):
+        ip.run_line_magic("models", "digits-alias --alias champion --version 7")
+    with pytest.raises(NbscaleError, match="no registered model 'nope'"):
+        ip.run_line_magic("models", "nope")
