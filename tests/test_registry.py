@@ -27,11 +27,12 @@ def trained(tmp_path_factory):
     cfg.data_dir, cfg.tracking_uri = saved
 
 
-def test_register_the_best_run_and_move_aliases(trained, ip):
+def test_register_the_best_run_and_move_aliases(trained, ip, capfd):
     small, large = trained
     assert large.metrics["val_accuracy"] > small.metrics["val_accuracy"]
     card = ip.run_line_magic("register", "--best val_accuracy --experiment select --name digits-mlp --alias champion")
     assert f"Registered digits-mlp v1 from run {large.run_id} (best val_accuracy" in repr(card)
+    assert "Successfully registered" not in "".join(capfd.readouterr())  # the card says it, once
     card = ip.run_line_magic("register", f"--run {small.run_id} --name digits-mlp --alias challenger")
     versions = {v.version: v for v in card.versions}
     assert versions[1].aliases == ["champion"] and versions[2].aliases == ["challenger"]

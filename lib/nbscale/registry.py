@@ -80,7 +80,8 @@ def best_run(experiment: str, metric: str, lowest: bool = False):
 def register(name: str, *, run_id: str | None = None, best: str | None = None, experiment: str = "nbscale", alias: str | None = None,
              lowest: bool = False) -> ModelsCard:
     """Register the model of run `run_id`, or of the best run of `experiment` by metric `best`."""
-    import logging
+    import contextlib
+    import io
 
     import mlflow
 
@@ -100,8 +101,8 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
     uri = run.data.tags.get(MODEL_TAG)
     if not uri:
         raise NbscaleError(f"Run {run.info.run_id} has no model logged by nbscale (it {run.info.status.lower()}): register a finished %%train run.")
-    with quiet_loggers("mlflow"):
-        logging.getLogger("mlflow.tracking._model_registry.client").setLevel(logging.WARNING)
+    # MLflow prints "Successfully registered model ..." itself; the card says it once.
+    with quiet_loggers("mlflow"), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         version = mlflow.register_model(uri, name, tags={"nbscale.run_id": run.info.run_id, "nbscale.data": run.data.params.get("data", "")})
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
