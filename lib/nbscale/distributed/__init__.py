@@ -80,12 +80,10 @@ class DistributedRun:
         start = f", resumed at epoch {resumed}" if resumed > 1 else ""
         if current:
             return f"attempt {number}: {self.state}{start}"
-        died = {r: why for r, why in errors.items() if why.startswith("died: ")}
-        if died:  # the cause; its peers' errors only say that it went away
-            rank, why = sorted(died.items())[0]
-            return f"attempt {number}{start}: worker {rank} died in epoch {states.get(rank, {}).get('epoch', 0)} ({why[6:]})"
         if errors:
-            rank, why = sorted(errors.items())[0]
+            rank, why = _cause(errors)
+            if why.startswith("died: "):
+                return f"attempt {number}{start}: worker {rank} died in epoch {states.get(rank, {}).get('epoch', 0)} ({why[6:]})"
             return f"attempt {number}{start}: worker {rank} failed: {why}"
         return f"attempt {number}{start}: its workers were lost (an executor or machine failed)"
 
@@ -93,10 +91,15 @@ class DistributedRun:
         """The first worker error of the last attempt, as one line."""
         for number in reversed(self.job.attempts()):
             errors = self.job.errors(number)
-            if errors:  # a death explains its peers' connection errors
-                rank, why = sorted(errors.items(), key=lambda item: (not item[1].startswith("died: "), item[0]))[0]
+            if errors:
+                rank, why = _cause(errors)
                 return f"worker {rank}: {why}"
         return None
+
+
+def _cause(errors: dict[int, str]) -> tuple[int, str]:
+    """The error that explains an attempt: a worker's death, before its peers' errors saying it went away."""
+    return sorted(errors.items(), key=lambda item: (not item[1].startswith("died: "), item[0]))[0]
 
 
 def kill_worker(job_id: str, rank: int) -> str:
@@ -179,9 +182,16 @@ def check_capacity(sc, tasks: int, what: str, wait_s: float = SLOT_WAIT_S, profi
     return slots
 
 
-def _busy_slots(sc) -> int:
+def _active_tasks(sc, group: str | None = None) -> int:
+    """Running tasks of every active stage, or of the stages of job group `group`."""
     tracker = sc.statusTracker()
-    return sum((tracker.getStageInfo(s).numActiveTasks if tracker.getStageInfo(s) else 0) for s in tracker.getActiveStageIds())
+    if group is None:
+        stage_ids = tracker.getActiveStageIds()
+    else:
+        jobs = [tracker.getJobInfo(j) for j in tracker.getJobIdsForGroup(group)]
+        stage_ids = [s for job in jobs if job for s in job.stageIds]
+    stages = [tracker.getStageInfo(s) for s in stage_ids]
+    return sum(stage.numActiveTasks for stage in stages if stage)
 
 
 def _check_options(strategy: str, workers: int, epochs: int, parameter_servers: int, min_workers: int | None,
@@ -305,7 +315,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
                     short_since = None
                 attempts = job.attempts()
                 states = job.states(attempts[-1]) if attempts else {}
-                if not states and _busy_slots(sc) + tasks > _slots(sc):
+                if not states and _active_tasks(sc) + tasks > _slots(sc):
                     run.state = f"waiting for {tasks} free task slots (gang scheduling: all workers start together)"
                 elif states:
                     run.state = "training" + (f" (attempt {attempts[-1]})" if attempts[-1] else "")
@@ -387,12 +397,9 @@ def _wait_for_tasks_to_end(sc, group: str, timeout: float = 30) -> None:
     """Spark reports a killed task once its Python worker is gone, and each training process dies with
     that worker: no active task in the group means no worker process left."""
     deadline = time.monotonic() + timeout
-    tracker = sc.statusTracker()
     while time.monotonic() < deadline:
         try:
-            stages = [tracker.getStageInfo(s) for j in tracker.getJobIdsForGroup(group) for s in (tracker.getJobInfo(j).stageIds
-                      if tracker.getJobInfo(j) else [])]
-            if not any(stage and stage.numActiveTasks for stage in stages):
+            if not _active_tasks(sc, group):
                 return
         except Exception:  # noqa: BLE001 - a JVM going away ends the tasks too
             return

@@ -8,6 +8,7 @@ in every measurement (DESIGN.md; tests/test_train.py reads a split 20 times), wh
 pool lost whole reads; benchmarks/feed.py measures what it costs."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -205,7 +206,7 @@ def endless_batches(split_: Split, spec: FeedSpec, batch_size: int, shuffle: boo
     workers that must all run the same number of steps whatever their shard's size."""
     import numpy as np
 
-    local = FeedSpec(spec.ref, spec.label, spec.features, spec.feature_shape, spec.scale, batch_size, spec.seed, spec.label_dtype)
+    local = dataclasses.replace(spec, batch_size=batch_size)
     held_x, held_y, epoch = [], [], 0
     while True:
         for x, y in batches(split_, local, shuffle, epoch=epoch):

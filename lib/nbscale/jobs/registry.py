@@ -5,7 +5,6 @@ after the current batch and marks its MLflow run KILLED)."""
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ class Job:
     started: float = field(default_factory=time.time)
     ended: float | None = None
     progress: str = ""  # a short line: "epoch 3/10, val_accuracy 0.91"
+    epochs_done: int = 0
     result: object = None
     error: str | None = None
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -42,15 +42,11 @@ class Job:
     def wait_for_epoch(self, epoch: int, timeout: float = 600) -> "Job":
         """Block until the job has finished `epoch` epochs (or ended); NbscaleError after `timeout` s."""
         deadline = time.monotonic() + timeout
-        while self.state == "running" and self.epochs_done() < epoch:
+        while self.state == "running" and self.epochs_done < epoch:
             if time.monotonic() > deadline:
                 raise NbscaleError(f"Job {self.id} did not reach epoch {epoch} within {timeout:.0f} s: see %jobs.")
             time.sleep(0.2)
         return self
-
-    def epochs_done(self) -> int:
-        match = re.match(r"epoch (\d+)/", self.progress)
-        return int(match.group(1)) if match else 0
 
 
 def start(kind: str, title: str, work: Callable[[Job], object]) -> Job:

@@ -49,8 +49,8 @@ class JobsMagics(Magics):
             job = registry.get(args.job)
             if args.epoch:
                 job.wait_for_epoch(args.epoch, args.timeout)
-                print(f"Job {job.id} has finished epoch {args.epoch}." if job.epochs_done() >= args.epoch
-                      else f"Job {job.id} ended ({job.state}) after {job.epochs_done()} epoch(s)." + (f" {job.error}" if job.error else ""))
+                print(f"Job {job.id} has finished epoch {args.epoch}." if job.epochs_done >= args.epoch
+                      else f"Job {job.id} ended ({job.state}) after {job.epochs_done} epoch(s)." + (f" {job.error}" if job.error else ""))
             else:
                 job.wait(args.timeout)
                 print(f"Job {job.id} is {job.state}." + (f" {job.error}" if job.error else ""))

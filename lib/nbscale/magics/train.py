@@ -90,7 +90,7 @@ class TrainMagics(Magics):
 
         def work(job):
             def on_epoch(progress):
-                job.progress = progress.line()
+                job.progress, job.epochs_done = progress.line(), progress.epoch
                 live.update(progress)
 
             extra = {"on_start": lambda run: setattr(job, "handle", run)} if "workers" in options else {}
