@@ -74,14 +74,68 @@ def test_image_dataset_trains_a_cnn():
 
 def test_the_reader_pool_reads_every_row_every_time():
     spec = feed.spec_for(dataset("digit_images"), "label", 50, 1.0, 1)
-    train_split, _ = feed.split(dataset("digit_images"), 0.2, 1)
+    train_split, _ = feed.split(dataset("digit_images"), spec, 0.2)
     counts = {sum(len(y) for _, y in feed.batches(train_split, spec, shuffle=True, epoch=i)) for i in range(20)}
     assert counts == {train_split.rows}
 
 
+def test_mixed_precision_trains_and_leaves_the_notebook_policy_float32():
+    from nbscale.train import device, keras
+
+    result = train(DENSE, data="digits", epochs=6, batch_size=64, scale=16.0, experiment="mixed", precision="mixed")
+    assert result.model.dtype_policy.name == "mixed_float16" and result.model.layers[0].compute_dtype == "float16"
+    assert isinstance(result.model.optimizer, keras().mixed_precision.LossScaleOptimizer)  # compile() wrapped it: no underflow
+    assert result.metrics["val_accuracy"] > 0.8
+    params = nbscale.session.mlflow().MlflowClient().get_run(result.run_id).data.params
+    assert params["precision"] == "mixed_float16" and params["optimizer"] == "Adam" and params["device"] == device()
+    assert f"on {device()} · mixed_float16" in result._repr_html_()
+    assert keras().mixed_precision.global_policy().name == "float32"  # the notebook's own Keras code is untouched
+
+
+def test_auto_precision_is_float32_on_a_cpu():
+    from nbscale.train import accelerator, precision_policy
+
+    if accelerator()[1]:
+        assert precision_policy("auto") == "mixed_float16"
+    else:
+        assert accelerator()[0] == "CPU" and precision_policy("auto") == "float32"
+
+
+def test_the_split_packs_pixels_as_bytes_and_other_features_as_float32(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = dataset("digit_images")
+    spec = feed.spec_for(images, "label", 32, 16.0, 3)
+    train_split, val_split = feed.split(images, spec, 0.25)
+    assert train_split.encoding == val_split.encoding == "uint8"  # whole numbers 0..16: a byte each, lossless
+    x = np.concatenate([b[0] for b in feed.batches(train_split, spec, shuffle=False)] + [b[0] for b in feed.batches(val_split, spec, shuffle=False)])
+    original = np.stack(images.to_pandas(2000)["image"]).astype(np.float32).reshape(-1, 8, 8, 1) / 16
+    assert x.shape == original.shape and sorted(map(bytes, x)) == sorted(map(bytes, original))  # every row, exactly once
+
+    pq.write_table(pa.table({"a": [0.5, 1.25, 300.0, -2.0], "b": [1, 2, 3, 4], "label": [0, 1, 0, 1]}), tmp_path / "t.parquet")
+    ingest("floats", str(tmp_path / "t.parquet"), label="label")
+    spec = feed.spec_for(dataset("floats"), "label", 2, 1.0, 0)
+    whole, _ = feed.split(dataset("floats"), spec, 0.0)
+    assert whole.encoding == "float32"
+    rows = np.concatenate([b[0] for b in feed.batches(whole, spec, shuffle=False)])
+    assert sorted(map(tuple, rows.tolist())) == [(-2.0, 4.0), (0.5, 1.0), (1.25, 2.0), (300.0, 3.0)]
+
+
+def test_vectors_of_different_lengths_are_refused_in_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"v": [[1.0, 2.0], [1.0, 2.0, 3.0]], "label": [0, 1]}), tmp_path / "ragged.parquet")
+    ingest("ragged", str(tmp_path / "ragged.parquet"), label="label")
+    spec = feed.spec_for(dataset("ragged"), "label", 1, 1.0, 0)
+    with pytest.raises(NbscaleError, match=r"^Rows of ragged@v1 hold feature vectors of different lengths \(the first has 2\)"):
+        feed.split(dataset("ragged"), spec, 0.0)
+
+
 def test_a_short_epoch_fails_the_run_loudly():
     train(DENSE, data="digits", epochs=1, batch_size=64, scale=16.0, experiment="short")  # writes the split
-    train_split, _ = feed.split(dataset("digits"), 0.2, 42)
+    train_split, _ = feed.split(dataset("digits"), feed.spec_for(dataset("digits"), "label", 64, 16.0, 42), 0.2)
     meta = Path(train_split.path.removeprefix("file://")).parent / "split.json"
     real = json.loads(meta.read_text())
     meta.write_text(json.dumps({**real, "train": real["train"] + 7}))  # the split now holds fewer rows than it claims
@@ -102,6 +156,7 @@ def test_a_short_epoch_fails_the_run_loudly():
      {"data": "digits"}, "built with Keras 3"),
     (DENSE.replace("(64,)", "(28, 28, 1)"), {"data": "digits"}, "expects inputs of shape (28, 28, 1) but digits@v1 gives (64,)"),
     (DENSE, {"data": "digits", "batch_size": 5000}, "--batch-size 5000 is larger than the"),
+    (DENSE, {"data": "digits", "precision": "half"}, "--precision 'half' is not one nbscale knows"),
     ("x = 1", {"data": "digits"}, "defines no `model` and no `build_model()`"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_running_run(code, options, message):

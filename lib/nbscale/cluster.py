@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .config import settings
 from .errors import NbscaleError
+from .processes import free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90
@@ -69,12 +70,6 @@ def _spark_class() -> Path:
     if not path.is_file():
         raise NbscaleError(f"{path} is missing: reinstall pyspark (pip install --force-reinstall pyspark).")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def _port_taken(port: int) -> bool:
@@ -138,7 +133,7 @@ def up(workers: int = 1, cores: int = 2, memory: str = "2g", port: int = 7077) -
     env = dict(os.environ, SPARK_LOCAL_IP=HOST, SPARK_LOG_DIR=str(home / "logs"), SPARK_PID_DIR=str(home),
                # The master's REST submission server would open another port (6066); nbscale does not use it.
                SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false", PYSPARK_PYTHON=sys.executable)
-    ui_port = _free_port()
+    ui_port = free_port(HOST)
     master_log = home / "logs" / "master.log"
     pids = {"master": _launch(["org.apache.spark.deploy.master.Master", "--host", HOST, "--port", str(port),
                                "--webui-port", str(ui_port)], master_log, env)}
@@ -150,7 +145,7 @@ def up(workers: int = 1, cores: int = 2, memory: str = "2g", port: int = 7077) -
             log = home / "logs" / f"worker-{i + 1}.log"
             pids[f"worker-{i + 1}"] = _launch(
                 ["org.apache.spark.deploy.worker.Worker", "--host", HOST, "--cores", str(cores), "--memory", memory,
-                 "--webui-port", str(_free_port()), "--work-dir", str(home / "work" / f"worker-{i + 1}"), state["master_url"]],
+                 "--webui-port", str(free_port(HOST)), "--work-dir", str(home / "work" / f"worker-{i + 1}"), state["master_url"]],
                 log, env)
             (home / "cluster.json").write_text(json.dumps(state))
             _wait_for(log, "Successfully registered with master", pids[f"worker-{i + 1}"], f"worker {i + 1}")

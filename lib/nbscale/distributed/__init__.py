@@ -219,7 +219,7 @@ def _splits(version, spec, model, validation: float, seed: int, workers: int, st
     from .. import feed
     from ..train import _check_shapes
 
-    train_split, val_split = feed.split(version, validation, seed, row_groups=max(4, workers))
+    train_split, val_split = feed.split(version, spec, validation, row_groups=max(4, workers))
     if strategy == "multiworker":
         for rank in range(workers):
             for part, name in ((train_split, "training"), (val_split, "validation")):
@@ -233,20 +233,24 @@ def _splits(version, spec, model, validation: float, seed: int, workers: int, st
 def train_distributed(code: str | None = None, *, data: str, workers: int, strategy: str = "multiworker", parameter_servers: int = 1,
                       label: str = "label", epochs: int = 5, batch_size: int = 128, validation: float = 0.2, seed: int = 42,
                       scale: float = 1.0, experiment: str = "nbscale", resume: bool = False, pool: str | None = None,
-                      gpus_per_worker: int = 0, min_workers: int | None = None, namespace: dict | None = None,
+                      gpus_per_worker: int = 0, min_workers: int | None = None, precision: str = "auto", namespace: dict | None = None,
                       on_epoch: Callable | None = None, stop: threading.Event | None = None, on_start: Callable[[DistributedRun], None] | None = None):
-    """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run."""
+    """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run.
+    `precision` auto is mixed float16 when the workers get GPUs (--gpus-per-worker), else float32."""
     from .. import feed
     from ..ingest import dataset as find_dataset
     from ..session import mlflow, spark
-    from ..train import TrainProgress, TrainResult, _backup_dir, _build_model, _log_model, _log_params, open_run, quiet_loggers
+    from ..train import PRECISIONS, TrainProgress, TrainResult, _backup_dir, _build_model, _log_model, _log_params, open_run, quiet_loggers
     from . import launcher, shipping
     from .card import render_job
 
     tasks, min_workers = _check_options(strategy, workers, epochs, parameter_servers, min_workers, batch_size)
     version = find_dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
-    built = _build_model(code, namespace, None, seed)  # the cell's errors show here, before any worker starts
+    if precision not in PRECISIONS:
+        raise NbscaleError(f"--precision {precision!r} is not one nbscale knows: use auto, mixed or float32.")
+    policy = PRECISIONS[precision] or ("mixed_float16" if gpus_per_worker else "float32")
+    built = _build_model(code, namespace, None, seed, policy)  # the cell's errors show here, before any worker starts
     shipped = shipping.capture(code, namespace)
     train_split, val_split = _splits(version, spec, built, validation, seed, workers, strategy)
     session = spark()
@@ -265,7 +269,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
 
     job.spec.write_bytes(cloudpickle.dumps({
         "code": code, "namespace": shipped, "feed": spec, "train": train_split, "validation": val_split, "epochs": epochs,
-        "strategy": strategy, "seed": seed, "batch_size": batch_size, "backup_dir": str(backups), "steps_per_epoch": steps_per_epoch,
+        "strategy": strategy, "seed": seed, "precision": policy, "batch_size": batch_size, "backup_dir": str(backups), "steps_per_epoch": steps_per_epoch,
         "validation_steps": feed.steps(val_split.rows, batch_size) if val_split else 0}))
 
     mlf = mlflow()

@@ -6,30 +6,18 @@ writes its progress, log and errors into the job directory, and — on the chief
 and final weights."""
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
 import re
-import signal
 import sys
 import time
 import traceback
 
+from ..processes import die_with_parent
 from .jobdir import JobDir, append_json, write_json
 
-PR_SET_PDEATHSIG = 1
 PROGRESS_EVERY_S = 0.5
-
-
-def _die_with_parent() -> None:
-    """If the Spark task (our parent) is killed, so are we: no orphan holding a core or a port."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass  # not Linux: the task's own cleanup terminates us
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        sys.exit(3)
 
 
 def weights_digest(model) -> str:
@@ -87,7 +75,7 @@ class Worker:
 
         namespace = cloudpickle.loads(self.spec["namespace"])  # after the strategy: see shipping.capture
         with strategy.scope():
-            model = _build_model(self.spec["code"], namespace, None, self.spec["seed"])
+            model = _build_model(self.spec["code"], namespace, None, self.spec["seed"], self.spec["precision"])
         # Progress first: an epoch's metrics are recorded before its backup, so an epoch a resume skips is never unlogged.
         callbacks = [self._progress_callback(tf_keras), tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"])]
         self.save_state(state="training")
@@ -204,7 +192,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str]) -> int:
-    _die_with_parent()
+    die_with_parent()  # if the Spark task (our parent) is killed, so are we
     jobdir, attempt, rank = argv[0], int(argv[1]), int(argv[2])
     try:
         worker = Worker(jobdir, attempt, rank)

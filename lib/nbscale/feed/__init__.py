@@ -25,6 +25,9 @@ READER_POOL = "dummy"
 # A split this small (features as float32) is read through Petastorm once, checked, and then served
 # from tf.data's in-memory cache for the following epochs.
 CACHE_BYTES = 512 * 2**20
+# Python hands tf.data this many batches at a time (cut into batches in the graph): one generator
+# step per batch held the GIL often enough to halve an uncached epoch's speed (benchmarks/feed.py).
+CHUNK_BATCHES = 32
 # Petastorm 0.13.1 calls pyarrow 14's legacy dataset API, which warns on every read.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\..*)?$")
@@ -39,6 +42,7 @@ class ShortEpochError(NbscaleError):
 class Split:
     path: str | list[str]  # Parquet directory Petastorm reads (or a worker's files of it)
     rows: int
+    encoding: str = "float32"  # how the packed features are stored: uint8 or float32
 
 
 @dataclass(frozen=True)
@@ -82,32 +86,83 @@ def spec_for(dataset, label: str, batch_size: int, scale: float, seed: int) -> F
     return FeedSpec(dataset.ref, label, features, (len(features),), scale, batch_size, seed, label_dtype)
 
 
-def split(dataset, validation: float, seed: int, row_groups: int = 4) -> tuple[Split, Split | None]:
-    """A seeded train/validation split of a version, written once and reused (versions are immutable)."""
+FEATURES = "nbscale_features"  # the split's one packed feature column
+
+
+def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4) -> tuple[Split, Split | None]:
+    """A seeded train/validation split of a version, written once and reused (versions are immutable).
+
+    The split is laid out for the feed: each row's features packed into one binary value (row-major,
+    uint8 where every value is a whole number in 0..255, as pixels are, else float32) beside the label.
+    Decoding that is one `np.frombuffer` per row group, where a list<float> column costs Petastorm a
+    copy per row and 4x the bytes (benchmarks/feed.py)."""
     if not 0 <= validation < 1:
         raise NbscaleError(f"--validation {validation} must be a fraction in [0, 1).")
-    key = hashlib.sha1(json.dumps([dataset.ref, validation, seed, row_groups]).encode()).hexdigest()[:12]
+    key = hashlib.sha1(json.dumps([LAYOUT, dataset.ref, validation, spec.seed, row_groups, spec.features, spec.label]).encode()).hexdigest()[:12]
     folder = Path(settings().data_dir) / "cache" / "splits" / dataset.name / f"v{dataset.version}-{key}"
     meta = folder / "split.json"
     if not meta.is_file():
-        from ..session import spark
-
-        staging = folder.with_name(folder.name + ".staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        df = spark().read.parquet(dataset.path)
-        parts = df.randomSplit([1 - validation, validation], seed=seed) if validation else [df]
-        counts = []
-        for name, part in zip(("train", "validation"), parts):
-            # Several row groups per split so Petastorm can shuffle them and shard them across workers.
-            part.repartition(row_groups).write.parquet(str(staging / name))
-            counts.append(spark().read.parquet(str(staging / name)).count())
-        (staging / "split.json").write_text(json.dumps({"train": counts[0], "validation": counts[1] if validation else 0}))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.rename(staging, folder)
+        _write_split(dataset, spec, validation, row_groups, folder)
     rows = json.loads(meta.read_text())
-    train = Split((folder / "train").as_uri(), rows["train"])
-    held = Split((folder / "validation").as_uri(), rows["validation"]) if validation else None
+    encoding = rows.get("encoding", "float32")
+    train = Split((folder / "train").as_uri(), rows["train"], encoding)
+    held = Split((folder / "validation").as_uri(), rows["validation"], encoding) if validation else None
     return train, held
+
+
+LAYOUT = 2  # bumped when the split's layout changes, so older cached splits are not read
+
+
+def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, folder: Path) -> None:
+    from pyspark.sql import functions as F
+
+    from ..session import spark
+
+    staging = folder.with_name(folder.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    df = spark().read.parquet(dataset.path)
+    if len(spec.features) == 1 and df.schema[spec.features[0]].dataType.typeName() == "array":
+        vector = F.col(spec.features[0]).cast("array<float>")
+    else:
+        vector = F.array(*[F.col(c).cast("float") for c in spec.features])
+    df = df.select(vector.alias(FEATURES), F.col(spec.label))
+    width = math.prod(spec.feature_shape)
+    found = df.select(
+        F.max(F.size(FEATURES) != width).alias("uneven"),
+        F.max(F.exists(FEATURES, lambda v: F.coalesce((v != F.floor(v)) | (v < 0) | (v > 255), F.lit(True)))).alias("wide"),
+    ).first()
+    if found["uneven"]:
+        raise NbscaleError(f"Rows of {dataset.ref} hold feature vectors of different lengths (the first has {width}): "
+                           "re-ingest it with images of one size or vectors of one length.")
+    encoding = "float32" if found["wide"] in (True, None) else "uint8"
+    label_type = df.schema[spec.label].dataType.simpleString()
+    packed = df.mapInArrow(_packer(encoding, width, spec.label), f"{FEATURES} binary, `{spec.label}` {label_type}")
+    parts = packed.randomSplit([1 - validation, validation], seed=spec.seed) if validation else [packed]
+    counts = []
+    for name, part in zip(("train", "validation"), parts):
+        # Several row groups per split so Petastorm can shuffle them and shard them across workers.
+        part.repartition(row_groups).write.parquet(str(staging / name))
+        counts.append(spark().read.parquet(str(staging / name)).count())
+    info = {"train": counts[0], "validation": counts[1] if validation else 0, "encoding": encoding}
+    (staging / "split.json").write_text(json.dumps(info))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.rename(staging, folder)
+
+
+def _packer(encoding: str, width: int, label: str):
+    """Arrow batches of (list<float> features, label) -> (binary features, label), in Spark's Python workers."""
+    def pack(record_batches):
+        import numpy as np
+        import pyarrow as pa
+
+        for batch in record_batches:
+            n = batch.num_rows
+            values = batch.column(0).flatten().to_numpy(zero_copy_only=False).astype(encoding)
+            offsets = np.arange(n + 1, dtype=np.int32) * (width * values.itemsize)
+            column = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(values.tobytes())])
+            yield pa.RecordBatch.from_arrays([column, batch.column(1)], names=[FEATURES, label])
+
+    return pack
 
 
 def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_shard: int | None = None, shard_count: int | None = None):
@@ -115,14 +170,14 @@ def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_sh
     import numpy as np
     from petastorm import make_batch_reader
 
-    columns = [*spec.features, spec.label]
+    columns = [FEATURES, spec.label]
     seen, pending_x, pending_y = 0, [], []
     expected = split_.rows if shard_count is None else None
     reader = make_batch_reader(split_.path, schema_fields=columns, num_epochs=1, reader_pool_type=READER_POOL,
                                shuffle_row_groups=shuffle, seed=spec.seed + epoch, cur_shard=cur_shard, shard_count=shard_count)
     try:  # not `with reader`: its exit prints "Cache cleanup complete." into the cell on every epoch
         for group in reader:
-            x = _features(group, spec)
+            x = _features(getattr(group, FEATURES), split_.encoding, spec)
             y = np.asarray(getattr(group, spec.label)).astype(spec.label_dtype)
             if shuffle:
                 order = np.random.default_rng(spec.seed + epoch + seen).permutation(len(y))
@@ -147,14 +202,13 @@ def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_sh
                               "so training stopped rather than learn from part of the data. Run it again.")
 
 
-def _features(group, spec: FeedSpec):
+def _features(packed, encoding: str, spec: FeedSpec):
     import numpy as np
 
-    if len(spec.features) == 1 and spec.feature_shape != (1,):  # an image or vector column
-        x = np.stack(getattr(group, spec.features[0])).astype(np.float32).reshape((-1, *spec.feature_shape))
-    else:
-        x = np.stack([np.asarray(getattr(group, c), dtype=np.float32) for c in spec.features], axis=1)
-    return x / spec.scale if spec.scale != 1 else x
+    x = np.frombuffer(b"".join(packed), dtype=encoding).reshape((-1, *spec.feature_shape)).astype(np.float32)
+    if spec.scale != 1:
+        np.divide(x, np.float32(spec.scale), out=x)
+    return x
 
 
 def steps(rows: int, batch_size: int) -> int:
@@ -168,13 +222,14 @@ def tf_dataset(split_: Split, spec: FeedSpec, shuffle: bool, counter=None):
     import tensorflow as tf
 
     epoch = {"n": 0}
+    chunks = dataclasses.replace(spec, batch_size=spec.batch_size * CHUNK_BATCHES)
 
     def one_pass():
         n, epoch["n"] = epoch["n"], epoch["n"] + 1
-        yield from batches(split_, spec, shuffle, epoch=n)
+        yield from batches(split_, chunks, shuffle, epoch=n)
 
     signature = (tf.TensorSpec((None, *spec.feature_shape), tf.float32), tf.TensorSpec((None,), tf.as_dtype(spec.label_dtype)))
-    ds = tf.data.Dataset.from_generator(one_pass, output_signature=signature)
+    ds = tf.data.Dataset.from_generator(one_pass, output_signature=signature).rebatch(spec.batch_size)
     if split_.rows * math.prod(spec.feature_shape) * 4 <= CACHE_BYTES:
         # tf.data keeps the cache only when a pass ends normally; a short pass raises, so never caches.
         ds = ds.cache()
@@ -198,7 +253,7 @@ def shard(split_: Split, index: int, count: int) -> Split:
     files = sorted(folder.glob("*.parquet"))
     mine = files[index::count]
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in mine)
-    return Split([f.as_uri() for f in mine], rows)
+    return Split([f.as_uri() for f in mine], rows, split_.encoding)
 
 
 def endless_batches(split_: Split, spec: FeedSpec, batch_size: int, shuffle: bool):

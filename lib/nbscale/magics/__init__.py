@@ -21,6 +21,7 @@ def load(ipython) -> None:
     from .ingest import IngestMagics
     from .jobs import JobsMagics
     from .registry import RegistryMagics
+    from .serving import ServingMagics
     from .train import TrainMagics
 
     # tf-keras (Keras 2) is the one Keras that trains single-node and under TF's multi-worker
@@ -38,6 +39,7 @@ def load(ipython) -> None:
     ipython.register_magics(TrainMagics)
     ipython.register_magics(JobsMagics)
     ipython.register_magics(RegistryMagics)
+    ipython.register_magics(ServingMagics)
     ipython.set_custom_exc((NbscaleError,), _one_line_error)
 
 

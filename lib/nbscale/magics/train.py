@@ -37,6 +37,8 @@ class TrainMagics(Magics):
     @argument("--scale", type=float, default=1.0, help="Divide features by this (e.g. 255 for 8-bit images).")
     @argument("--experiment", default="nbscale", help="MLflow experiment of the run.")
     @argument("--resume", action="store_true", help="Continue from the last completed epoch of an interrupted run of this cell.")
+    @argument("--precision", default="auto", choices=["auto", "mixed", "float32"],
+              help="auto: mixed float16 on a GPU with tensor cores, float32 elsewhere; mixed or float32 to choose.")
     @argument("--workers", type=int, default=0, help="Train on N workers of the Spark cluster (0: here, in the kernel).")
     @argument("--strategy", default="multiworker", choices=["multiworker", "parameter-server"],
               help="With --workers: all-reduce (MultiWorkerMirroredStrategy) or parameter servers (ParameterServerStrategy).")
@@ -57,7 +59,7 @@ class TrainMagics(Magics):
         self.last_cell = cell
         options = dict(data=args.data, label=args.label, epochs=args.epochs, batch_size=args.batch_size, validation=args.validation,
                        seed=args.seed, scale=args.scale, experiment=args.experiment, resume=args.resume,
-                       namespace=dict(self.shell.user_ns))
+                       precision=args.precision, namespace=dict(self.shell.user_ns))
         if args.workers:
             options.update(workers=args.workers, strategy=args.strategy, parameter_servers=args.ps, pool=args.pool,
                            gpus_per_worker=args.gpus_per_worker, min_workers=args.min_workers)

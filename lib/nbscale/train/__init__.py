@@ -42,12 +42,45 @@ def keras():
     return sys.modules["tf_keras"]
 
 
-def device() -> str:
+def accelerator() -> tuple[str, bool]:
+    """(what TensorFlow trains on, e.g. "1 × NVIDIA H100 80GB HBM3" or "CPU"; whether mixed precision
+    helps there: GPUs with tensor cores, compute capability 7.0 and up)."""
+    keras()  # TensorFlow imported and its devices probed, quietly (before any `import tensorflow`)
     import tensorflow as tf
 
-    keras()  # TensorFlow imported and its devices probed, quietly
     gpus = tf.config.list_physical_devices("GPU")
-    return f"{len(gpus)} GPU" if gpus else "CPU"
+    if not gpus:
+        return "CPU", False
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return f"{len(gpus)} × {details.get('device_name', 'GPU')}", tuple(details.get("compute_capability", (0, 0))) >= (7, 0)
+
+
+def device() -> str:
+    return accelerator()[0]
+
+
+PRECISIONS = {"auto": None, "mixed": "mixed_float16", "float32": "float32"}
+
+
+def precision_policy(precision: str) -> str:
+    """The Keras dtype policy for --precision: `auto` is mixed_float16 where the GPU has tensor cores
+    (float16 matrix work there is several times float32's), float32 elsewhere (on a CPU float16 is
+    emulated, so slower)."""
+    if precision not in PRECISIONS:
+        raise NbscaleError(f"--precision {precision!r} is not one nbscale knows: use auto, mixed or float32.")
+    return PRECISIONS[precision] or ("mixed_float16" if accelerator()[1] else "float32")
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str):
+    """Layers built inside take `policy`; the notebook's global Keras policy is put back afterwards."""
+    mixed_precision = keras().mixed_precision
+    before = mixed_precision.global_policy()
+    mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        mixed_precision.set_global_policy(before)
 
 
 class TrainingCancelled(NbscaleError):
@@ -97,12 +130,14 @@ class TrainResult:
         return f"<TrainResult {self.dataset}: {self.epochs} epochs, {last}; MLflow run {self.run_id}>"
 
 
-def _build_model(code: str | None, namespace: dict | None, model, seed: int):
+def _build_model(code: str | None, namespace: dict | None, model, seed: int, policy: str = "float32"):
+    """The cell's compiled model, its layers built under `policy` (a model passed in keeps its own)."""
     tfk = keras()
     if model is None:
         tfk.utils.set_random_seed(seed)  # the same cell and --seed give the same initial weights
         scope = {**(namespace or {}), "keras": tfk}
-        exec(compile(code or "", "<%%train cell>", "exec"), scope)  # noqa: S102 - the user's own cell
+        with dtype_policy(policy):  # compile() wraps the optimizer for loss scaling under mixed_float16
+            exec(compile(code or "", "<%%train cell>", "exec"), scope)  # noqa: S102 - the user's own cell
         before = namespace or {}
         # What this cell defines wins over a `model` or `build_model` left by an earlier cell.
         if callable(scope.get("build_model")) and scope["build_model"] is not before.get("build_model"):
@@ -141,12 +176,13 @@ def _backup_dir(experiment: str, ref: str, code: str | None) -> Path:
 
 def train(code: str | None = None, *, data: str, label: str = "label", epochs: int = 5, batch_size: int = 128,
           validation: float = 0.2, seed: int = 42, scale: float = 1.0, experiment: str = "nbscale", resume: bool = False,
-          namespace: dict | None = None, model=None, on_epoch: Callable[[TrainProgress], None] | None = None,
+          precision: str = "auto", namespace: dict | None = None, model=None, on_epoch: Callable[[TrainProgress], None] | None = None,
           stop: threading.Event | None = None) -> TrainResult:
     """Fit the cell's model on dataset version `data`; one MLflow run per call.
 
     `on_epoch` receives the live card after every epoch; setting `stop` ends training after the
-    current batch (the run is marked KILLED, its epoch backups kept for `resume=True`)."""
+    current batch (the run is marked KILLED, its epoch backups kept for `resume=True`). `precision`:
+    auto (mixed float16 on a GPU with tensor cores, else float32), mixed or float32."""
     from .. import feed
     from ..ingest import dataset as find_dataset
     from ..session import mlflow
@@ -155,8 +191,8 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
         raise NbscaleError(f"--epochs {epochs} must be 1 or more.")
     version = find_dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
-    built = _build_model(code, namespace, model, seed)
-    train_split, val_split = feed.split(version, validation, seed)
+    built = _build_model(code, namespace, model, seed, precision_policy(precision))
+    train_split, val_split = feed.split(version, spec, validation)
     _check_shapes(built, spec, train_split.rows)
     backups = _backup_dir(experiment, version.ref, code)
     if not resume:
@@ -168,7 +204,7 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
     uri = settings().tracking_uri
     run_url = f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}" if uri.startswith("http") else None
     title = f"%%train {version.ref}"
-    where = device()
+    where = f"{device()} · {built.dtype_policy.name}"
     speed = {"samples_per_s": 0.0}
     try:
         if not logged:  # a reopened run has its parameters already
@@ -247,12 +283,12 @@ def _log_params(mlf, model, version, spec, epochs, validation, train_split, val_
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    optimizer = model.optimizer
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # unwrapped from loss scaling
     mlf.log_params({
         "data": version.ref, "label": spec.label, "epochs": epochs, "batch_size": spec.batch_size, "validation": validation,
         "seed": spec.seed, "scale": spec.scale, "train_rows": train_split.rows, "validation_rows": val_split.rows if val_split else 0,
         "optimizer": type(optimizer).__name__, "learning_rate": float(optimizer.learning_rate.numpy()),
-        "loss": str(model.loss), "parameters": model.count_params(),
+        "loss": str(model.loss), "parameters": model.count_params(), "precision": model.dtype_policy.name, "device": device(),
     })
     lines: list[str] = []
     model.summary(print_fn=lines.append)

@@ -1,0 +1,61 @@
+"""`%serve`, `%predict` and `%%score`: registered models served over REST and scored in batch."""
+from __future__ import annotations
+
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+
+@magics_class
+class ServingMagics(Magics):
+    @magic_arguments()
+    @argument("model", nargs="?", help="What to serve: NAME@ALIAS, NAME/VERSION or NAME (latest version).")
+    @argument("--replicas", type=int, default=1, help="Server processes behind the service's one URL (balanced, health-checked).")
+    @argument("--port", type=int, help="Port of the service's URL (default: a free one).")
+    @argument("--canary", metavar="NAME@ALIAS", help="Serve MODEL as a canary beside this (running or started) service.")
+    @argument("--weight", type=float, default=10.0, help="With --canary: the canary's share of requests, in percent.")
+    @argument("--stop", action="store_true", help="Stop MODEL's service (every service when MODEL is left out).")
+    @line_magic
+    def serve(self, line):
+        """Serve a registered model over REST: %serve fashion-cnn@champion --replicas 2; without MODEL, list the services."""
+        from .. import serving
+        from ..errors import NbscaleError
+
+        args = parse_argstring(self.serve, line)
+        if args.stop:
+            print(serving.stop(args.model))
+            return None
+        if not args.model:
+            return serving.services() or print("Nothing is served: %serve NAME@ALIAS.")
+        if args.canary is None and args.weight != 10.0:
+            raise NbscaleError("--weight is the share of a canary: use it with --canary NAME@ALIAS.")
+        return serving.serve(args.model, replicas=args.replicas, port=args.port, canary=args.canary, weight=args.weight)
+
+    @magic_arguments()
+    @argument("model", help="A served model: NAME (or NAME@ALIAS) of a %%serve'd service.")
+    @argument("data", nargs="+", help="A Python expression giving the rows, e.g. test_images[:8].")
+    @line_magic
+    def predict(self, line):
+        """Send rows to a served model and show its predictions and latency: %predict fashion-cnn@champion x_test[:8]"""
+        from .. import serving
+
+        args = parse_argstring(self.predict, line)
+        return serving.predict(args.model, self.shell.ev(" ".join(args.data)))
+
+    @magic_arguments()
+    @argument("model", help="Registered model to score with: NAME@ALIAS, NAME/VERSION or NAME.")
+    @argument("--data", required=True, help="Dataset version to score: NAME, NAME@latest or NAME@vK.")
+    @argument("--to", help="Dataset to publish the predictions to, as its next version (default: DATA_scored).")
+    @argument("-o", "--output", metavar="VAR", help="Bind the published predictions dataset to VAR.")
+    @line_cell_magic
+    def score(self, line, cell=None):
+        """Batch inference with Spark: %score fashion-cnn@champion --data fashion@v2 -o scored scores every row;
+        as a cell magic, the cell body is a Spark SQL condition choosing the rows (e.g. label = 3)."""
+        from ..serving.score import score
+
+        args = parse_argstring(self.score, line)
+        result = score(args.model, data=args.data, to=args.to, where=(cell or "").strip() or None)
+        if args.output:
+            self.shell.user_ns[args.output] = result
+        rows = result.manifest["counts"]["loaded"]
+        print(f"Scored {rows} rows of {result.manifest['source']} with {result.manifest['options']['model']}: published {result.ref}.")
+        return None if args.output else result

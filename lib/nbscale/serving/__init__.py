@@ -1,0 +1,263 @@
+"""Serve registered models from the notebook: `serve("fashion-cnn@champion", replicas=2)`.
+
+Each replica is MLflow's scoring app for one model version in its own process (serving.replica);
+one front process (serving.front) gives the service its URL, balances, health-checks and splits
+traffic for a canary. Every process is bound to 127.0.0.1 by default, dies with the kernel
+(PR_SET_PDEATHSIG), and is stopped by `stop()` and at interpreter exit."""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import settings
+from ..errors import NbscaleError
+from ..processes import free_port, port_is_free
+
+START_TIMEOUT_S = 180  # a replica loads TensorFlow and the model before it answers /ping
+
+
+@dataclass
+class Replica:
+    uri: str
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{settings().host}:{self.port}"
+
+
+@dataclass
+class Side:
+    label: str  # "fashion-cnn v3"
+    ref: str  # what was asked for: "fashion-cnn@champion"
+    weight: float
+    replicas: list[Replica] = field(default_factory=list)
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    front: subprocess.Popen
+    folder: Path
+    sides: list[Side]
+
+    @property
+    def url(self) -> str:
+        return f"http://{settings().host}:{self.port}"
+
+    def stats(self) -> dict:
+        try:
+            with urllib.request.urlopen(f"{self.url}/nbscale/stats", timeout=2) as answer:
+                return json.load(answer)
+        except OSError:
+            return {"name": self.name, "sides": [], "down": True}
+
+    def _repr_html_(self) -> str:
+        from .card import render
+
+        return render(self, self.stats())
+
+    def __repr__(self) -> str:
+        sides = "; ".join(f"{s.label} ({s.weight:g}%, {len(s.replicas)} replica{'s' * (len(s.replicas) != 1)})" for s in self.sides)
+        return f"<Service {self.name} at {self.url}/invocations: {sides}>"
+
+
+_services: dict[str, Service] = {}
+
+
+def resolve(ref: str) -> tuple[str, int]:
+    """"name@alias", "name/3" or "name" (its latest version) -> (name, version), checked in the registry."""
+    from ..registry import _client
+
+    client = _client()
+    name, _, alias = ref.partition("@")
+    name, _, number = name.partition("/")
+    try:
+        model = client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - the store's own error type
+        raise NbscaleError(f"There is no registered model {name!r}: see %models, or %register it first.") from None
+    if alias:
+        aliases = model.aliases or {}
+        if alias not in aliases:
+            raise NbscaleError(f"{name} has no alias @{alias} (aliases: {', '.join('@' + a for a in sorted(aliases)) or 'none'}): "
+                               f"%register --name {name} --run RUN_ID --alias {alias}, or pick one from %models.")
+        return name, int(aliases[alias])
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if number:
+        if not number.isdigit() or int(number) not in versions:
+            raise NbscaleError(f"{name} has no version {number} (versions: {', '.join(map(str, versions)) or 'none'}).")
+        return name, int(number)
+    return name, versions[-1]
+
+
+def _folder(name: str) -> Path:
+    folder = Path(settings().data_dir) / "serving" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _env() -> dict:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=settings().tracking_uri, MLFLOW_REGISTRY_URI=settings().tracking_uri,
+               TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")] if p)
+    return env
+
+
+def _start(module: str, args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=_env(), start_new_session=True)
+
+
+def _start_replicas(name: str, version: int, count: int, folder: Path) -> list[Replica]:
+    uri = f"models:/{name}/{version}"
+    replicas = []
+    for _ in range(count):
+        port = free_port(settings().host)
+        log = folder / f"replica-v{version}-{port}.log"
+        replicas.append(Replica(uri, port, _start("nbscale.serving.replica", [uri, settings().host, str(port)], log), log))
+    return replicas
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise NbscaleError(f"{what} stopped while starting: {_last_error(log)} (log: {log}).")
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise NbscaleError(f"{what} did not answer {url}/ping within {timeout_s:.0f} s (log: {log}).")
+
+
+def _last_error(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.exists() else []
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def _stop_processes(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + 10
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _configure(service: Service) -> None:
+    config = {"name": service.name,
+              "sides": [{"label": s.label, "weight": s.weight, "replicas": [r.url for r in s.replicas]} for s in service.sides]}
+    (service.folder / "front.json").write_text(json.dumps(config))
+    if service.front is not None:
+        request = urllib.request.Request(f"{service.url}/nbscale/config", data=json.dumps(config).encode(),
+                                         headers={"content-type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+
+def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str | None = None, weight: float = 10.0) -> Service:
+    """Serve model version `ref` ("name@alias", "name/N" or "name") on `replicas` server processes behind
+    one front URL. With `canary="name@champion"`, `ref` joins the service of that model as a canary taking
+    `weight` percent of the requests (the service is started first if it is not running)."""
+    if replicas < 1:
+        raise NbscaleError(f"--replicas {replicas} must be 1 or more.")
+    if canary is not None and not 0 < weight < 100:
+        raise NbscaleError(f"--weight {weight:g} is the canary's share of requests in percent: use a number between 0 and 100.")
+    if canary is not None:
+        service = _services.get(resolve(canary)[0]) or serve(canary, port=port)
+        name, version = resolve(ref)
+        primary = service.sides[0]
+        if primary.label == f"{name} v{version}":
+            raise NbscaleError(f"{ref} is {primary.label}, the version the service already serves: a canary must be another version.")
+        side = Side(f"{name} v{version}", ref, weight, _start_replicas(name, version, replicas, service.folder))
+        _await_replicas(side)
+        for old in service.sides[1:]:  # one canary at a time: a new one replaces the last
+            _stop_processes([r.process for r in old.replicas])
+        primary.weight = 100 - weight
+        service.sides = [primary, side]
+        _configure(service)
+        return service
+
+    name, version = resolve(ref)
+    if name in _services:
+        stop(name)  # serving another version (or replica count) of a served model: a fresh service
+    host = settings().host
+    port = port or free_port(host)
+    if not port_is_free(host, port):
+        raise NbscaleError(f"Port {port} on {host} is in use: pick another with --port, or leave it out for a free one.")
+    folder = _folder(name)
+    side = Side(f"{name} v{version}", ref, 100.0, _start_replicas(name, version, replicas, folder))
+    service = Service(name, port, None, folder, [side])
+    try:
+        _await_replicas(side)
+        _configure(service)
+        log = folder / "front.log"
+        service.front = _start("nbscale.serving.front", [host, str(port), str(folder / "front.json")], log)
+        _wait_healthy(service.url, service.front, log, f"The front of {name}", timeout_s=30)
+    except BaseException:
+        _stop_processes([r.process for r in side.replicas] + ([service.front] if service.front else []))
+        raise
+    _services[name] = service
+    return service
+
+
+def _await_replicas(side: Side) -> None:
+    try:
+        for i, replica in enumerate(side.replicas):
+            _wait_healthy(replica.url, replica.process, replica.log, f"Replica {i + 1} of {side.label}")
+    except BaseException:
+        _stop_processes([r.process for r in side.replicas])
+        raise
+
+
+def stop(name: str | None = None) -> str:
+    """Stop the service of model `name` (every service when None): its front and all its replicas."""
+    names = [name.partition("@")[0].partition("/")[0]] if name else list(_services)
+    for each in names:
+        if each not in _services:
+            raise NbscaleError(f"{each} is not being served (served: {', '.join(_services) or 'nothing'}).")
+    for each in names:
+        service = _services.pop(each)
+        _stop_processes([service.front] + [r.process for s in service.sides for r in s.replicas])
+    return f"Stopped {', '.join(names)}." if names else "Nothing was being served."
+
+
+def services() -> list[Service]:
+    return list(_services.values())
+
+
+def service(name: str) -> Service:
+    name = name.partition("@")[0].partition("/")[0]
+    if name not in _services:
+        raise NbscaleError(f"{name} is not being served: %serve {name}@ALIAS first (served: {', '.join(_services) or 'nothing'}).")
+    return _services[name]
+
+
+atexit.register(lambda: _services and stop())
+
+
+def predict(name: str, data):
+    """Predictions for `data` (rows) from the service of model `name`, through its front."""
+    from .client import as_rows, post
+
+    return post(service(name).url, as_rows(data))

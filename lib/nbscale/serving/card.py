@@ -1,0 +1,29 @@
+"""The service card: URL, a ready-to-copy curl line, each side (version, traffic share, replicas and
+their health) with its request, error and latency counters as the front counted them."""
+from __future__ import annotations
+
+import html
+
+
+def curl_line(service, example: str = "[[0.0, 0.0]]") -> str:
+    return (f"curl -s {service.url}/invocations -H 'Content-Type: application/json' "
+            f"-d '{{\"inputs\": {example}}}'")
+
+
+def render(service, stats: dict) -> str:
+    counted = {side["label"]: side for side in stats.get("sides", [])}
+    rows = []
+    for side in service.sides:
+        seen = counted.get(side.label, {})
+        health = {r["url"]: r["healthy"] for r in seen.get("replicas", [])}
+        dots = " ".join(("🟢" if health.get(r.url, True) else "🔴") + f" :{r.port}" for r in side.replicas)
+        latency = f"{seen['p50_ms']} / {seen['p95_ms']} ms" if seen.get("p50_ms") is not None else "—"
+        rows.append(f"<tr><td>{html.escape(side.label)} <span style='color:#888'>({html.escape(side.ref)})</span></td>"
+                    f"<td>{side.weight:g}%</td><td>{dots}</td><td>{seen.get('requests', 0)}</td><td>{seen.get('errors', 0)}</td>"
+                    f"<td>{latency}</td></tr>")
+    head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("version", "traffic", "replicas", "requests", "errors", "p50 / p95"))
+    state = "front down" if stats.get("down") else "serving"
+    return (f"<div class='nbscale-serve' style='border:1px solid #ccc;border-radius:6px;padding:6px 10px'>"
+            f"<b>{html.escape(service.name)}</b> — {state} at <code>{html.escape(service.url)}/invocations</code>"
+            f"<table>{head and '<tr>' + head + '</tr>'}{''.join(rows)}</table>"
+            f"<div style='font-size:11px'><code>{html.escape(curl_line(service))}</code></div></div>")

@@ -1,0 +1,74 @@
+"""Calling a served model: rows in, predictions out, with the latency and the version that answered."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from ..errors import NbscaleError
+
+
+@dataclass
+class Predictions:
+    values: object  # numpy array
+    served_by: str
+    latency_ms: float
+
+    def __array__(self, dtype=None, copy=None):
+        import numpy as np
+
+        return np.asarray(self.values, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __repr__(self) -> str:
+        import numpy as np
+
+        values = np.asarray(self.values)
+        shown = values.argmax(axis=1).tolist() if values.ndim == 2 else values.tolist()
+        kind = "classes (argmax)" if values.ndim == 2 else "predictions"
+        return f"{len(values)} {kind} from {self.served_by} in {self.latency_ms:.1f} ms: {shown}"
+
+
+def as_rows(data):
+    """numpy arrays, lists and pandas frames -> a JSON-ready list of rows (float32 features)."""
+    import numpy as np
+
+    if hasattr(data, "to_numpy"):
+        data = data.to_numpy()
+    array = np.asarray(data, dtype=np.float32)
+    if array.ndim == 0:
+        raise NbscaleError("%predict needs rows (an array or list of examples), not a single number.")
+    return array.tolist()
+
+
+def post(url: str, rows: list, timeout: float = 60) -> Predictions:
+    import numpy as np
+
+    body = json.dumps({"inputs": rows}).encode()
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"content-type": "application/json"}, method="POST")
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            payload, served_by = json.load(answer), answer.headers.get("x-nbscale-served-by", url)
+    except urllib.error.HTTPError as error:
+        raise NbscaleError(f"The model server refused the request ({error.code}): {_message(error.read())}") from None
+    except urllib.error.URLError as error:
+        raise NbscaleError(f"The model server at {url} did not answer ({error.reason}): is it still served? See %serve.") from None
+    latency = (time.perf_counter() - started) * 1000
+    return Predictions(np.asarray(payload["predictions"]), served_by, latency)
+
+
+def _message(body: bytes) -> str:
+    try:
+        message = json.loads(body).get("message", "")
+    except ValueError:
+        message = body.decode(errors="replace")
+    message = str(message)
+    if "Error: " in message:  # MLflow repeats the whole input, then says what is wrong after the last "Error: "
+        message = message.rsplit("Error: ", 1)[1]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return (lines[0] if lines else "no reason given")[:300]

@@ -1,0 +1,155 @@
+"""The front of a served model: one URL before N replica servers (the replicated-services pattern).
+
+It balances requests round-robin over the healthy replicas of a side, splits traffic between a
+primary and a canary side by weight (smooth weighted round-robin: exact shares over any 100
+requests), checks every replica's /ping each second and takes a dead one out (a request that finds
+one dead is retried on the next), and counts requests, errors and latency per side. A client sees
+an error only when every replica is down: a 503 naming the model.
+
+    python -m nbscale.serving.front HOST PORT CONFIG_JSON_FILE
+
+Config: {"name": "...", "sides": [{"label": "fashion-cnn v3", "weight": 90, "replicas": ["http://127.0.0.1:5001", ...]}, ...]}.
+POST /nbscale/config replaces it (counters of a side with the same label carry on); GET
+/nbscale/stats returns the counters.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import sys
+import time
+
+HEALTH_EVERY_S = 1.0
+LATENCIES_KEPT = 2000
+
+
+class Side:
+    def __init__(self, label: str, weight: float, replicas: list[str]):
+        self.label, self.weight, self.replicas = label, weight, list(replicas)
+        self.healthy = {url: True for url in self.replicas}  # trusted until a check or a request says otherwise
+        self.next = 0
+        self.current = 0.0  # smooth weighted round-robin state
+        self.requests = self.errors = 0
+        self.latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCIES_KEPT)
+
+    def live(self) -> list[str]:
+        """Healthy replicas, starting from the next one in turn."""
+        order = self.replicas[self.next:] + self.replicas[:self.next]
+        self.next = (self.next + 1) % max(len(self.replicas), 1)
+        return [url for url in order if self.healthy[url]]
+
+    def stats(self) -> dict:
+        ordered = sorted(self.latencies_ms)
+        pick = (lambda q: round(ordered[min(int(q * len(ordered)), len(ordered) - 1)], 2)) if ordered else (lambda q: None)
+        return {"label": self.label, "weight": self.weight, "requests": self.requests, "errors": self.errors,
+                "replicas": [{"url": u, "healthy": self.healthy[u]} for u in self.replicas],
+                "p50_ms": pick(0.5), "p95_ms": pick(0.95)}
+
+
+class Front:
+    def __init__(self, config: dict):
+        self.sides: list[Side] = []
+        self.apply(config)
+        self.started = time.time()
+
+    def apply(self, config: dict) -> None:
+        old = {side.label: side for side in self.sides}
+        sides = []
+        for spec in config["sides"]:
+            side = Side(spec["label"], float(spec["weight"]), spec["replicas"])
+            if spec["label"] in old:  # same model version: its counters go on
+                kept = old[spec["label"]]
+                side.requests, side.errors, side.latencies_ms = kept.requests, kept.errors, kept.latencies_ms
+            sides.append(side)
+        self.name = config["name"]
+        self.sides = sides
+
+    def pick(self) -> list[Side]:
+        """The side this request goes to (by weight), then the others as fallbacks."""
+        weighted = [s for s in self.sides if s.weight > 0]
+        for side in weighted:
+            side.current += side.weight
+        chosen = max(weighted, key=lambda s: s.current)
+        chosen.current -= sum(s.weight for s in weighted)
+        return [chosen] + [s for s in self.sides if s is not chosen]
+
+
+def make_app(front: Front):
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0), limits=httpx.Limits(max_connections=200))
+
+    async def invocations(request):
+        body = await request.body()
+        headers = {"content-type": request.headers.get("content-type", "application/json")}
+        started = time.perf_counter()
+        for side in front.pick():
+            for url in side.live():
+                try:
+                    answer = await client.post(f"{url}/invocations", content=body, headers=headers)
+                except httpx.TransportError:  # connection refused or reset: that replica is gone
+                    side.healthy[url] = False
+                    continue
+                side.requests += 1
+                side.latencies_ms.append((time.perf_counter() - started) * 1000)
+                if answer.status_code >= 400:
+                    side.errors += 1
+                return Response(answer.content, status_code=answer.status_code,
+                                media_type=answer.headers.get("content-type", "application/json"),
+                                headers={"x-nbscale-served-by": side.label})
+        return JSONResponse({"error_code": "SERVICE_UNAVAILABLE",
+                             "message": f"No healthy replica of {front.name} is left: start it again with %serve."}, status_code=503)
+
+    async def ping(request):
+        up = any(any(side.healthy.values()) for side in front.sides)
+        return Response("\n" if up else "no healthy replica\n", status_code=200 if up else 503)
+
+    async def stats(request):
+        return JSONResponse({"name": front.name, "uptime_s": round(time.time() - front.started, 1),
+                             "sides": [side.stats() for side in front.sides]})
+
+    async def configure(request):
+        front.apply(await request.json())
+        return JSONResponse({"ok": True})
+
+    async def check_health():
+        while True:
+            for side in list(front.sides):
+                for url in list(side.replicas):
+                    try:
+                        side.healthy[url] = (await client.get(f"{url}/ping", timeout=1.0)).status_code == 200
+                    except httpx.HTTPError:
+                        side.healthy[url] = False
+            await asyncio.sleep(HEALTH_EVERY_S)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        checker = asyncio.create_task(check_health())
+        yield
+        checker.cancel()
+
+    return Starlette(routes=[Route("/invocations", invocations, methods=["POST"]), Route("/ping", ping), Route("/health", ping),
+                             Route("/nbscale/stats", stats), Route("/nbscale/config", configure, methods=["POST"])],
+                     lifespan=lifespan)
+
+
+def main(argv: list[str]) -> int:
+    from ..processes import die_with_parent
+
+    die_with_parent()
+    host, port, config_path = argv
+    import uvicorn
+
+    with open(config_path) as f:
+        front = Front(json.load(f))
+    uvicorn.run(make_app(front), host=host, port=int(port), log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,216 @@
+"""%serve / %predict with real MLflow scoring servers (one process per replica) behind nbscale's front,
+on 127.0.0.1, for models trained and registered here on the real digits."""
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nbscale
+from nbscale import serving
+from nbscale.errors import NbscaleError
+from nbscale.ingest import dataset, ingest
+from nbscale.registry import register
+from nbscale.train import train
+
+pytestmark = pytest.mark.slow
+
+DENSE = """
+model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+"""
+
+
+def serving_processes() -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"nbscale.serving." in cmdline and int(pid) != os.getpid():
+            found.append(int(pid))
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def models(tmp_path_factory):
+    from nbscale.config import settings
+
+    cfg = settings()
+    saved = cfg.data_dir
+    cfg.data_dir = str(tmp_path_factory.mktemp("serve-data"))
+    ingest("digits", "nbscale:digits", label="label")
+    first = train(DENSE, data="digits", epochs=3, batch_size=64, scale=16.0, experiment="serve")
+    second = train(DENSE, data="digits", epochs=1, batch_size=64, scale=16.0, seed=7, experiment="serve")
+    register("digits-dense", run_id=first.run_id, alias="champion")
+    register("digits-dense", run_id=second.run_id, alias="challenger")
+    pixels = np.asarray(dataset("digits").to_pandas(50).drop(columns=["label"]), dtype=np.float32) / 16
+    yield {"x": pixels, "champion": first.model}
+    serving.stop() if serving.services() else None
+    nbscale.session.stop_spark()
+    cfg.data_dir = saved
+    assert serving_processes() == []  # nothing served outlives the tests
+
+
+def dataset_names() -> set[str]:
+    from nbscale.ingest import store
+
+    return set(store.names())
+
+
+def post(url: str, body: bytes):
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"content-type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def test_one_replica_serves_what_the_model_predicts(models):
+    service = serving.serve("digits-dense@champion")
+    try:
+        answer = serving.predict("digits-dense", models["x"][:8])
+        expected = models["champion"].predict(models["x"][:8], verbose=0)
+        assert np.allclose(np.asarray(answer), expected, atol=1e-5)
+        assert answer.served_by == "digits-dense v1" and "from digits-dense v1" in repr(answer)
+        card = service._repr_html_()
+        assert f"{service.url}/invocations" in card and "digits-dense v1" in card and "curl -s" in card
+        assert service.stats()["sides"][0]["requests"] == 1
+    finally:
+        serving.stop("digits-dense")
+    assert all(r.process.poll() is not None for r in service.sides[0].replicas) and service.front.poll() is not None
+
+
+def test_bad_requests_get_one_line_and_the_server_stays_up(models):
+    service = serving.serve("digits-dense@champion")
+    try:
+        status, body = post(service.url, b"{not json")
+        assert status == 400 and body.get("message")
+        with pytest.raises(NbscaleError, match=r"^The model server refused the request \(400\): ") as raised:
+            serving.predict("digits-dense", models["x"][:4, :60])  # 60 features where the model takes 64
+        assert "\n" not in str(raised.value) and "shape" in str(raised.value).lower()
+        with urllib.request.urlopen(f"{service.url}/ping", timeout=5) as ping:
+            assert ping.status == 200
+        assert np.asarray(serving.predict("digits-dense", models["x"][:2])).shape == (2, 10)
+    finally:
+        serving.stop("digits-dense")
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("nothing@champion", "There is no registered model 'nothing'"),
+    ("digits-dense@staging", "digits-dense has no alias @staging (aliases: @challenger, @champion)"),
+    ("digits-dense/9", "digits-dense has no version 9 (versions: 1, 2)"),
+])
+def test_unknown_models_and_aliases_are_one_line(ref, message):
+    with pytest.raises(NbscaleError) as raised:
+        serving.serve(ref)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert serving_processes() == []
+
+
+def test_a_port_in_use_is_refused_before_anything_starts():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(NbscaleError, match=rf"^Port {port} on 127.0.0.1 is in use: pick another with --port"):
+            serving.serve("digits-dense@champion", port=port)
+    assert serving_processes() == []
+
+
+def test_two_replicas_keep_answering_when_one_is_killed(models):
+    service = serving.serve("digits-dense@champion", replicas=2)
+    try:
+        for _ in range(10):
+            serving.predict("digits-dense", models["x"][:1])
+        os.kill(service.sides[0].replicas[0].process.pid, signal.SIGKILL)
+        statuses = [post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())[0] for _ in range(30)]
+        assert statuses == [200] * 30
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and service.stats()["sides"][0]["replicas"][0]["healthy"]:
+            time.sleep(0.2)
+        assert [r["healthy"] for r in service.stats()["sides"][0]["replicas"]] == [False, True]
+        assert "🔴" in service._repr_html_()
+    finally:
+        serving.stop("digits-dense")
+
+
+def test_a_canary_takes_its_share_of_400_requests(models):
+    service = serving.serve("digits-dense@challenger", canary="digits-dense@champion", weight=10)
+    try:
+        served_by = [post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())[0] for _ in range(400)]
+        assert served_by == [200] * 400
+        sides = {s["label"]: s["requests"] for s in service.stats()["sides"]}
+        assert abs(sides["digits-dense v2"] / 400 * 100 - 10) <= 5 and sum(sides.values()) == 400
+        assert [s.weight for s in service.sides] == [90, 10]
+    finally:
+        serving.stop("digits-dense")
+
+
+def test_a_bounded_load_is_answered_200_or_503_and_ping_stays_healthy(models):
+    service = serving.serve("digits-dense@champion", replicas=2)
+    statuses: list[int] = []
+    body = json.dumps({"inputs": models["x"][:16].tolist()}).encode()
+
+    def client():
+        for _ in range(50):
+            statuses.append(post(service.url, body)[0])
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert time.monotonic() - started < 120 and len(statuses) == 200
+        assert set(statuses) <= {200, 503} and statuses.count(200) > 0
+        with urllib.request.urlopen(f"{service.url}/ping", timeout=5) as ping:
+            assert ping.status == 200
+    finally:
+        serving.stop("digits-dense")
+
+
+def test_serve_and_predict_magics(ip, models):
+    ip.user_ns["rows"] = models["x"]
+    try:
+        service = ip.run_line_magic("serve", "digits-dense@champion")
+        answer = ip.run_line_magic("predict", "digits-dense@champion rows[:3]")
+        assert np.asarray(answer).shape == (3, 10)
+        assert ip.run_line_magic("serve", "") == [service]
+    finally:
+        ip.run_line_magic("serve", "--stop digits-dense")
+    assert serving.services() == []
+    with pytest.raises(NbscaleError, match="^digits-dense is not being served: %serve digits-dense@ALIAS first"):
+        ip.run_line_magic("predict", "digits-dense rows[:1]")
+
+
+def test_score_writes_one_prediction_per_row_as_a_new_version(ip, models):
+    result = ip.run_line_magic("score", "digits-dense@champion --data digits -o scored")
+    scored = ip.user_ns["scored"]
+    assert result is None and scored.ref == "digits_scored@v1"
+    assert scored.manifest["counts"]["loaded"] == dataset("digits").manifest["counts"]["loaded"]
+    frame = scored.to_pandas(None)
+    assert {"prediction", "probabilities", "label"} <= set(frame.columns)
+    pixels = np.asarray(frame.drop(columns=["label", "prediction", "probabilities"]), dtype=np.float32) / 16
+    expected = models["champion"].predict(pixels, verbose=0)
+    assert np.allclose(np.stack(frame["probabilities"]), expected, atol=1e-4)
+    assert (frame["prediction"].to_numpy() == expected.argmax(axis=1)).all()
+    assert (frame["prediction"] == frame["label"]).mean() > 0.8
+    threes = ip.run_cell_magic("score", "digits-dense@champion --data digits --to threes", "label = 3\n")
+    assert threes.ref == "threes@v1" and threes.manifest["counts"]["loaded"] == int((frame["label"] == 3).sum())
+    with pytest.raises(NbscaleError, match=r"^Selecting rows of digits@v1 with 'colour = 3' failed: .*colour.*Write a Spark SQL condition"):
+        ip.run_cell_magic("score", "digits-dense@champion --data digits --to nothing", "colour = 3")
+    assert dataset_names() == {"digits", "digits_scored", "threes"}  # nothing half-written
+    with pytest.raises(NbscaleError, match="^digits-dense has no alias @nope"):
+        ip.run_line_magic("score", "digits-dense@nope --data digits")
