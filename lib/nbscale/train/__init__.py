@@ -317,17 +317,13 @@ def quiet_loggers(*names: str):
 
 
 def _log_model(mlf, model, train_split, spec) -> str:
-    import mlflow.tensorflow
-    from mlflow.models import infer_signature
-
     from ..feed import batches
+    from .pyfunc import log_keras
 
     example, _ = next(batches(train_split, spec, shuffle=False))
-    example = example[:4]
-    # MLflow checks the input example with a default-verbosity predict, which draws a progress bar.
-    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("tensorflow", "absl"):
-        info = mlflow.tensorflow.log_model(model, name="model", signature=infer_signature(example, model.predict(example, verbose=0)),
-                                           input_example=example[:2])
+    # MLflow checks the input example by loading the model and predicting; TF may warn about retracing.
+    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("tensorflow", "absl", "mlflow.pyfunc"):
+        info = log_keras(model, example[:4])
     mlf.set_tag(MODEL_TAG, info.model_uri)  # how %register finds a run's model
     return info.model_uri
 
