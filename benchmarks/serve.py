@@ -62,7 +62,7 @@ def wait_for(port: int, process: subprocess.Popen, timeout_s: float = 180) -> No
                 return
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(f"the plain MLflow server on port {port} did not start")
+    raise RuntimeError(f"the plain MLflow server on port {port} did not start (see plain-mlflow-serve.log in the data dir)")
 
 
 def main() -> None:
@@ -89,10 +89,12 @@ def main() -> None:
         plain_uri = mlflow.tensorflow.log_model(result.model, name="plain", input_example=rows[:2]).model_uri
 
     port = free_port()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=nbscale.settings().tracking_uri)
+    # `mlflow models serve` runs `uvicorn` from PATH: the one beside this Python.
+    env = dict(os.environ, MLFLOW_TRACKING_URI=nbscale.settings().tracking_uri,
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    log = open(os.path.join(os.environ["NBSCALE_DATA_DIR"], "plain-mlflow-serve.log"), "wb")
     plain = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", plain_uri, "--env-manager", "local",
-                              "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+                              "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(port, plain)
         service = serving.serve("bench-digits@champion")
@@ -104,9 +106,11 @@ def main() -> None:
             count = requests_per_client if batch == 1 else max(requests_per_client // 2, 5)
             figures[batch] = {"plain": rate(port, x, count), "nbscale": rate(front_port, x, count)}
     finally:
-        os.killpg(plain.pid, 15)
-        plain.wait()
-        serving.stop()
+        if plain.poll() is None:
+            os.killpg(plain.pid, 15)
+            plain.wait()
+        if serving.services():
+            serving.stop()
 
     model = result.model
     direct = {}

@@ -214,3 +214,58 @@ def test_score_writes_one_prediction_per_row_as_a_new_version(ip, models):
     assert dataset_names() == {"digits", "digits_scored", "threes"}  # nothing half-written
     with pytest.raises(NbscaleError, match="^digits-dense has no alias @nope"):
         ip.run_line_magic("score", "digits-dense@nope --data digits")
+
+
+def test_moving_the_alias_moves_serving_and_back_is_a_rollback(models):
+    from nbscale.registry import set_alias
+
+    service = serving.serve("digits-dense@champion")
+    try:
+        first = service.sides[0].replicas[0].process
+        card = set_alias("digits-dense", "champion", 2)
+        assert "the service of digits-dense now answers @champion with digits-dense v2" in repr(card)
+        assert serving.predict("digits-dense", models["x"][:1]).served_by == "digits-dense v2"
+        assert first.poll() is not None  # the old version's replica stopped once the new one answered
+        set_alias("digits-dense", "champion", 1)  # rollback
+        answer = serving.predict("digits-dense", models["x"][:4])
+        assert answer.served_by == "digits-dense v1"
+        assert np.allclose(np.asarray(answer), models["champion"].predict(models["x"][:4], verbose=0), atol=1e-5)
+    finally:
+        serving.stop("digits-dense")
+        set_alias("digits-dense", "champion", 1)
+
+
+def test_a_stream_scores_every_file_once_across_a_restart(ip, models, tmp_path):
+    from nbscale.serving.stream import wait_for_rows
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    frame = dataset("digits").to_pandas(None)
+    assert not frame.duplicated().any()
+
+    def drop(k: int) -> None:  # written beside the inbox, then moved in whole
+        part = tmp_path / f"events-{k}.json"
+        frame.iloc[20 * k:20 * (k + 1)].to_json(part, orient="records", lines=True)
+        part.rename(inbox / part.name)
+
+    drop(0), drop(1)  # before the stream starts
+    scoring = ip.run_line_magic("serve", f"digits-dense@champion --stream {inbox} --to {out}")
+    try:
+        assert wait_for_rows(scoring, 40) == 40
+        drop(2)  # while it runs
+        assert wait_for_rows(scoring, 60) == 60
+        ip.run_line_magic("serve", "--stop digits-dense")
+        drop(3), drop(4)  # while it is stopped
+        scoring = ip.run_line_magic("serve", f"digits-dense@champion --stream {inbox} --to {out}")
+        assert wait_for_rows(scoring, 100) == 100
+        drop(5)  # after the restart
+        assert wait_for_rows(scoring, 120) == 120
+        assert "rows out (total) 120" in scoring._repr_html_()
+    finally:
+        ip.run_line_magic("serve", "--stop digits-dense")
+    result = nbscale.spark().read.parquet(str(out)).toPandas()
+    assert len(result) == 120 and result["source_file"].value_counts().tolist() == [20] * 6  # each file exactly once
+    pixels = np.stack(result.drop(columns=["label", "prediction", "probabilities", "source_file"]).to_numpy(np.float32)) / 16
+    assert np.allclose(np.stack(result["probabilities"]), models["champion"].predict(pixels, verbose=0), atol=1e-4)
+    with pytest.raises(NbscaleError, match="^--stream and --to must be separate folders"):
+        serving.stream.stream("digits-dense@champion", str(inbox), str(inbox / "out"))

@@ -104,11 +104,13 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
     # MLflow prints "Successfully registered model ..." itself; the card says it once.
     with quiet_loggers("mlflow"), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         version = mlflow.register_model(uri, name, tags={"nbscale.run_id": run.info.run_id, "nbscale.data": run.data.params.get("data", "")})
+    followed = ""
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
+        followed = _serving_follows(name, alias)
     chosen = f" (best {best} {run.data.metrics[best]:.4f} in {experiment})" if best else ""
     return ModelsCard(versions(name), f"Registered {name} v{version.version} from run {run.info.run_id}{chosen}"
-                      + (f"; @{alias} points to it." if alias else "."))
+                      + (f"; @{alias} points to it" if alias else "") + (f"; {followed}." if followed else "."))
 
 
 def set_alias(name: str, alias: str, version: int) -> ModelsCard:
@@ -119,7 +121,14 @@ def set_alias(name: str, alias: str, version: int) -> ModelsCard:
         raise NbscaleError(f"{name} has no version {version} (versions: {', '.join(map(str, sorted(known))) or 'none'}): "
                            "pick one from %models.")
     client.set_registered_model_alias(name, alias, str(version))
-    return ModelsCard(versions(name), f"{name}@{alias} now points to v{version}.")
+    followed = _serving_follows(name, alias)
+    return ModelsCard(versions(name), f"{name}@{alias} now points to v{version}" + (f"; {followed}." if followed else "."))
+
+
+def _serving_follows(name: str, alias: str) -> str:
+    from . import serving
+
+    return serving.follow_alias(name, alias)
 
 
 def versions(name: str | None = None) -> list[ModelVersionInfo]:

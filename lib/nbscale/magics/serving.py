@@ -13,7 +13,9 @@ class ServingMagics(Magics):
     @argument("--port", type=int, help="Port of the service's URL (default: a free one).")
     @argument("--canary", metavar="NAME@ALIAS", help="Serve MODEL as a canary beside this (running or started) service.")
     @argument("--weight", type=float, default=10.0, help="With --canary: the canary's share of requests, in percent.")
-    @argument("--stop", action="store_true", help="Stop MODEL's service (every service when MODEL is left out).")
+    @argument("--stream", metavar="IN_DIR", help="Score JSON-lines files moved into IN_DIR as they arrive (Spark Structured Streaming).")
+    @argument("--to", metavar="OUT_DIR", help="With --stream: folder of the scored Parquet output (exactly once, checkpointed).")
+    @argument("--stop", action="store_true", help="Stop MODEL's service and streams (every one when MODEL is left out).")
     @line_magic
     def serve(self, line):
         """Serve a registered model over REST: %serve fashion-cnn@champion --replicas 2; without MODEL, list the services."""
@@ -26,6 +28,12 @@ class ServingMagics(Magics):
             return None
         if not args.model:
             return serving.services() or print("Nothing is served: %serve NAME@ALIAS.")
+        if args.stream or args.to:
+            if not (args.stream and args.to):
+                raise NbscaleError("Streaming needs both folders: %serve MODEL --stream IN_DIR --to OUT_DIR.")
+            from ..serving.stream import stream
+
+            return stream(args.model, args.stream, args.to)
         if args.canary is None and args.weight != 10.0:
             raise NbscaleError("--weight is the share of a canary: use it with --canary NAME@ALIAS.")
         return serving.serve(args.model, replicas=args.replicas, port=args.port, canary=args.canary, weight=args.weight)

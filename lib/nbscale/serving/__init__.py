@@ -230,16 +230,44 @@ def _await_replicas(side: Side) -> None:
         raise
 
 
+def follow_alias(name: str, alias: str) -> str:
+    """After `name@alias` moved, the services serving it switch version blue-green: replicas of the new
+    version start and answer /ping, then the front sends traffic to them, then the old ones stop."""
+    service = _services.get(name)
+    moved = []
+    for side in service.sides if service else []:
+        if side.ref != f"{name}@{alias}":
+            continue
+        _, version = resolve(side.ref)
+        label = f"{name} v{version}"
+        if label == side.label:
+            continue
+        fresh = Side(label, side.ref, side.weight, _start_replicas(name, version, len(side.replicas), service.folder))
+        _await_replicas(fresh)
+        old, side.label, side.replicas = side.replicas, fresh.label, fresh.replicas
+        _configure(service)
+        _stop_processes([r.process for r in old])
+        moved.append(f"the service of {name} now answers @{alias} with {label}")
+    return "; ".join(moved)
+
+
 def stop(name: str | None = None) -> str:
-    """Stop the service of model `name` (every service when None): its front and all its replicas."""
-    names = [name.partition("@")[0].partition("/")[0]] if name else list(_services)
+    """Stop the service and the streams of model `name` (of every model when None)."""
+    from .stream import _streams, stop_streams
+
+    streaming = {each.label.rsplit(" v", 1)[0] for each in _streams.values()}
+    names = [name.partition("@")[0].partition("/")[0]] if name else sorted(set(_services) | streaming)
     for each in names:
-        if each not in _services:
-            raise NbscaleError(f"{each} is not being served (served: {', '.join(_services) or 'nothing'}).")
+        if each not in _services and each not in streaming:
+            raise NbscaleError(f"{each} is not being served (served: {', '.join(sorted(set(_services) | streaming)) or 'nothing'}).")
+    stopped = []
     for each in names:
-        service = _services.pop(each)
-        _stop_processes([service.front] + [r.process for s in service.sides for r in s.replicas])
-    return f"Stopped {', '.join(names)}." if names else "Nothing was being served."
+        if each in _services:
+            service = _services.pop(each)
+            _stop_processes([service.front] + [r.process for s in service.sides for r in s.replicas])
+            stopped.append(f"the service of {each}")
+        stopped += stop_streams(each)
+    return f"Stopped {', '.join(stopped)}." if stopped else "Nothing was being served."
 
 
 def services() -> list[Service]:

@@ -7,6 +7,7 @@ every call: ~100x the forward pass for one row (benchmarks/serve.py)."""
 import os
 
 import mlflow
+import numpy as np
 from mlflow.pyfunc import PythonModel
 
 
@@ -26,9 +27,7 @@ class CompiledKeras(PythonModel):
 
         self._forward = forward.get_concrete_function()
 
-    def predict(self, context, model_input, params=None):
-        import numpy as np
-
+    def predict(self, context, model_input: np.ndarray, params=None):  # the signature (tensor spec) validates it
         x = np.asarray(model_input, dtype=np.float32).reshape((-1, *self.input_shape))
         return self._forward(x).numpy()
 

@@ -1,0 +1,128 @@
+"""Event-driven scoring: JSON-lines files moved into IN_DIR are scored as they arrive by Spark
+Structured Streaming (file source) into Parquet files in OUT_DIR. The query is checkpointed and the
+file sink commits each micro-batch through its own log, so stopping and starting it again with the
+same model and folders scores every file exactly once: nothing lost, nothing twice.
+
+Files must appear in IN_DIR whole (write elsewhere, then move them in): Spark lists the folder and
+reads a file once."""
+from __future__ import annotations
+
+import hashlib
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import settings
+from ..errors import NbscaleError
+
+TRIGGER = "1 second"
+
+
+@dataclass
+class Stream:
+    model: str
+    label: str  # "digits-dense v1"
+    in_dir: Path
+    out_dir: Path
+    checkpoint: Path
+    query: object  # pyspark StreamingQuery
+
+    def stats(self) -> dict:
+        from ..session import spark
+
+        progress = [p for p in self.query.recentProgress if p]
+        rows_in = sum(p["numInputRows"] for p in progress)
+        committed = self.out_dir / "_spark_metadata"
+        rows_out = spark().read.parquet(str(self.out_dir)).count() if committed.is_dir() and any(committed.iterdir()) else 0
+        waiting = [f for f in self.in_dir.iterdir() if f.is_file() and not f.name.startswith((".", "_"))]
+        last_batch = max((_epoch(p["timestamp"]) for p in progress if p["numInputRows"]), default=0.0)
+        newest = max((f.stat().st_mtime for f in waiting), default=0.0)
+        return {"active": self.query.isActive, "rows_in_since_start": rows_in, "rows_out": rows_out,
+                "lag_s": round(max(newest - last_batch, 0.0), 1) if newest > last_batch else 0.0, "files_seen": len(waiting)}
+
+    def stop(self) -> None:
+        self.query.stop()
+
+    def _repr_html_(self) -> str:
+        s = self.stats()
+        state = "running" if s["active"] else "stopped"
+        return (f"<div class='nbscale-stream' style='border:1px solid #ccc;border-radius:6px;padding:6px 10px'><b>{html.escape(self.label)}</b>"
+                f" — streaming, {state}: <code>{html.escape(str(self.in_dir))}</code> → <code>{html.escape(str(self.out_dir))}</code><br>"
+                f"rows in (since this start) {s['rows_in_since_start']} · rows out (total) {s['rows_out']} · lag {s['lag_s']} s</div>")
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return f"<Stream {self.label}: {self.in_dir} -> {self.out_dir}, {s['rows_out']} rows out, {'running' if s['active'] else 'stopped'}>"
+
+
+def _epoch(timestamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+_streams: dict[str, Stream] = {}
+
+
+def stream(model: str, in_dir: str, out_dir: str) -> Stream:
+    """Score files arriving in `in_dir` with `model` ("name@alias", "name/N") into `out_dir`."""
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+
+    from .. import feed
+    from ..ingest import dataset
+    from ..registry import _client
+    from ..session import spark
+    from . import resolve
+    from .score import features_column
+
+    name, version = resolve(model)
+    source, target = Path(in_dir).expanduser().resolve(), Path(out_dir).expanduser().resolve()
+    if not source.is_dir():
+        raise NbscaleError(f"--stream {in_dir}: no such folder. Create it and move JSON-lines files into it.")
+    if source == target or target in source.parents or source in target.parents:
+        raise NbscaleError("--stream and --to must be separate folders (the output would be read as input).")
+    key = str(target)
+    if key in _streams and _streams[key].query.isActive:
+        raise NbscaleError(f"{target} is already being written by a stream of {_streams[key].label}: %serve --stop {name} first.")
+    run_id = (_client().get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
+    params = _client().get_run(run_id).data.params if run_id else {}
+    if "data" not in params:
+        raise NbscaleError(f"{name} v{version} was not trained by nbscale: streaming needs the training dataset's columns.")
+    trained_on = dataset(params["data"])
+    label = params.get("label", "label")
+    spec = feed.spec_for(trained_on, label, 1, float(params.get("scale", 1.0)), 0)
+    session = spark()
+    # The input's columns are the training data's (the label may be missing: it is read as null).
+    events = session.readStream.schema(trained_on.df.schema).json(str(source))
+    predict = mlflow.pyfunc.spark_udf(session, f"models:/{name}/{version}", env_manager="local", result_type="array<float>")
+    scored = (events.withColumn("probabilities", predict(features_column(events, spec)))
+              .withColumn("prediction", (F.array_position("probabilities", F.array_max("probabilities")) - 1).cast("int"))
+              .withColumn("source_file", F.input_file_name()))
+    # One checkpoint per (model, output folder): the same %serve line after a stop resumes exactly where it was.
+    checkpoint = Path(settings().data_dir) / "streams" / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    query = (scored.writeStream.format("parquet").option("path", key).option("checkpointLocation", str(checkpoint))
+             .trigger(processingTime=TRIGGER).queryName(f"nbscale-{name}-{hashlib.sha1(key.encode()).hexdigest()[:6]}").start())
+    _streams[key] = Stream(model, f"{name} v{version}", source, target, checkpoint, query)
+    return _streams[key]
+
+
+def stop_streams(name: str | None = None) -> list[str]:
+    stopped = []
+    for key, each in list(_streams.items()):
+        if name is None or each.label.rsplit(" v", 1)[0] == name:
+            each.stop()
+            stopped.append(f"the stream into {each.out_dir}")
+            del _streams[key]
+    return stopped
+
+
+def wait_for_rows(s: Stream, rows: int, timeout_s: float = 120) -> int:
+    """Block until `rows` rows are committed in the output (or the time is up); the count reached."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = s.stats()["rows_out"]
+        if got >= rows or time.monotonic() > deadline or not s.query.isActive:
+            return got
+        time.sleep(0.5)
