@@ -269,3 +269,31 @@ def test_a_stream_scores_every_file_once_across_a_restart(ip, models, tmp_path):
     assert np.allclose(np.stack(result["probabilities"]), models["champion"].predict(pixels, verbose=0), atol=1e-4)
     with pytest.raises(NbscaleError, match="^--stream and --to must be separate folders"):
         serving.stream.stream("digits-dense@champion", str(inbox), str(inbox / "out"))
+
+
+def test_a_sharded_service_sends_each_key_to_the_same_shard(models):
+    from nbscale.serving.front import shard_of
+
+    service = serving.serve("digits-dense@champion", replicas=2, shard_by="customer")
+    columns = ["customer"] + [f"p{i}" for i in range(64)]
+    try:
+        seen: dict[str, set[str]] = {}
+        for _ in range(3):
+            for k in range(8):
+                row = [f"c{k}"] + models["x"][k].tolist()
+                request = urllib.request.Request(f"{service.url}/invocations", method="POST", headers={"content-type": "application/json"},
+                                                 data=json.dumps({"dataframe_split": {"columns": columns, "data": [row]}}).encode())
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    seen.setdefault(f"c{k}", set()).add(answer.headers["x-nbscale-shards"])
+                    assert np.allclose(json.load(answer)["predictions"][0], models["champion"].predict(models["x"][k:k + 1], verbose=0)[0], atol=1e-5)
+        assert all(len(shards) == 1 for shards in seen.values())  # a key never moves
+        assert {next(iter(s)) for s in seen.values()} == {"0", "1"} and seen["c3"] == {str(shard_of("c3", 2))}
+        # A request with many keys is split between the shards and answered in its own row order.
+        rows = [[f"c{k}"] + models["x"][k].tolist() for k in range(8)]
+        status, body = post(service.url, json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode())
+        assert status == 200 and np.allclose(body["predictions"], models["champion"].predict(models["x"][:8], verbose=0), atol=1e-5)
+        status, body = post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())
+        assert status == 400 and "routes by the column 'customer'" in body["message"]
+        assert "sharded by customer" in service._repr_html_()
+    finally:
+        serving.stop("digits-dense")

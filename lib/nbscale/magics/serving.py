@@ -13,6 +13,7 @@ class ServingMagics(Magics):
     @argument("--port", type=int, help="Port of the service's URL (default: a free one).")
     @argument("--canary", metavar="NAME@ALIAS", help="Serve MODEL as a canary beside this (running or started) service.")
     @argument("--weight", type=float, default=10.0, help="With --canary: the canary's share of requests, in percent.")
+    @argument("--shard-by", metavar="COLUMN", help="Each replica is a shard: requests are routed by this column's value.")
     @argument("--stream", metavar="IN_DIR", help="Score JSON-lines files moved into IN_DIR as they arrive (Spark Structured Streaming).")
     @argument("--to", metavar="OUT_DIR", help="With --stream: folder of the scored Parquet output (exactly once, checkpointed).")
     @argument("--stop", action="store_true", help="Stop MODEL's service and streams (every one when MODEL is left out).")
@@ -36,7 +37,8 @@ class ServingMagics(Magics):
             return stream(args.model, args.stream, args.to)
         if args.canary is None and args.weight != 10.0:
             raise NbscaleError("--weight is the share of a canary: use it with --canary NAME@ALIAS.")
-        return serving.serve(args.model, replicas=args.replicas, port=args.port, canary=args.canary, weight=args.weight)
+        return serving.serve(args.model, replicas=args.replicas, port=args.port, canary=args.canary, weight=args.weight,
+                             shard_by=args.shard_by)
 
     @magic_arguments()
     @argument("model", help="A served model: NAME (or NAME@ALIAS) of a %%serve'd service.")

@@ -51,6 +51,7 @@ class Service:
     front: subprocess.Popen
     folder: Path
     sides: list[Side]
+    shard_by: str | None = None  # each replica holds a shard: rows routed by this column's value
 
     @property
     def url(self) -> str:
@@ -165,7 +166,7 @@ def _stop_processes(processes: list[subprocess.Popen]) -> None:
 
 
 def _configure(service: Service) -> None:
-    config = {"name": service.name,
+    config = {"name": service.name, "shard_by": service.shard_by,
               "sides": [{"label": s.label, "weight": s.weight, "replicas": [r.url for r in s.replicas]} for s in service.sides]}
     (service.folder / "front.json").write_text(json.dumps(config))
     if service.front is not None:
@@ -175,16 +176,23 @@ def _configure(service: Service) -> None:
             pass
 
 
-def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str | None = None, weight: float = 10.0) -> Service:
+def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str | None = None, weight: float = 10.0,
+          shard_by: str | None = None) -> Service:
     """Serve model version `ref` ("name@alias", "name/N" or "name") on `replicas` server processes behind
     one front URL. With `canary="name@champion"`, `ref` joins the service of that model as a canary taking
-    `weight` percent of the requests (the service is started first if it is not running)."""
+    `weight` percent of the requests (the service is started first if it is not running). With
+    `shard_by=COLUMN`, each replica is a shard and requests (DataFrame payloads with COLUMN) are routed
+    by the column's value, a key always to the same replica."""
     if replicas < 1:
         raise NbscaleError(f"--replicas {replicas} must be 1 or more.")
+    if shard_by is not None and canary is not None:
+        raise NbscaleError("--shard-by and --canary do not go together: shard one version, or canary between unsharded ones.")
     if canary is not None and not 0 < weight < 100:
         raise NbscaleError(f"--weight {weight:g} is the canary's share of requests in percent: use a number between 0 and 100.")
     if canary is not None:
         service = _services.get(resolve(canary)[0]) or serve(canary, port=port)
+        if service.shard_by:
+            raise NbscaleError(f"The service of {service.name} is sharded: a canary needs an unsharded one (%serve --stop it first).")
         name, version = resolve(ref)
         primary = service.sides[0]
         if primary.label == f"{name} v{version}":
@@ -207,7 +215,7 @@ def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str |
         raise NbscaleError(f"Port {port} on {host} is in use: pick another with --port, or leave it out for a free one.")
     folder = _folder(name)
     side = Side(f"{name} v{version}", ref, 100.0, _start_replicas(name, version, replicas, folder))
-    service = Service(name, port, None, folder, [side])
+    service = Service(name, port, None, folder, [side], shard_by)
     try:
         _await_replicas(side)
         _configure(service)

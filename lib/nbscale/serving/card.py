@@ -23,6 +23,8 @@ def render(service, stats: dict) -> str:
                     f"<td>{latency}</td></tr>")
     head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("version", "traffic", "replicas", "requests", "errors", "p50 / p95"))
     state = "front down" if stats.get("down") else "serving"
+    if service.shard_by:
+        state += f", sharded by {html.escape(service.shard_by)} (replica i holds shard i)"
     return (f"<div class='nbscale-serve' style='border:1px solid #ccc;border-radius:6px;padding:6px 10px'>"
             f"<b>{html.escape(service.name)}</b> — {state} at <code>{html.escape(service.url)}/invocations</code>"
             f"<table>{head and '<tr>' + head + '</tr>'}{''.join(rows)}</table>"

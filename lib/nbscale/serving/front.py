@@ -8,7 +8,10 @@ an error only when every replica is down: a 503 naming the model.
 
     python -m nbscale.serving.front HOST PORT CONFIG_JSON_FILE
 
-Config: {"name": "...", "sides": [{"label": "fashion-cnn v3", "weight": 90, "replicas": ["http://127.0.0.1:5001", ...]}, ...]}.
+With "shard_by": COLUMN in the config (one side), each replica holds a shard: the rows of a request
+are routed by a stable hash of their COLUMN value, so a key always reaches the same replica.
+
+Config: {"name": "...", "shard_by": null, "sides": [{"label": "fashion-cnn v3", "weight": 90, "replicas": ["http://127.0.0.1:5001", ...]}, ...]}.
 POST /nbscale/config replaces it (counters of a side with the same label carry on); GET
 /nbscale/stats returns the counters.
 """
@@ -20,6 +23,7 @@ import contextlib
 import json
 import sys
 import time
+import zlib
 
 HEALTH_EVERY_S = 1.0
 LATENCIES_KEPT = 2000
@@ -64,6 +68,7 @@ class Front:
                 side.requests, side.errors, side.latencies_ms = kept.requests, kept.errors, kept.latencies_ms
             sides.append(side)
         self.name = config["name"]
+        self.shard_by = config.get("shard_by")
         self.sides = sides
 
     def pick(self) -> list[Side]:
@@ -76,6 +81,34 @@ class Front:
         return [chosen] + [s for s in self.sides if s is not chosen]
 
 
+def shard_of(key, shards: int) -> int:
+    """A stable shard for a key: the same key goes to the same replica in every process and run."""
+    return zlib.crc32(str(key).encode()) % shards
+
+
+def shard_rows(payload: dict, key: str, shards: int):
+    """A dataframe_split / dataframe_records request -> ({shard: rows without the key}, columns, {shard: row positions})."""
+    if "dataframe_split" in payload:
+        columns, data = payload["dataframe_split"]["columns"], payload["dataframe_split"]["data"]
+    elif "dataframe_records" in payload:
+        records = payload["dataframe_records"]
+        columns = list(records[0]) if records else []
+        data = [[record.get(c) for c in columns] for record in records]
+    else:
+        raise ValueError(f"A sharded service routes by the column {key!r}: send dataframe_split or dataframe_records with it.")
+    if key not in columns:
+        raise ValueError(f"The request has no column {key!r}, which this service is sharded by.")
+    at = columns.index(key)
+    kept = [c for i, c in enumerate(columns) if i != at]
+    groups: dict[int, list] = {}
+    order: dict[int, list[int]] = {}
+    for position, row in enumerate(data):
+        shard = shard_of(row[at], shards)
+        groups.setdefault(shard, []).append([v for i, v in enumerate(row) if i != at])
+        order.setdefault(shard, []).append(position)
+    return groups, kept, order
+
+
 def make_app(front: Front):
     import httpx
     from starlette.applications import Starlette
@@ -84,16 +117,50 @@ def make_app(front: Front):
 
     client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0), limits=httpx.Limits(max_connections=200))
 
+    async def forward(url: str, side: Side, body: bytes, headers: dict):
+        """One replica's answer, or None if it is gone (then it is marked down)."""
+        try:
+            answer = await client.post(f"{url}/invocations", content=body, headers=headers)
+        except httpx.TransportError:  # connection refused or reset: that replica is gone
+            side.healthy[url] = False
+            return None
+        return answer
+
+    async def sharded(body: bytes):
+        """Rows grouped by shard (a stable hash of the key column), each group to the replica holding that
+        shard, answers merged back in the request's row order."""
+        side, key = front.sides[0], front.shard_by
+        try:
+            groups, columns, order = shard_rows(json.loads(body), key, len(side.replicas))
+        except (ValueError, KeyError, TypeError) as error:
+            return JSONResponse({"error_code": "BAD_REQUEST", "message": f"{error}"}, status_code=400)
+        started = time.perf_counter()
+        answers = await asyncio.gather(*[forward(side.replicas[shard], side, json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode(),
+                                                 {"content-type": "application/json"}) for shard, rows in groups.items()])
+        merged: list = [None] * sum(map(len, order.values()))
+        for (shard, rows), answer in zip(groups.items(), answers):
+            if answer is None or answer.status_code != 200:
+                side.errors += 1
+                if answer is None:
+                    return JSONResponse({"error_code": "SERVICE_UNAVAILABLE", "message": f"Shard {shard} of {front.name} is down: "
+                                         "its keys cannot be answered until it is served again."}, status_code=503)
+                return Response(answer.content, status_code=answer.status_code, media_type="application/json")
+            for position, prediction in zip(order[shard], answer.json()["predictions"]):
+                merged[position] = prediction
+        side.requests += 1
+        side.latencies_ms.append((time.perf_counter() - started) * 1000)
+        return JSONResponse({"predictions": merged}, headers={"x-nbscale-shards": ",".join(map(str, groups))})
+
     async def invocations(request):
         body = await request.body()
+        if front.shard_by:
+            return await sharded(body)
         headers = {"content-type": request.headers.get("content-type", "application/json")}
         started = time.perf_counter()
         for side in front.pick():
             for url in side.live():
-                try:
-                    answer = await client.post(f"{url}/invocations", content=body, headers=headers)
-                except httpx.TransportError:  # connection refused or reset: that replica is gone
-                    side.healthy[url] = False
+                answer = await forward(url, side, body, headers)
+                if answer is None:
                     continue
                 side.requests += 1
                 side.latencies_ms.append((time.perf_counter() - started) * 1000)
