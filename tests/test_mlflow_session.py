@@ -34,9 +34,7 @@ def test_embedded_store_keeps_runs_and_artifacts_under_the_data_dir(settings, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
-@pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
+def start_tracking_server(root: Path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -48,13 +46,17 @@ def tracking_server(tmp_path_factory):
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url + "/health", timeout=2):
-                break
+                return url, proc
         except OSError:
             assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
             time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGTERM)
-        pytest.fail("MLflow server did not become healthy in 120 s")
+    os.killpg(proc.pid, signal.SIGTERM)
+    pytest.fail("MLflow server did not become healthy in 120 s")
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    url, proc = start_tracking_server(tmp_path_factory.mktemp("mlflow-server"))
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
@@ -71,3 +73,64 @@ def test_connect_to_a_tracking_server_logs_runs_there(settings, tracking_server)
     with urllib.request.urlopen(query, timeout=10) as response:
         params = json.load(response)["run"]["data"]["params"]
     assert {"key": "workers", "value": "2"} in params
+
+
+DENSE = """
+model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+"""
+
+
+def test_train_register_and_serve_through_a_tracking_server(settings, tracking_server, tmp_path):
+    import numpy as np
+
+    from nbscale import serving
+    from nbscale.ingest import dataset, ingest
+    from nbscale.registry import register
+    from nbscale.train import train
+
+    nbscale.connect(tracking_uri=tracking_server, data_dir=str(tmp_path / "data"))
+    ingest("digits", "nbscale:digits", label="label")
+    result = train(DENSE, data="digits", epochs=2, batch_size=64, scale=16.0, experiment="remote-train")
+    register("remote-digits", run_id=result.run_id, alias="champion")
+    x = np.asarray(dataset("digits").to_pandas(4).drop(columns=["label"]), dtype=np.float32) / 16
+    nbscale.session.stop_spark()
+    serving.serve("remote-digits@champion")  # the replica loads the model from the server's artifact store
+    try:
+        assert np.allclose(np.asarray(serving.predict("remote-digits", x)), result.model.predict(x, verbose=0), atol=1e-5)
+    finally:
+        serving.stop("remote-digits")
+    with urllib.request.urlopen(f"{tracking_server}/api/2.0/mlflow/registered-models/get?name=remote-digits", timeout=10) as response:
+        assert json.load(response)["registered_model"]["aliases"][0]["alias"] == "champion"
+
+
+@pytest.mark.timeout(300)
+def test_a_server_lost_before_the_model_is_logged_keeps_the_model(settings, tmp_path):
+    import numpy as np
+
+    from nbscale.errors import NbscaleError
+    from nbscale.ingest import dataset, ingest
+    from nbscale.train import keras, train
+
+    url, server = start_tracking_server(tmp_path)
+    nbscale.connect(tracking_uri=url, data_dir=str(tmp_path / "data"))
+    ingest("digits", "nbscale:digits", label="label")
+
+    def lose_the_server(progress):
+        if progress.epoch == 2:  # the last epoch is logged; the model is not yet
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+    try:
+        with pytest.raises(NbscaleError, match=rf"^MLflow at {url} stopped answering .*: the trained model is kept at ") as raised:
+            train(DENSE, data="digits", epochs=2, batch_size=64, scale=16.0, experiment="lost", on_epoch=lose_the_server)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+        nbscale.session.stop_spark()
+    message = str(raised.value)
+    assert "\n" not in message
+    kept = Path(message.split("kept at ", 1)[1].split(" (", 1)[0])
+    assert kept.is_file() and (tmp_path / "data") in kept.parents
+    x = np.asarray(dataset("digits").to_pandas(4).drop(columns=["label"]), dtype=np.float32) / 16
+    assert keras().models.load_model(str(kept)).predict(x, verbose=0).shape == (4, 10)

@@ -297,3 +297,21 @@ def test_a_sharded_service_sends_each_key_to_the_same_shard(models):
         assert "sharded by customer" in service._repr_html_()
     finally:
         serving.stop("digits-dense")
+
+
+def test_the_card_sends_rows_of_the_training_data_and_counts_them(models):
+    from nbscale.widgets.servecard import ServeCard
+
+    service = serving.serve("digits-dense@champion")
+    try:
+        card = ServeCard(service)
+        card.rows.value = 5
+        card.send_button.click()
+        assert "5 classes (argmax) from digits-dense v1" in card.result.value
+        expected = models["champion"].predict(models["x"][:5], verbose=0).argmax(axis=1).tolist()
+        assert str(expected) in card.result.value  # the first 5 training rows, scaled as in training
+        assert "<td>1</td>" in card.body.value  # the front counted the request
+    finally:
+        serving.stop("digits-dense")
+    card.send_button.click()
+    assert "is not being served" in card.result.value

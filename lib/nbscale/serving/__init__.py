@@ -69,6 +69,13 @@ class Service:
 
         return render(self, self.stats())
 
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        from ..widgets.servecard import ServeCard
+
+        display(ServeCard(self).widget)
+
     def __repr__(self) -> str:
         sides = "; ".join(f"{s.label} ({s.weight:g}%, {len(s.replicas)} replica{'s' * (len(s.replicas) != 1)})" for s in self.sides)
         return f"<Service {self.name} at {self.url}/invocations: {sides}>"
@@ -290,6 +297,36 @@ def service(name: str) -> Service:
 
 
 atexit.register(lambda: _services and stop())
+
+
+def trained_feed(name: str, version, data: str | None = None, otherwise: str = ""):
+    """(FeedSpec, dataset) for model version `name` vN: how its training run read features (label, scale),
+    applied to dataset version `data` (default: the one it was trained on)."""
+    from .. import feed
+    from ..ingest import dataset
+    from ..registry import _client
+
+    run_id = (_client().get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
+    params = _client().get_run(run_id).data.params if run_id else {}
+    if data is None and "data" not in params:
+        raise NbscaleError(f"{name} v{version} was not trained by nbscale: {otherwise}.")
+    source = dataset(data or params["data"])
+    return feed.spec_for(source, params.get("label", "label"), 1, float(params.get("scale", 1.0)), 0), source
+
+
+def sample_rows(service: Service, n: int):
+    """`n` rows of the served version's training data, as the model takes them (what the card's Send posts)."""
+    import numpy as np
+    import pyarrow.dataset as pads
+
+    name, version = service.sides[0].label.rsplit(" v", 1)
+    spec, trained_on = trained_feed(name, version, otherwise="send your own rows with %predict")
+    table = pads.dataset(trained_on.path, format="parquet").head(n, columns=list(spec.features))
+    if len(spec.features) == 1 and spec.feature_shape != (1,):
+        x = np.stack(table.column(0).to_numpy(zero_copy_only=False)).astype(np.float32)
+    else:
+        x = np.stack([table.column(c).to_numpy().astype(np.float32) for c in spec.features], axis=1)
+    return x.reshape((-1, *spec.feature_shape)) / np.float32(spec.scale)
 
 
 def predict(name: str, data):

@@ -18,30 +18,34 @@ def features_column(df, spec):
     return F.transform(vector, lambda v: v / F.lit(spec.scale)) if spec.scale != 1 else vector
 
 
+def model_udf(session, name: str, version: int):
+    """MLflow's Spark UDF of a registered version, in this Python environment (the one that trained it)."""
+    import mlflow.pyfunc
+
+    from ..train import quiet_loggers
+
+    # MLflow warns that env_manager="local" does not rebuild the training environment: here it is that environment.
+    with quiet_loggers("mlflow.pyfunc", "mlflow.models"):
+        return mlflow.pyfunc.spark_udf(session, f"models:/{name}/{version}", env_manager="local", result_type="array<float>")
+
+
 def score(model: str, *, data: str, to: str | None = None, where: str | None = None):
     """Predictions of `model` ("name@alias", "name/N") for every row of dataset version `data` (or the
     rows matching the Spark SQL condition `where`), written as the next version of dataset `to`
     (default: DATA_scored). Returns the published dataset."""
-    import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    from .. import feed
-    from ..ingest import Dataset, dataset
-    from ..ingest import store
+    from ..ingest import Dataset, store
     from ..ingest.profile import profile
-    from ..registry import _client
     from ..session import spark
-    from . import resolve
+    from . import resolve, trained_feed
 
     name, version = resolve(model)
-    source = dataset(data)
-    run_id = (_client().get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
-    params = _client().get_run(run_id).data.params if run_id else {}
-    label, scale = params.get("label", "label"), float(params.get("scale", 1.0))
-    spec = feed.spec_for(source, label, 1, scale, 0)
+    spec, source = trained_feed(name, version, data)
+    label = spec.label
     to = store.check_name(to or f"{source.name}_scored")
     session = spark()
-    predict = mlflow.pyfunc.spark_udf(session, f"models:/{name}/{version}", env_manager="local", result_type="array<float>")
+    predict = model_udf(session, name, version)
     df = source.df
     if where:
         with spark_errors(f"Selecting rows of {source.ref} with {where!r}", "Write a Spark SQL condition on its columns, e.g. label = 3."):

@@ -67,15 +67,11 @@ _streams: dict[str, Stream] = {}
 
 def stream(model: str, in_dir: str, out_dir: str) -> Stream:
     """Score files arriving in `in_dir` with `model` ("name@alias", "name/N") into `out_dir`."""
-    import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    from .. import feed
-    from ..ingest import dataset
-    from ..registry import _client
     from ..session import spark
-    from . import resolve
-    from .score import features_column
+    from . import resolve, trained_feed
+    from .score import features_column, model_udf
 
     name, version = resolve(model)
     source, target = Path(in_dir).expanduser().resolve(), Path(out_dir).expanduser().resolve()
@@ -86,17 +82,11 @@ def stream(model: str, in_dir: str, out_dir: str) -> Stream:
     key = str(target)
     if key in _streams and _streams[key].query.isActive:
         raise NbscaleError(f"{target} is already being written by a stream of {_streams[key].label}: %serve --stop {name} first.")
-    run_id = (_client().get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
-    params = _client().get_run(run_id).data.params if run_id else {}
-    if "data" not in params:
-        raise NbscaleError(f"{name} v{version} was not trained by nbscale: streaming needs the training dataset's columns.")
-    trained_on = dataset(params["data"])
-    label = params.get("label", "label")
-    spec = feed.spec_for(trained_on, label, 1, float(params.get("scale", 1.0)), 0)
+    spec, trained_on = trained_feed(name, version, otherwise="streaming needs the columns of the dataset it was trained on")
     session = spark()
     # The input's columns are the training data's (the label may be missing: it is read as null).
     events = session.readStream.schema(trained_on.df.schema).json(str(source))
-    predict = mlflow.pyfunc.spark_udf(session, f"models:/{name}/{version}", env_manager="local", result_type="array<float>")
+    predict = model_udf(session, name, version)
     scored = (events.withColumn("probabilities", predict(features_column(events, spec)))
               .withColumn("prediction", (F.array_position("probabilities", F.array_max("probabilities")) - 1).cast("int"))
               .withColumn("source_file", F.input_file_name()))

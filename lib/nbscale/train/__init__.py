@@ -229,11 +229,12 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
                                     "epochs; its MLflow run is marked KILLED. Run the cell again with --resume to continue.")
         model_uri = _log_model(mlf, built, train_split, spec)
     except (KeyboardInterrupt, TrainingCancelled):
-        mlf.end_run("KILLED")
+        _end_run(mlf, "KILLED")
         raise
     except BaseException as exc:
-        mlf.end_run("FAILED")
-        raise _one_line(exc) from None
+        kept = keep_if_unlogged(exc, built, run_id)
+        _end_run(mlf, "FAILED")
+        raise (kept or _one_line(exc)) from None
     mlf.end_run("FINISHED")
     shutil.rmtree(backups, ignore_errors=True)
     return TrainResult(title, run_id, run_url, experiment, version.ref, epochs, history, speed["samples_per_s"], where, built, model_uri)
@@ -265,6 +266,30 @@ def open_run(mlf, experiment: str, name: str, backups: Path, resume: bool):
                 logged.update(m.step for m in points)
             return run, history, logged
     return mlf.start_run(experiment_id=exp, run_name=name, tags={BACKUP_TAG: key}), {}, set()
+
+
+def _end_run(mlf, status: str) -> None:
+    try:
+        mlf.end_run(status)
+    except Exception:  # noqa: BLE001 - the tracking server is gone: the run is off the stack all the same
+        pass
+
+
+def keep_if_unlogged(exc: BaseException, model, run_id: str) -> NbscaleError | None:
+    """When the tracking server stops answering after training started, the trained model is saved
+    under the data dir instead of being lost; the error says where."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    from ..errors import first_useful_line
+
+    if not isinstance(exc, (MlflowException, requests.exceptions.RequestException)) or model.optimizer.iterations.numpy() == 0:
+        return None
+    path = Path(settings().data_dir) / "unlogged" / run_id / "model.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(path))
+    return NbscaleError(f"MLflow at {settings().tracking_uri} stopped answering ({first_useful_line(str(exc))[:160]}): the trained model "
+                        f"is kept at {path} (keras.models.load_model reads it); %nbscale connect to a live server before training again.")
 
 
 def _one_line(exc: BaseException) -> BaseException:
