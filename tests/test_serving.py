@@ -141,6 +141,11 @@ def test_two_replicas_keep_answering_when_one_is_killed(models):
             time.sleep(0.2)
         assert [r["healthy"] for r in service.stats()["sides"][0]["replicas"]] == [False, True]
         assert "🔴" in service._repr_html_()
+        os.kill(service.sides[0].replicas[1].process.pid, signal.SIGKILL)  # now every replica is dead
+        status, body = post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())
+        assert status == 503 and body["message"].startswith("No healthy replica of digits-dense is left")
+        with pytest.raises(urllib.error.HTTPError, match="503"):
+            urllib.request.urlopen(f"{service.url}/ping", timeout=5)
     finally:
         serving.stop("digits-dense")
 
@@ -315,3 +320,29 @@ def test_the_card_sends_rows_of_the_training_data_and_counts_them(models):
         serving.stop("digits-dense")
     card.send_button.click()
     assert "is not being served" in card.result.value
+
+
+@pytest.mark.parametrize("ending", ["shutdown", "killed"])
+def test_servers_end_with_the_kernel(ending):
+    from kernel_client import Kernel
+
+    from nbscale.config import settings
+
+    kernel = Kernel("nbscale-local", env=dict(os.environ, NBSCALE_DATA_DIR=settings().data_dir))
+    try:
+        done = kernel.run("%load_ext nbscale\nservice = %serve digits-dense@champion --replicas 2\n"
+                          "print(sorted([service.front.pid] + [r.process.pid for r in service.sides[0].replicas]))")
+        assert done.status == "ok", done.text()
+        pids = json.loads(done.text().strip().splitlines()[-1])
+        assert sorted(serving_processes()) == pids
+    finally:
+        if ending == "killed":  # SIGKILL: no atexit; the servers die with it (PR_SET_PDEATHSIG)
+            os.kill(kernel.manager.provisioner.process.pid, signal.SIGKILL)
+            kernel.client.stop_channels()
+            kernel.manager.shutdown_kernel(now=True)
+        else:
+            kernel.close()  # a clean shutdown stops them
+    deadline = time.monotonic() + 20
+    while serving_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert serving_processes() == []

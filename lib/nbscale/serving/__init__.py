@@ -74,7 +74,10 @@ class Service:
 
         from ..widgets.servecard import ServeCard
 
-        display(ServeCard(self).widget)
+        # The live widget where widgets run; the card as HTML and a line of text where they do not.
+        bundle = ServeCard(self).widget._repr_mimebundle_()
+        bundle.update({"text/html": self._repr_html_(), "text/plain": repr(self)})
+        display(bundle, raw=True)
 
     def __repr__(self) -> str:
         sides = "; ".join(f"{s.label} ({s.weight:g}%, {len(s.replicas)} replica{'s' * (len(s.replicas) != 1)})" for s in self.sides)

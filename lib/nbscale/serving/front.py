@@ -2,8 +2,10 @@
 
 It balances requests round-robin over the healthy replicas of a side, splits traffic between a
 primary and a canary side by weight (smooth weighted round-robin: exact shares over any 100
-requests), checks every replica's /ping each second and takes a dead one out (a request that finds
-one dead is retried on the next), and counts requests, errors and latency per side. A client sees
+requests), checks every replica's /ping each second and takes a dead one out (a refused connection
+at once, a slow answer after three misses), retries a request that meets a dead replica on the next
+(replicas marked down are still tried last: a mark is a hint, a refused connection is proof), and
+counts requests, errors and latency per side. A client sees
 an error only when every replica is down: a 503 naming the model.
 
     python -m nbscale.serving.front HOST PORT CONFIG_JSON_FILE
@@ -26,6 +28,8 @@ import time
 import zlib
 
 HEALTH_EVERY_S = 1.0
+PING_TIMEOUT_S = 3.0
+SLOW_PINGS_TO_DOWN = 3
 LATENCIES_KEPT = 2000
 
 
@@ -39,10 +43,11 @@ class Side:
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCIES_KEPT)
 
     def live(self) -> list[str]:
-        """Healthy replicas, starting from the next one in turn."""
+        """Replicas to try, starting from the next one in turn: the healthy ones, then the others (a
+        health mark is a hint from the last check; only a refused connection is proof)."""
         order = self.replicas[self.next:] + self.replicas[:self.next]
         self.next = (self.next + 1) % max(len(self.replicas), 1)
-        return [url for url in order if self.healthy[url]]
+        return [url for url in order if self.healthy[url]] + [url for url in order if not self.healthy[url]]
 
     def stats(self) -> dict:
         ordered = sorted(self.latencies_ms)
@@ -124,6 +129,7 @@ def make_app(front: Front):
         except httpx.TransportError:  # connection refused or reset: that replica is gone
             side.healthy[url] = False
             return None
+        side.healthy[url] = True
         return answer
 
     async def sharded(body: bytes):
@@ -185,13 +191,18 @@ def make_app(front: Front):
         return JSONResponse({"ok": True})
 
     async def check_health():
+        slow: collections.Counter[str] = collections.Counter()
         while True:
             for side in list(front.sides):
                 for url in list(side.replicas):
                     try:
-                        side.healthy[url] = (await client.get(f"{url}/ping", timeout=1.0)).status_code == 200
-                    except httpx.HTTPError:
+                        side.healthy[url] = (await client.get(f"{url}/ping", timeout=PING_TIMEOUT_S)).status_code == 200
+                        slow[url] = 0
+                    except httpx.ConnectError:
                         side.healthy[url] = False
+                    except httpx.HTTPError:  # a busy replica answers late: down only after several misses
+                        slow[url] += 1
+                        side.healthy[url] = slow[url] < SLOW_PINGS_TO_DOWN
             await asyncio.sleep(HEALTH_EVERY_S)
 
     @contextlib.asynccontextmanager
