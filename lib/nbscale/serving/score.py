@@ -38,7 +38,7 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
     from ..ingest import Dataset, store
     from ..ingest.profile import profile
     from ..session import spark
-    from . import resolve, trained_feed
+    from .versions import resolve, trained_feed
 
     name, version = resolve(model)
     spec, source = trained_feed(name, version, data)

@@ -70,7 +70,7 @@ def stream(model: str, in_dir: str, out_dir: str) -> Stream:
     from pyspark.sql import functions as F
 
     from ..session import spark
-    from . import resolve, trained_feed
+    from .versions import resolve, trained_feed
     from .score import features_column, model_udf
 
     name, version = resolve(model)

@@ -1,0 +1,92 @@
+"""Replica processes: start MLflow's scoring app for a model version on a free port, wait for its
+/ping, read its log when it dies, stop it (and any front) without leaving an orphan."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import settings
+from ..errors import NbscaleError
+from ..processes import free_port
+
+START_TIMEOUT_S = 180  # a replica loads TensorFlow and the model before it answers /ping
+
+
+@dataclass
+class Replica:
+    uri: str
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{settings().host}:{self.port}"
+
+
+def folder_for(name: str) -> Path:
+    folder = Path(settings().data_dir) / "serving" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _env() -> dict:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=settings().tracking_uri, MLFLOW_REGISTRY_URI=settings().tracking_uri,
+               TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")] if p)
+    return env
+
+
+def start_process(module: str, args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=_env(), start_new_session=True)
+
+
+def start_replicas(name: str, version: int, count: int, folder: Path) -> list[Replica]:
+    uri = f"models:/{name}/{version}"
+    replicas = []
+    for _ in range(count):
+        port = free_port(settings().host)
+        log = folder / f"replica-v{version}-{port}.log"
+        replicas.append(Replica(uri, port, start_process("nbscale.serving.replica", [uri, settings().host, str(port)], log), log))
+    return replicas
+
+
+def wait_healthy(url: str, process: subprocess.Popen, log: Path, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise NbscaleError(f"{what} stopped while starting: {_last_error(log)} (log: {log}).")
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise NbscaleError(f"{what} did not answer {url}/ping within {timeout_s:.0f} s (log: {log}).")
+
+
+def _last_error(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.exists() else []
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + 10
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
