@@ -66,6 +66,17 @@ def test_tabular_digits_train_and_the_run_is_complete():
     assert mlflow.pyfunc.load_model(result.model_uri).predict(x).shape == (5, 10)
 
 
+def test_the_live_card_shows_steps_within_an_epoch():
+    import re
+
+    cards = []
+    result = train(DENSE, data="digits", epochs=1, batch_size=8, scale=16.0, experiment="steps", on_step=cards.append)
+    rows = int(nbscale.session.mlflow().get_run(result.run_id).data.params["train_rows"])
+    steps = [tuple(map(int, m.groups())) for c in cards for m in [re.search(r"step (\d+)/(\d+)", c.html)] if m]
+    assert steps and all(total == -(-rows // 8) and 1 <= done <= total for done, total in steps)
+    assert steps[0][0] == 1 and all(c.epoch == 0 for c in cards)  # the first batch shows at once; no epoch is done yet
+
+
 def test_image_dataset_trains_a_cnn():
     result = train(CNN, data="digit_images", epochs=6, batch_size=32, scale=16.0, experiment="digits")
     assert result.metrics["val_accuracy"] > 0.8

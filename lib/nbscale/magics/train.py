@@ -76,7 +76,8 @@ class TrainMagics(Magics):
             return None
         live = _LiveCard()
         try:
-            result = _trainer(options)(cell, on_epoch=live.update, **options)
+            steps = {} if "workers" in options else {"on_step": live.update}  # a distributed card has per-worker steps
+            result = _trainer(options)(cell, on_epoch=live.update, **steps, **options)
         finally:
             live.clear()
         self._bind(result, args.output)
@@ -95,7 +96,7 @@ class TrainMagics(Magics):
                 job.progress, job.epochs_done = progress.line(), progress.epoch
                 live.update(progress)
 
-            extra = {"on_start": lambda run: setattr(job, "handle", run)} if "workers" in options else {}
+            extra = {"on_start": lambda run: setattr(job, "handle", run)} if "workers" in options else {"on_step": live.update}
             try:
                 result = _trainer(options)(cell, on_epoch=on_epoch, stop=job.stop, **options, **extra)
             except BaseException as exc:

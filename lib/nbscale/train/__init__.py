@@ -177,10 +177,11 @@ def _backup_dir(experiment: str, ref: str, code: str | None) -> Path:
 def train(code: str | None = None, *, data: str, label: str = "label", epochs: int = 5, batch_size: int = 128,
           validation: float = 0.2, seed: int = 42, scale: float = 1.0, experiment: str = "nbscale", resume: bool = False,
           precision: str = "auto", namespace: dict | None = None, model=None, on_epoch: Callable[[TrainProgress], None] | None = None,
-          stop: threading.Event | None = None) -> TrainResult:
+          on_step: Callable[[TrainProgress], None] | None = None, stop: threading.Event | None = None) -> TrainResult:
     """Fit the cell's model on dataset version `data`; one MLflow run per call.
 
-    `on_epoch` receives the live card after every epoch; setting `stop` ends training after the
+    `on_epoch` receives the live card after every epoch, `on_step` within an epoch (at most twice a
+    second, with the step progress); setting `stop` ends training after the
     current batch (the run is marked KILLED, its epoch backups kept for `resume=True`). `precision`:
     auto (mixed float16 on a GPU with tensor cores, else float32), mixed or float32."""
     from .. import feed
@@ -212,13 +213,19 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
         import tensorflow as tf
 
         delivered = tf.Variable(0, dtype=tf.int64, trainable=False)
-        def refresh(state: str = "training"):
-            if on_epoch:
-                card = render(title, history, epochs, speed["samples_per_s"] or None, run_id, run_url, state, where)
-                on_epoch(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
+        steps = feed.steps(train_split.rows, batch_size)
+
+        def refresh(state: str = "training", step: int | None = None):
+            listener = on_epoch if step is None else on_step
+            if listener:
+                card = render(title, history, epochs, speed["samples_per_s"] or None, run_id, run_url, state, where,
+                              (step, steps) if step is not None else None)
+                listener(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
 
         callbacks = [_epoch_callback(keras(), mlf, history, logged, speed, train_split.rows, delivered, version.ref, refresh),
                      keras().callbacks.BackupAndRestore(str(backups))]
+        if on_step is not None:
+            callbacks.append(_step_callback(keras(), refresh))
         if stop is not None:
             callbacks.append(_stop_callback(keras(), stop))
         refresh("starting")
@@ -351,6 +358,22 @@ def _log_model(mlf, model, train_split, spec) -> str:
         info = log_keras(model, example[:4])
     mlf.set_tag(MODEL_TAG, info.model_uri)  # how %register finds a run's model
     return info.model_uri
+
+
+STEP_REFRESH_S = 0.5
+
+
+def _step_callback(tfk, refresh: Callable[..., None]):
+    """The live card's step bar, redrawn at most every STEP_REFRESH_S (a redraw per batch would cost more than the batch)."""
+    class StepProgress(tfk.callbacks.Callback):
+        shown = 0.0
+
+        def on_train_batch_end(self, batch, logs=None):
+            if time.monotonic() - self.shown >= STEP_REFRESH_S:
+                self.shown = time.monotonic()
+                refresh(step=batch + 1)
+
+    return StepProgress()
 
 
 def _stop_callback(tfk, stop: threading.Event):

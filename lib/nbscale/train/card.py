@@ -27,7 +27,7 @@ def _curves(history: dict[str, list[float]], epochs: int, keys: list[str]) -> st
 
 
 def render(title: str, history: dict[str, list[float]], epochs: int, samples_per_s: float | None, run_id: str | None,
-           run_url: str | None, state: str, device: str) -> str:
+           run_url: str | None, state: str, device: str, step: tuple[int, int] | None = None) -> str:
     done = len(history.get("loss", []))
     metric_keys = [k for k in history if k not in ("loss", "val_loss") and not k.startswith("val_")]
     last = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items() if v)
@@ -38,8 +38,12 @@ def render(title: str, history: dict[str, list[float]], epochs: int, samples_per
         link = f" · MLflow run {html.escape(run_id)}" if run_id else ""
     bar = (f"<div style='background:#eee;width:260px;height:8px;display:inline-block'><div style='background:#4a90d9;height:8px;"
            f"width:{int(260 * done / max(epochs, 1))}px'></div></div>")
+    steps = ""
+    if step:  # inside an epoch: a thin bar for its steps
+        steps = (f" <div style='background:#eee;width:120px;height:4px;display:inline-block'><div style='background:#9cc3ea;height:4px;"
+                 f"width:{int(120 * step[0] / max(step[1], 1))}px'></div></div> step {step[0]}/{step[1]}")
     curves = _curves(history, epochs, ["loss", "val_loss"]) + "".join(
         _curves(history, epochs, [k, f"val_{k}"]) for k in metric_keys)
     return (f"<div class='nbscale-train' style='border:1px solid #ccc;border-radius:6px;padding:6px 10px'>"
-            f"<b>{html.escape(title)}</b> — {html.escape(state)} on {html.escape(device)}<br>{bar} epoch {done}/{epochs}{speed}{link}"
+            f"<b>{html.escape(title)}</b> — {html.escape(state)} on {html.escape(device)}<br>{bar} epoch {done}/{epochs}{steps}{speed}{link}"
             f"<div style='font-size:12px'>{html.escape(last)}</div>{curves}</div>")
