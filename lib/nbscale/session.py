@@ -340,8 +340,18 @@ HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BAC
 def experiment_id(name: str) -> str:
     """Id of the MLflow experiment `name`, created (artifacts under the data dir) when missing."""
     client = mlflow().MlflowClient()
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    remote = settings().tracking_uri.startswith(("http://", "https://", "databricks"))
-    return client.create_experiment(name, artifact_location=None if remote else f"{artifact_root()}/{name}")
+    with _creating:
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        remote = settings().tracking_uri.startswith(("http://", "https://", "databricks"))
+        try:
+            return client.create_experiment(name, artifact_location=None if remote else f"{artifact_root()}/{name}")
+        except Exception:  # noqa: BLE001 - another kernel created it first (a unique-name error): use that one
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+
+_creating = threading.Lock()  # concurrent steps of one kernel create an experiment once

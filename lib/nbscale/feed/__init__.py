@@ -14,6 +14,8 @@ import json
 import math
 import os
 import shutil
+import threading
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +103,9 @@ def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4) -> tu
     key = hashlib.sha1(json.dumps([LAYOUT, dataset.ref, validation, spec.seed, row_groups, spec.features, spec.label]).encode()).hexdigest()[:12]
     folder = Path(settings().data_dir) / "cache" / "splits" / dataset.name / f"v{dataset.version}-{key}"
     meta = folder / "split.json"
-    if not meta.is_file():
-        _write_split(dataset, spec, validation, row_groups, folder)
+    with _writing:  # trainings started side by side (a workflow's fan-out) write a split once
+        if not meta.is_file():
+            _write_split(dataset, spec, validation, row_groups, folder)
     rows = json.loads(meta.read_text())
     encoding = rows.get("encoding", "float32")
     train = Split((folder / "train").as_uri(), rows["train"], encoding)
@@ -110,6 +113,7 @@ def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4) -> tu
     return train, held
 
 
+_writing = threading.Lock()
 LAYOUT = 2  # bumped when the split's layout changes, so older cached splits are not read
 
 
@@ -118,8 +122,7 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
 
     from ..session import spark
 
-    staging = folder.with_name(folder.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = folder.with_name(f"{folder.name}.staging-{uuid.uuid4().hex[:8]}")  # another kernel may be writing too
     df = spark().read.parquet(dataset.path)
     if len(spec.features) == 1 and df.schema[spec.features[0]].dataType.typeName() == "array":
         vector = F.col(spec.features[0]).cast("array<float>")
@@ -145,8 +148,14 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
         counts.append(spark().read.parquet(str(staging / name)).count())
     info = {"train": counts[0], "validation": counts[1] if validation else 0, "encoding": encoding}
     (staging / "split.json").write_text(json.dumps(info))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.rename(staging, folder)
+    if folder.exists() and not (folder / "split.json").is_file():
+        shutil.rmtree(folder)  # left half-written by a crash
+    try:
+        os.rename(staging, folder)
+    except OSError:  # another kernel published the same split first: it is identical (seeded); keep that one
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (folder / "split.json").is_file():
+            raise
 
 
 def _packer(encoding: str, width: int, label: str):

@@ -84,11 +84,13 @@ def resolve(ref: str) -> Version:
     if not have:
         known = ", ".join(names()) or "none yet"
         raise NbscaleError(f"No dataset named {name!r} (datasets: {known}): create it with %%ingest {name}.")
-    if wanted is None:
-        return Version(name, have[-1])
-    if int(wanted) not in have:
+    if wanted is not None and int(wanted) not in have:
         raise NbscaleError(f"{name} has no version v{wanted} (versions: {', '.join(f'v{v}' for v in have)}).")
-    return Version(name, int(wanted))
+    version = Version(name, int(wanted) if wanted is not None else have[-1])
+    from ..workflow.memo import record_read  # a running %%step learns what it reads
+
+    record_read(name, version.version, pinned=wanted is not None)
+    return version
 
 
 def latest(name: str) -> Version | None:

@@ -23,6 +23,7 @@ def load(ipython) -> None:
     from .registry import RegistryMagics
     from .serving import ServingMagics
     from .train import TrainMagics
+    from .workflow import WorkflowMagics
 
     # tf-keras (Keras 2) is the one Keras that trains single-node and under TF's multi-worker
     # strategies; TensorFlow reads this once, at its own import, so set it before any import.
@@ -40,6 +41,7 @@ def load(ipython) -> None:
     ipython.register_magics(JobsMagics)
     ipython.register_magics(RegistryMagics)
     ipython.register_magics(ServingMagics)
+    ipython.register_magics(WorkflowMagics)
     ipython.set_custom_exc((NbscaleError,), _one_line_error)
 
 

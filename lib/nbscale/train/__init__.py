@@ -31,6 +31,15 @@ def keras():
     """The Keras nbscale trains with: tf-keras (Keras 2)."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _importing:  # steps training side by side must not interleave the fd redirection below
+        _import_quietly()
+    return sys.modules["tf_keras"]
+
+
+_importing = threading.Lock()
+
+
+def _import_quietly() -> None:
     if "tf_keras" not in sys.modules:
         from ..session import native_output_to
 
@@ -39,7 +48,6 @@ def keras():
             import tf_keras  # noqa: F401
 
             tf.config.list_physical_devices("GPU")  # the CUDA probe logs an error where there is no GPU
-    return sys.modules["tf_keras"]
 
 
 def accelerator() -> tuple[str, bool]:
@@ -311,6 +319,9 @@ def _one_line(exc: BaseException) -> BaseException:
     return NbscaleError(f"Training failed: {first_useful_line(text)}")
 
 
+_logging_inputs = threading.Lock()
+
+
 def _log_params(mlf, model, version, spec, epochs, validation, train_split, val_split) -> None:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -328,7 +339,9 @@ def _log_params(mlf, model, version, spec, epochs, validation, train_split, val_
     with warnings.catch_warnings():  # two equivalent local sources are registered; either is right
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(Path(version.path).as_uri())
-    mlf.log_input(MetaDataset(source, name=version.ref, digest=hashlib.sha1(version.ref.encode()).hexdigest()[:8]), context="training")
+    dataset = MetaDataset(source, name=version.ref, digest=hashlib.sha1(version.ref.encode()).hexdigest()[:8])
+    with _logging_inputs:  # the store inserts a dataset row once: side-by-side trainings would collide on it
+        mlf.log_input(dataset, context="training")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,51 @@
+"""`%%step` and `%pipeline`: a workflow of cells with dependencies and memoization."""
+from __future__ import annotations
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+
+@magics_class
+class WorkflowMagics(Magics):
+    def _runner(self):
+        shell = self.shell
+
+        def run(code: str, namespace: dict) -> None:
+            # IPython syntax (%ingest ..., a leading %%train) becomes Python the way a cell's would.
+            exec(compile(shell.transform_cell(code), "<%%step>", "exec"), namespace)  # noqa: S102 - the user's cell
+
+        return run
+
+    @magic_arguments()
+    @argument("name", help="The step's name, e.g. train_cnn.")
+    @argument("--after", default="", help="Comma-separated upstream steps this one waits for (fan-in).")
+    @argument("--memo", action="store_true", help="Skip the step when its code, upstream steps and dataset versions are unchanged.")
+    @argument("--sync", action="store_true", help="In %%pipeline run: run alone, not beside other steps (default: async, concurrent).")
+    @argument("--define-only", action="store_true", help="Define the step without running it (%%pipeline run runs it).")
+    @cell_magic
+    def step(self, line, cell):
+        """A workflow step: the cell runs now (or its memo restores its variables) and joins the DAG %pipeline runs."""
+        from .. import workflow
+
+        args = parse_argstring(self.step, line)
+        step = workflow.define(args.name, cell, [a.strip() for a in args.after.split(",")], memo=args.memo, sync=args.sync)
+        if not args.define_only:
+            workflow.run_step(step.name, self.shell.user_ns, self._runner())
+        print(step.line())
+
+    @magic_arguments()
+    @argument("action", nargs="?", default="show", choices=["show", "run", "reset"])
+    @argument("--forget-memo", action="store_true", help="With reset: also delete the steps' memo records.")
+    @line_magic
+    def pipeline(self, line):
+        """%pipeline show: the DAG and each step's state; %pipeline run: run it (independent steps at once); %pipeline reset."""
+        from .. import workflow
+        from ..workflow.view import PipelineView
+
+        args = parse_argstring(self.pipeline, line)
+        if args.action == "run":
+            return workflow.run(self.shell.user_ns, self._runner())
+        if args.action == "reset":
+            print(workflow.reset(args.forget_memo))
+            return None
+        return PipelineView(workflow.steps())

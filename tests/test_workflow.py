@@ -1,0 +1,137 @@
+"""Workflows: %%step fan-out/fan-in, sync/async steps, memoization that follows dataset versions and
+survives a kernel restart, failures that keep upstream results (real Spark, real MLflow, real kernels)."""
+import os
+
+import pytest
+
+from nbscale import workflow
+from nbscale.errors import NbscaleError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def fresh(tmp_path):
+    from nbscale.config import settings
+
+    cfg = settings()
+    saved = cfg.data_dir
+    cfg.data_dir = str(tmp_path / "data")
+    workflow.reset()
+    yield
+    workflow.reset()
+    cfg.data_dir = saved
+
+
+def overlap(a, b) -> bool:
+    return a.started < b.ended and b.started < a.ended
+
+
+def test_fan_out_runs_concurrently_and_fan_in_waits_for_all():
+    workflow.define("source", "x = 10")
+    for k in range(3):
+        workflow.define(f"variant{k}", f"import time\ntime.sleep(1.5)\nv{k} = x + {k}", after=["source"])
+    workflow.define("select", "best = max(v0, v1, v2)", after=["variant0", "variant1", "variant2"])
+    namespace = {}
+    view = workflow.run(namespace)
+    steps = {s.name: s for s in workflow.steps()}
+    assert [s.state for s in steps.values()] == ["done"] * 5 and namespace["best"] == 12
+    variants = [steps[f"variant{k}"] for k in range(3)]
+    assert all(overlap(a, b) for a in variants for b in variants if a is not b)  # measured overlap, not just threads
+    assert steps["select"].started >= max(v.ended for v in variants)
+    assert [v.outputs for v in variants] == [["v0"], ["v1"], ["v2"]]  # each its own, though they shared the namespace
+    assert "<svg" in view._repr_html_() and "variant2 [done] after source" in repr(view)
+
+
+def test_a_sync_step_runs_alone():
+    workflow.define("slow_a", "import time\ntime.sleep(1.0)")
+    workflow.define("alone", "import time\ntime.sleep(0.5)", sync=True)
+    workflow.define("slow_b", "import time\ntime.sleep(1.0)")
+    workflow.run({})
+    steps = {s.name: s for s in workflow.steps()}
+    assert not overlap(steps["alone"], steps["slow_a"]) and not overlap(steps["alone"], steps["slow_b"])
+
+
+def test_memo_hits_when_nothing_changed_and_restores_the_outputs():
+    workflow.define("make", "import time\ntime.sleep(0.5)\ntable = {'a': 1}", memo=True)
+    workflow.define("use", "total = sum(table.values()) + 1", after=["make"], memo=True)
+    first = {}
+    workflow.run(first)
+    assert [s.state for s in workflow.steps()] == ["done", "done"]
+    again = {}  # a new namespace: what a restarted kernel has
+    workflow.run(again)
+    assert [s.state for s in workflow.steps()] == ["memo-hit", "memo-hit"] and again == {"table": {"a": 1}, "total": 2}
+    import nbscale
+
+    tracked = nbscale.session.mlflow().search_runs(experiment_names=["nbscale-workflow"], filter_string="tags.`nbscale.step` = 'make'")
+    assert list(tracked["tags.nbscale.memo_key"]) == [workflow.steps()[0].key]  # executions are runs; memo hits add none
+    workflow.define("use", "total = sum(table.values()) + 100", after=["make"], memo=True)  # its code changed
+    workflow.run(again)
+    assert [s.state for s in workflow.steps()] == ["memo-hit", "done"] and again["total"] == 101
+
+
+def test_a_new_dataset_version_reruns_exactly_the_steps_downstream(tmp_path):
+    from nbscale.ingest import ingest
+
+    source = tmp_path / "nums.csv"
+    source.write_text("n\n1\n2\n3\n")
+    ingest("nums", str(source))
+    workflow.define("count", "from nbscale.ingest import dataset\nrows = dataset('nums').df.count()", memo=True)
+    workflow.define("other", "constant = 7", memo=True)
+    workflow.define("report", "summary = f'{rows} rows'", after=["count"], memo=True)
+    namespace = {}
+    workflow.run(namespace)
+    assert namespace["summary"] == "3 rows"
+    workflow.run(namespace)
+    assert {s.name: s.state for s in workflow.steps()} == {"count": "memo-hit", "other": "memo-hit", "report": "memo-hit"}
+    source.write_text("n\n1\n2\n3\n4\n")
+    ingest("nums", str(source))  # nums@v2
+    workflow.run(namespace)
+    assert {s.name: s.state for s in workflow.steps()} == {"count": "done", "other": "memo-hit", "report": "done"}
+    assert namespace["summary"] == "4 rows"
+
+
+def test_a_failing_step_skips_downstream_and_keeps_upstream_results():
+    workflow.define("load", "data = [1, 2, 3]")
+    workflow.define("broken", "result = data[10]", after=["load"])
+    workflow.define("after_broken", "final = result", after=["broken"])
+    workflow.define("beside", "size = len(data)", after=["load"])
+    namespace = {}
+    view = workflow.run(namespace)
+    states = {s.name: s.state for s in workflow.steps()}
+    assert states == {"load": "done", "broken": "failed", "after_broken": "skipped", "beside": "done"}
+    assert namespace["data"] == [1, 2, 3] and namespace["size"] == 3 and "final" not in namespace
+    assert view.failed == ["broken"] and "broken [failed] after load" in repr(view) and "list index out of range" in repr(view)
+
+
+def test_an_output_that_cannot_be_pickled_is_said_and_the_step_reruns():
+    workflow.define("lock", "import threading\nguard = threading.Lock()", memo=True)
+    workflow.run({})
+    assert "memo cannot keep guard" in workflow.steps()[0].note
+    workflow.run({})
+    assert workflow.steps()[0].state == "done"
+
+
+def test_bad_definitions_are_one_line():
+    with pytest.raises(NbscaleError, match=r"^Step train runs after ingest, which is not defined before it"):
+        workflow.define("train", "x = 1", after=["ingest"])
+    workflow.define("ingest", "x = 1")
+    workflow.define("train", "y = x", after=["ingest"])
+    with pytest.raises(NbscaleError, match=r"^Step train runs after ingest \(pending\): run those first"):
+        workflow.run_step("train", {})
+    with pytest.raises(NbscaleError, match="^Step name 'a b' is not usable"):
+        workflow.define("a b", "")
+
+
+def test_step_magics_and_memo_across_a_kernel_restart(tmp_path):
+    from kernel_client import Kernel
+
+    env = dict(os.environ, NBSCALE_DATA_DIR=str(tmp_path / "kernel-data"))
+    cell = "%%step squares --memo\nimport time\ntime.sleep(1)\nsquares = [i * i for i in range(5)]"
+    for expected in ("squares [done]", "squares [memo-hit]: unchanged, skipped; restored squares"):
+        with Kernel("nbscale-local", env=env) as kernel:
+            ran = kernel.run(f"%load_ext nbscale\nget_ipython().run_cell({cell!r})\nprint(squares)")
+            assert ran.status == "ok", ran.text()
+            assert expected in ran.text() and "[0, 1, 4, 9, 16]" in ran.text()
+            shown = kernel.run("%pipeline show")
+            assert "squares [" in shown.text()
