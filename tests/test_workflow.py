@@ -135,3 +135,45 @@ def test_step_magics_and_memo_across_a_kernel_restart(tmp_path):
             assert expected in ran.text() and "[0, 1, 4, 9, 16]" in ran.text()
             shown = kernel.run("%pipeline show")
             assert "squares [" in shown.text()
+
+
+SEARCH = """
+def build_model(hp):
+    units = hp.suggest_int("units", 4, 64, log=True)
+    rate = hp.suggest_float("rate", 1e-3, 3e-2, log=True)
+    model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(units, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+"""
+
+
+@pytest.mark.timeout(900)
+def test_tune_runs_trials_as_spark_tasks_under_one_parent_and_selects_the_best(ip):
+    import nbscale
+    from nbscale.ingest import ingest
+
+    ingest("digits", "nbscale:digits", label="label")
+    result = ip.run_cell_magic("tune", "--data digits --trials 6 --parallel 2 --epochs 2 --scale 16 --experiment search "
+                                       "--register digits-tuned --alias champion -o search", SEARCH)
+    assert ip.user_ns["search"] is result and len(result.trials) == 6
+    assert [t.state for t in result.trials] == ["done"] * 6 and len({str(t.params) for t in result.trials}) == 6
+    best = result.best
+    assert best.value == max(t.value for t in result.trials) and best.value > 0.5
+    client = nbscale.session.mlflow().MlflowClient()
+    children = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+    assert sorted(r.info.run_id for r in children) == sorted(t.run_id for t in result.trials)
+    assert all(r.info.status == "FINISHED" and r.data.params["data"] == "digits@v1" for r in children)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["nbscale.best_run_id"] == best.run_id
+    assert "digits-tuned v1" in result.registered and "@champion" in result.registered
+    assert "<table>" in result._repr_html_() and f"trial {best.number}" in result._repr_html_()
+
+
+def test_a_tune_cell_without_build_model_is_one_line(ip):
+    from nbscale.ingest import ingest
+
+    ingest("digits", "nbscale:digits", label="label")
+    with pytest.raises(NbscaleError, match=r"^The %%tune cell must define build_model\(hp\)"):
+        ip.run_cell_magic("tune", "--data digits --trials 2", "model = None")

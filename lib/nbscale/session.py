@@ -326,15 +326,17 @@ def mlflow():
     import mlflow as _mlflow
 
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # schema set-up chatter
-    for name, value in HTTP_RETRIES.items():  # MLflow's own default retries a dead server for minutes
+    for name, value in MLFLOW_ENV.items():  # the user's own settings of these win
         os.environ.setdefault(name, value)
     _mlflow.set_tracking_uri(uri)
     return _mlflow
 
 
-# A tracking server that stops answering fails a call in seconds, not after 7 retries with backoff.
-HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+# A tracking server that stops answering fails a call in seconds (MLflow's default: 7 retries with backoff).
+MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+              # With tqdm installed (Optuna brings it) MLflow draws a progress widget per artifact download.
+              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def experiment_id(name: str) -> str:

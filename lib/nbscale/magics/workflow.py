@@ -49,3 +49,39 @@ class WorkflowMagics(Magics):
             print(workflow.reset(args.forget_memo))
             return None
         return PipelineView(workflow.steps())
+
+    @magic_arguments()
+    @argument("--data", required=True, help="Dataset version the trials train on.")
+    @argument("--trials", type=int, default=6)
+    @argument("--parallel", type=int, default=2, help="Trials trained at once, as tasks of one Spark job.")
+    @argument("--metric", default="val_accuracy", help="What the search optimises (a metric every trial logs).")
+    @argument("--lowest", action="store_true", help="Lower is better (e.g. val_loss).")
+    @argument("--label", default="label")
+    @argument("--epochs", type=int, default=3)
+    @argument("--batch-size", type=int, default=64)
+    @argument("--validation", type=float, default=0.2)
+    @argument("--seed", type=int, default=42, help="Seeds the sampler and the split.")
+    @argument("--scale", type=float, default=1.0)
+    @argument("--experiment", default="nbscale-tune", help="MLflow experiment: one parent run, a child run per trial.")
+    @argument("--register", metavar="NAME", help="Register the best trial's model under NAME.")
+    @argument("--alias", help="With --register: point this alias at it.")
+    @argument("-o", "--output", metavar="VAR", help="Bind the search result (.best, .trials) to VAR.")
+    @cell_magic
+    def tune(self, line, cell):
+        """Hyperparameter search on Spark: the cell defines build_model(hp) asking hp.suggest_int/float/categorical."""
+        from ..widgets.placeholder import Placeholder
+        from ..workflow.tune import tune
+
+        args = parse_argstring(self.tune, line)
+        live = Placeholder()
+        try:
+            result = tune(cell, data=args.data, trials=args.trials, parallel=args.parallel, metric=args.metric, lowest=args.lowest,
+                          label=args.label, epochs=args.epochs, batch_size=args.batch_size, validation=args.validation, seed=args.seed,
+                          scale=args.scale, experiment=args.experiment, register=args.register, alias=args.alias,
+                          namespace=dict(self.shell.user_ns),
+                          on_round=lambda r: live.show({"text/html": r._repr_html_(), "text/plain": repr(r)}))
+        finally:
+            live.clear()
+        if args.output:
+            self.shell.user_ns[args.output] = result
+        return result

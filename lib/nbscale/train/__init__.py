@@ -185,11 +185,13 @@ def _backup_dir(experiment: str, ref: str, code: str | None) -> Path:
 def train(code: str | None = None, *, data: str, label: str = "label", epochs: int = 5, batch_size: int = 128,
           validation: float = 0.2, seed: int = 42, scale: float = 1.0, experiment: str = "nbscale", resume: bool = False,
           precision: str = "auto", namespace: dict | None = None, model=None, on_epoch: Callable[[TrainProgress], None] | None = None,
-          on_step: Callable[[TrainProgress], None] | None = None, stop: threading.Event | None = None) -> TrainResult:
+          on_step: Callable[[TrainProgress], None] | None = None, stop: threading.Event | None = None,
+          parent_run_id: str | None = None, run_name: str | None = None) -> TrainResult:
     """Fit the cell's model on dataset version `data`; one MLflow run per call.
 
     `on_epoch` receives the live card after every epoch, `on_step` within an epoch (at most twice a
-    second, with the step progress); setting `stop` ends training after the
+    second, with the step progress); `parent_run_id` makes the run a child (a %%tune trial, `run_name`);
+    setting `stop` ends training after the
     current batch (the run is marked KILLED, its epoch backups kept for `resume=True`). `precision`:
     auto (mixed float16 on a GPU with tensor cores, else float32), mixed or float32."""
     from .. import feed
@@ -203,12 +205,13 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
     built = _build_model(code, namespace, model, seed, precision_policy(precision))
     train_split, val_split = feed.split(version, spec, validation)
     _check_shapes(built, spec, train_split.rows)
-    backups = _backup_dir(experiment, version.ref, code)
+    backups = _backup_dir(experiment, version.ref, f"{code}|{parent_run_id}|{run_name}")
     if not resume:
         shutil.rmtree(backups, ignore_errors=True)
 
     mlf = mlflow()
-    run, history, logged = open_run(mlf, experiment, f"{version.ref} {time.strftime('%H:%M:%S')}", backups, resume)
+    run, history, logged = open_run(mlf, experiment, run_name or f"{version.ref} {time.strftime('%H:%M:%S')}", backups, resume,
+                                    parent_run_id)
     run_id = run.info.run_id
     uri = settings().tracking_uri
     run_url = f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}" if uri.startswith("http") else None
@@ -259,7 +262,7 @@ BACKUP_TAG = "nbscale.backup_key"
 MODEL_TAG = "nbscale.model_uri"
 
 
-def open_run(mlf, experiment: str, name: str, backups: Path, resume: bool):
+def open_run(mlf, experiment: str, name: str, backups: Path, resume: bool, parent_run_id: str | None = None):
     """(active run, history so far, epochs already logged). With `resume` and backups left by an
     interrupted or failed run of the same cell and data, that run is reopened and continues."""
     from ..session import experiment_id
@@ -280,7 +283,7 @@ def open_run(mlf, experiment: str, name: str, backups: Path, resume: bool):
                     history[metric] = [m.value for m in points]
                 logged.update(m.step for m in points)
             return run, history, logged
-    return mlf.start_run(experiment_id=exp, run_name=name, tags={BACKUP_TAG: key}), {}, set()
+    return mlf.start_run(experiment_id=exp, run_name=name, tags={BACKUP_TAG: key}, parent_run_id=parent_run_id), {}, set()
 
 
 def _end_run(mlf, status: str) -> None:

@@ -1,0 +1,193 @@
+"""`%%tune`: a hyperparameter search whose trials are Spark tasks.
+
+The cell defines `build_model(hp)`, asking `hp` for values the way Optuna's trials do
+(`hp.suggest_int("units", 8, 64, log=True)`). The driver owns the Optuna study (TPE sampler, seeded) and
+works in rounds of `parallel` trials with ask/tell: it asks, runs `build_model` on each trial to sample
+its values (and to check the model builds), then one Spark job trains the round — each task replays
+its trial's values with `optuna.trial.FixedTrial` and trains through `nbscale.train.train`, so every
+trial is an ordinary nbscale run (Petastorm feed, checked epochs, its model logged), a child run of the
+search's parent run. The driver tells the study each result and redraws the trials table."""
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import NbscaleError
+
+
+@dataclass
+class Trial:
+    number: int
+    params: dict
+    state: str = "waiting"  # waiting, running, done, failed
+    value: float | None = None
+    run_id: str = ""
+    error: str = ""
+
+
+@dataclass
+class TuneResult:
+    metric: str
+    lowest: bool
+    trials: list[Trial]
+    parent_run_id: str
+    note: str = ""
+    seconds: float = 0.0
+    registered: str = ""
+    history: list = field(default_factory=list)
+
+    @property
+    def best(self) -> Trial | None:
+        done = [t for t in self.trials if t.state == "done" and t.value is not None]
+        return (min if self.lowest else max)(done, key=lambda t: t.value) if done else None
+
+    def _repr_html_(self) -> str:
+        best = self.best
+        keys = sorted({k for t in self.trials for k in t.params})
+        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in ["trial", *keys, self.metric, "state", "run"])
+        rows = []
+        for t in self.trials:
+            mark = " style='background:#e8f5e9;font-weight:bold'" if best is t else ""
+            cells = [str(t.number), *[_fmt(t.params.get(k)) for k in keys], _fmt(t.value), t.state + (f": {t.error}" if t.error else ""),
+                     t.run_id[:8]]
+            rows.append(f"<tr{mark}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        summary = f"best {self.metric} {best.value:.4f} (trial {best.number})" if best else "no finished trial yet"
+        extra = f" · {html.escape(self.registered)}" if self.registered else ""
+        return (f"<div class='nbscale-tune' style='border:1px solid #ccc;border-radius:6px;padding:6px 10px'><b>%%tune</b> — {summary}"
+                f"{extra}<br><span style='font-size:11px'>{html.escape(self.note)}</span><table><tr>{head}</tr>{''.join(rows)}</table></div>")
+
+    def __repr__(self) -> str:
+        best = self.best
+        lines = [f"trial {t.number} {t.params} -> {_fmt(t.value)} [{t.state}]" for t in self.trials]
+        lines.append(f"best: trial {best.number}, {self.metric} {best.value:.4f}" if best else "best: none")
+        return "\n".join(lines + ([self.registered] if self.registered else []))
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _build(code: str, namespace: dict, hp):
+    """The cell's `build_model(hp)`, checked like %%train's model."""
+    from ..train import _build_model, keras
+
+    scope = {**(namespace or {}), "keras": keras()}
+    exec(compile(code, "<%%tune cell>", "exec"), scope)  # noqa: S102 - the user's own cell
+    if not callable(scope.get("build_model")):
+        raise NbscaleError("The %%tune cell must define build_model(hp): ask hp for values, e.g. units = hp.suggest_int('units', 8, 64).")
+    return _build_model(None, None, scope["build_model"](hp), 0)
+
+
+def _run_trial(payload: dict) -> dict:
+    """One trial, in a Spark task: replay its values, train as an ordinary child run."""
+    import os
+
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import cloudpickle
+    import optuna
+
+    from ..config import settings
+    from ..train import train
+
+    cfg = settings()
+    cfg.data_dir, cfg.tracking_uri = payload["data_dir"], payload["tracking_uri"]
+    try:
+        namespace = cloudpickle.loads(payload["namespace"])
+        model = _build(payload["code"], namespace, optuna.trial.FixedTrial(payload["params"]))
+        result = train(None, model=model, data=payload["data"], label=payload["label"], epochs=payload["epochs"],
+                       batch_size=payload["batch_size"], validation=payload["validation"], seed=payload["seed"], scale=payload["scale"],
+                       experiment=payload["experiment"], parent_run_id=payload["parent"], run_name=f"trial {payload['number']}")
+        value = result.metrics.get(payload["metric"])
+        if value is None:
+            return {"number": payload["number"], "error": f"no metric {payload['metric']!r} (it logged {', '.join(result.metrics)})",
+                    "run_id": result.run_id}
+        return {"number": payload["number"], "value": float(value), "run_id": result.run_id}
+    except Exception as exc:  # noqa: BLE001 - a failed trial is a result, not the end of the search
+        return {"number": payload["number"], "error": str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}
+
+
+def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: str = "val_accuracy", lowest: bool = False,
+         label: str = "label", epochs: int = 3, batch_size: int = 64, validation: float = 0.2, seed: int = 42, scale: float = 1.0,
+         experiment: str = "nbscale-tune", register: str | None = None, alias: str | None = None, namespace: dict | None = None,
+         on_round: Callable[[TuneResult], None] | None = None) -> TuneResult:
+    """Search `trials` hyperparameter sets of the cell's build_model(hp), `parallel` at a time as Spark tasks."""
+    import logging
+
+    import optuna
+
+    from .. import feed
+    from ..config import settings
+    from ..distributed.shipping import capture
+    from ..ingest import dataset
+    from ..session import experiment_id, mlflow, spark
+
+    if trials < 1 or parallel < 1:
+        raise NbscaleError(f"--trials {trials} and --parallel {parallel} must be 1 or more.")
+    version = dataset(data)
+    spec = feed.spec_for(version, label, batch_size, scale, seed)
+    feed.split(version, spec, validation)  # written once here, so the tasks only read it
+    shipped = capture(code, namespace)
+    optuna.logging.set_verbosity(logging.WARNING)
+    study = optuna.create_study(direction="minimize" if lowest else "maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    mlf = mlflow()
+    parent = mlf.MlflowClient().create_run(experiment_id(experiment), run_name=f"%%tune {version.ref}",
+                                           tags={"nbscale.search": "optuna-tpe"}).info.run_id
+    result = TuneResult(metric, lowest, [], parent, note=f"Optuna TPE (seed {seed}) · {parallel} trials at a time as Spark tasks · {version.ref}")
+    sc = spark().sparkContext
+    started = time.time()
+    try:
+        while len(result.trials) < trials:
+            asked = [study.ask() for _ in range(min(parallel, trials - len(result.trials)))]
+            for trial in asked:
+                _build(code, namespace, trial)  # samples its values here; a broken cell fails before any task starts
+                result.trials.append(Trial(trial.number, dict(trial.params), "running"))
+            payloads = [{"number": t.number, "params": t.params, "code": code, "namespace": shipped, "data": version.ref, "label": label,
+                         "epochs": epochs, "batch_size": batch_size, "validation": validation, "seed": seed, "scale": scale,
+                         "experiment": experiment, "parent": parent, "metric": metric, "data_dir": settings().data_dir,
+                         "tracking_uri": settings().tracking_uri} for t in asked]
+            if on_round:
+                on_round(result)
+            sc.setJobGroup(f"nbscale-tune-{parent[:8]}", f"%%tune trials {payloads[0]['number']}-{payloads[-1]['number']}", True)
+            try:
+                answers = sc.parallelize(payloads, len(payloads)).map(_run_trial).collect()
+            except KeyboardInterrupt:
+                sc.cancelJobGroup(f"nbscale-tune-{parent[:8]}")
+                raise
+            finally:
+                sc.setJobGroup("", "", False)
+            by_number = {t.number: t for t in result.trials}
+            for trial, answer in zip(asked, answers):
+                entry = by_number[answer["number"]]
+                entry.run_id = answer.get("run_id", "")
+                if "value" in answer:
+                    entry.state, entry.value = "done", answer["value"]
+                    study.tell(trial, answer["value"])
+                else:
+                    entry.state, entry.error = "failed", answer["error"]
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if on_round:
+                on_round(result)
+    except BaseException as exc:
+        mlf.MlflowClient().set_terminated(parent, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    result.seconds = time.time() - started
+    client = mlf.MlflowClient()
+    best = result.best
+    if best:
+        for key, value in best.params.items():
+            client.log_param(parent, f"best_{key}", value)
+        client.log_metric(parent, f"best_{metric}", best.value)
+        client.set_tag(parent, "nbscale.best_run_id", best.run_id)
+    client.set_terminated(parent, "FINISHED" if best else "FAILED")
+    if best is None:
+        raise NbscaleError(f"Every trial failed (first: {result.trials[0].error}); see the child runs of MLflow run {parent}.")
+    if register:
+        from ..registry import register as register_model
+
+        card = register_model(register, run_id=best.run_id, alias=alias)
+        result.registered = card.note
+    return result
