@@ -71,10 +71,11 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _build(code: str, namespace: dict, hp):
-    """The cell's `build_model(hp)`, checked like %%train's model."""
+def _build(code: str, namespace: dict, hp, seed: int):
+    """The cell's `build_model(hp)`, checked like %%train's model; the same seed gives the same initial weights."""
     from ..train import _build_model, keras
 
+    keras().utils.set_random_seed(seed)
     scope = {**(namespace or {}), "keras": keras()}
     exec(compile(code, "<%%tune cell>", "exec"), scope)  # noqa: S102 - the user's own cell
     if not callable(scope.get("build_model")):
@@ -97,7 +98,7 @@ def _run_trial(payload: dict) -> dict:
     cfg.data_dir, cfg.tracking_uri = payload["data_dir"], payload["tracking_uri"]
     try:
         namespace = cloudpickle.loads(payload["namespace"])
-        model = _build(payload["code"], namespace, optuna.trial.FixedTrial(payload["params"]))
+        model = _build(payload["code"], namespace, optuna.trial.FixedTrial(payload["params"]), payload["seed"])
         result = train(None, model=model, data=payload["data"], label=payload["label"], epochs=payload["epochs"],
                        batch_size=payload["batch_size"], validation=payload["validation"], seed=payload["seed"], scale=payload["scale"],
                        experiment=payload["experiment"], parent_run_id=payload["parent"], run_name=f"trial {payload['number']}")
@@ -143,7 +144,7 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
         while len(result.trials) < trials:
             asked = [study.ask() for _ in range(min(parallel, trials - len(result.trials)))]
             for trial in asked:
-                _build(code, namespace, trial)  # samples its values here; a broken cell fails before any task starts
+                _build(code, namespace, trial, seed)  # samples its values here; a broken cell fails before any task starts
                 result.trials.append(Trial(trial.number, dict(trial.params), "running"))
             payloads = [{"number": t.number, "params": t.params, "code": code, "namespace": shipped, "data": version.ref, "label": label,
                          "epochs": epochs, "batch_size": batch_size, "validation": validation, "seed": seed, "scale": scale,
