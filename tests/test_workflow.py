@@ -43,6 +43,28 @@ def test_fan_out_runs_concurrently_and_fan_in_waits_for_all():
     assert "<svg" in view._repr_html_() and "variant2 [done] after source" in repr(view)
 
 
+def test_side_by_side_trainings_leave_stdout_and_loggers_as_they_were(tmp_path, capsys):
+    import logging
+    import sys
+
+    from nbscale.ingest import ingest
+
+    ingest("digits", "nbscale:digits", label="label")
+    import mlflow  # noqa: F401 - it sets its own logger's level when imported
+
+    stdout, level = sys.stdout, logging.getLogger("mlflow").level
+    code = ("from nbscale.train import train\nfit{k} = train('model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(10, "
+            "activation=\"softmax\")])\\nmodel.compile(optimizer=\"adam\", loss=\"sparse_categorical_crossentropy\")', data='digits', "
+            "epochs=1, scale=16.0, experiment='side-by-side')")
+    for k in range(3):
+        workflow.define(f"fit{k}", code.format(k=k))
+    view = workflow.run({})
+    assert not view.failed, repr(view)
+    assert sys.stdout is stdout and logging.getLogger("mlflow").level == level  # each step's quieting was undone
+    print("still visible")
+    assert "still visible" in capsys.readouterr().out
+
+
 def test_a_sync_step_runs_alone():
     workflow.define("slow_a", "import time\ntime.sleep(1.0)")
     workflow.define("alone", "import time\ntime.sleep(0.5)", sync=True)

@@ -80,8 +80,6 @@ def best_run(experiment: str, metric: str, lowest: bool = False):
 def register(name: str, *, run_id: str | None = None, best: str | None = None, experiment: str = "nbscale", alias: str | None = None,
              lowest: bool = False) -> ModelsCard:
     """Register the model of run `run_id`, or of the best run of `experiment` by metric `best`."""
-    import contextlib
-    import io
 
     import mlflow
 
@@ -102,7 +100,7 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
     if not uri:
         raise NbscaleError(f"Run {run.info.run_id} has no model logged by nbscale (it {run.info.status.lower()}): register a finished %%train run.")
     # MLflow prints "Successfully registered model ..." itself; the card says it once.
-    with quiet_loggers("mlflow"), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with quiet_loggers("mlflow", output=True):
         version = mlflow.register_model(uri, name, tags={"nbscale.run_id": run.info.run_id, "nbscale.data": run.data.params.get("data", "")})
     followed = ""
     if alias:

@@ -177,6 +177,27 @@ def _check_shapes(model, spec, train_rows: int) -> None:
         raise NbscaleError(f"--batch-size {spec.batch_size} is larger than the {train_rows} training rows of {spec.ref}: use a smaller batch.")
 
 
+_claims_lock = threading.Lock()
+_claimed: set[Path] = set()
+
+
+def _claim(base: Path) -> Path:
+    """The backup folder for one training: `base` unless a training of this kernel is using it (the same
+    cell started twice side by side), then base-2, base-3, ...; their checkpoints would collide."""
+    with _claims_lock:
+        candidate, n = base, 1
+        while candidate in _claimed:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+        _claimed.add(candidate)
+        return candidate
+
+
+def _release(backups: Path) -> None:
+    with _claims_lock:
+        _claimed.discard(backups)
+
+
 def _backup_dir(experiment: str, ref: str, code: str | None) -> Path:
     key = hashlib.sha1(f"{experiment}|{ref}|{code}".encode()).hexdigest()[:12]
     return Path(settings().data_dir) / "checkpoints" / experiment / key
@@ -205,57 +226,60 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
     built = _build_model(code, namespace, model, seed, precision_policy(precision))
     train_split, val_split = feed.split(version, spec, validation)
     _check_shapes(built, spec, train_split.rows)
-    backups = _backup_dir(experiment, version.ref, f"{code}|{parent_run_id}|{run_name}")
-    if not resume:
-        shutil.rmtree(backups, ignore_errors=True)
-
-    mlf = mlflow()
-    run, history, logged = open_run(mlf, experiment, run_name or f"{version.ref} {time.strftime('%H:%M:%S')}", backups, resume,
-                                    parent_run_id)
-    run_id = run.info.run_id
-    uri = settings().tracking_uri
-    run_url = f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}" if uri.startswith("http") else None
-    title = f"%%train {version.ref}"
-    where = f"{device()} · {built.dtype_policy.name}"
-    speed = {"samples_per_s": 0.0}
+    backups = _claim(_backup_dir(experiment, version.ref, f"{code}|{parent_run_id}|{run_name}"))
     try:
-        if not logged:  # a reopened run has its parameters already
-            _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
-        import tensorflow as tf
+        if not resume:
+            shutil.rmtree(backups, ignore_errors=True)
 
-        delivered = tf.Variable(0, dtype=tf.int64, trainable=False)
-        steps = feed.steps(train_split.rows, batch_size)
+        mlf = mlflow()
+        run, history, logged = open_run(mlf, experiment, run_name or f"{version.ref} {time.strftime('%H:%M:%S')}", backups, resume,
+                                        parent_run_id)
+        run_id = run.info.run_id
+        uri = settings().tracking_uri
+        run_url = f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}" if uri.startswith("http") else None
+        title = f"%%train {version.ref}"
+        where = f"{device()} · {built.dtype_policy.name}"
+        speed = {"samples_per_s": 0.0}
+        try:
+            if not logged:  # a reopened run has its parameters already
+                _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
+            import tensorflow as tf
 
-        def refresh(state: str = "training", step: int | None = None):
-            listener = on_epoch if step is None else on_step
-            if listener:
-                card = render(title, history, epochs, speed["samples_per_s"] or None, run_id, run_url, state, where,
-                              (step, steps) if step is not None else None)
-                listener(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
+            delivered = tf.Variable(0, dtype=tf.int64, trainable=False)
+            steps = feed.steps(train_split.rows, batch_size)
 
-        callbacks = [_epoch_callback(keras(), mlf, history, logged, speed, train_split.rows, delivered, version.ref, refresh),
-                     keras().callbacks.BackupAndRestore(str(backups))]
-        if on_step is not None:
-            callbacks.append(_step_callback(keras(), refresh))
-        if stop is not None:
-            callbacks.append(_stop_callback(keras(), stop))
-        refresh("starting")
-        built.fit(feed.tf_dataset(train_split, spec, shuffle=True, counter=delivered), epochs=epochs, verbose=0, callbacks=callbacks,
-                  validation_data=feed.tf_dataset(val_split, spec, shuffle=False) if val_split else None)
-        if stop is not None and stop.is_set():
-            raise TrainingCancelled(f"Training on {version.ref} was cancelled after {len(history.get('loss', []))} of {epochs} "
-                                    "epochs; its MLflow run is marked KILLED. Run the cell again with --resume to continue.")
-        model_uri = _log_model(mlf, built, train_split, spec)
-    except (KeyboardInterrupt, TrainingCancelled):
-        _end_run(mlf, "KILLED")
-        raise
-    except BaseException as exc:
-        kept = keep_if_unlogged(exc, built, run_id)
-        _end_run(mlf, "FAILED")
-        raise (kept or _one_line(exc)) from None
-    mlf.end_run("FINISHED")
-    shutil.rmtree(backups, ignore_errors=True)
-    return TrainResult(title, run_id, run_url, experiment, version.ref, epochs, history, speed["samples_per_s"], where, built, model_uri)
+            def refresh(state: str = "training", step: int | None = None):
+                listener = on_epoch if step is None else on_step
+                if listener:
+                    card = render(title, history, epochs, speed["samples_per_s"] or None, run_id, run_url, state, where,
+                                  (step, steps) if step is not None else None)
+                    listener(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
+
+            callbacks = [_epoch_callback(keras(), mlf, history, logged, speed, train_split.rows, delivered, version.ref, refresh),
+                         keras().callbacks.BackupAndRestore(str(backups))]
+            if on_step is not None:
+                callbacks.append(_step_callback(keras(), refresh))
+            if stop is not None:
+                callbacks.append(_stop_callback(keras(), stop))
+            refresh("starting")
+            built.fit(feed.tf_dataset(train_split, spec, shuffle=True, counter=delivered), epochs=epochs, verbose=0, callbacks=callbacks,
+                      validation_data=feed.tf_dataset(val_split, spec, shuffle=False) if val_split else None)
+            if stop is not None and stop.is_set():
+                raise TrainingCancelled(f"Training on {version.ref} was cancelled after {len(history.get('loss', []))} of {epochs} "
+                                        "epochs; its MLflow run is marked KILLED. Run the cell again with --resume to continue.")
+            model_uri = _log_model(mlf, built, train_split, spec)
+        except (KeyboardInterrupt, TrainingCancelled):
+            _end_run(mlf, "KILLED")
+            raise
+        except BaseException as exc:
+            kept = keep_if_unlogged(exc, built, run_id)
+            _end_run(mlf, "FAILED")
+            raise (kept or _one_line(exc)) from None
+        mlf.end_run("FINISHED")
+        shutil.rmtree(backups, ignore_errors=True)
+        return TrainResult(title, run_id, run_url, experiment, version.ref, epochs, history, speed["samples_per_s"], where, built, model_uri)
+    finally:
+        _release(backups)
 
 
 BACKUP_TAG = "nbscale.backup_key"
@@ -347,21 +371,31 @@ def _log_params(mlf, model, version, spec, epochs, validation, train_split, val_
         mlf.log_input(dataset, context="training")
 
 
+_quieting = threading.RLock()
+
+
 @contextlib.contextmanager
-def quiet_loggers(*names: str):
+def quiet_loggers(*names: str, output: bool = False):
     """Silence warnings that say nothing to the notebook user (e.g. TF's retracing notice when MLflow
-    calls predict on an input example; absl's note on optimizer slots not restored)."""
+    calls predict on an input example; absl's note on optimizer slots not restored); with `output`, the
+    block's prints too. One block at a time: logger levels and sys.stdout belong to the process, and
+    blocks in side-by-side threads (workflow steps) would restore each other's and leave them swapped."""
     import logging
 
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    with _quieting:
+        loggers = [logging.getLogger(name) for name in names]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        swallow = (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())) if output else ()
+        try:
+            with contextlib.ExitStack() as stack:
+                for redirect in swallow:
+                    stack.enter_context(redirect)
+                yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def _log_model(mlf, model, train_split, spec) -> str:
@@ -370,7 +404,7 @@ def _log_model(mlf, model, train_split, spec) -> str:
 
     example, _ = next(batches(train_split, spec, shuffle=False))
     # MLflow checks the input example by loading the model and predicting; TF may warn about retracing.
-    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("tensorflow", "absl", "mlflow.pyfunc"):
+    with quiet_loggers("tensorflow", "absl", "mlflow.pyfunc", output=True):
         info = log_keras(model, example[:4])
     mlf.set_tag(MODEL_TAG, info.model_uri)  # how %register finds a run's model
     return info.model_uri
