@@ -28,7 +28,9 @@ class ServingMagics(Magics):
             print(serving.stop(args.model))
             return None
         if not args.model:
-            return serving.services() or print("Nothing is served: %serve NAME@ALIAS.")
+            if not serving.services():
+                print("Nothing is served: %serve NAME@ALIAS.")
+            return serving.services() or None
         if args.stream or args.to:
             if not (args.stream and args.to):
                 raise NbscaleError("Streaming needs both folders: %serve MODEL --stream IN_DIR --to OUT_DIR.")
