@@ -80,7 +80,6 @@ def best_run(experiment: str, metric: str, lowest: bool = False):
 def register(name: str, *, run_id: str | None = None, best: str | None = None, experiment: str = "nbscale", alias: str | None = None,
              lowest: bool = False) -> ModelsCard:
     """Register the model of run `run_id`, or of the best run of `experiment` by metric `best`."""
-
     import mlflow
 
     from .train import MODEL_TAG, quiet_loggers

@@ -240,16 +240,15 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     from .. import feed
     from ..ingest import dataset as find_dataset
     from ..session import mlflow, spark
-    from ..train import PRECISIONS, TrainProgress, TrainResult, _backup_dir, _build_model, _log_model, _log_params, open_run, quiet_loggers
+    from ..train import (TrainProgress, TrainResult, _backup_dir, _build_model, _log_model, _log_params, open_run, precision_policy,
+                         quiet_loggers)
     from . import launcher, shipping
     from .card import render_job
 
     tasks, min_workers = _check_options(strategy, workers, epochs, parameter_servers, min_workers, batch_size)
     version = find_dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
-    if precision not in PRECISIONS:
-        raise NbscaleError(f"--precision {precision!r} is not one nbscale knows: use auto, mixed or float32.")
-    policy = PRECISIONS[precision] or ("mixed_float16" if gpus_per_worker else "float32")
+    policy = precision_policy(precision, tensor_cores=gpus_per_worker > 0)  # the workers' GPUs, not the driver's
     built = _build_model(code, namespace, None, seed, policy)  # the cell's errors show here, before any worker starts
     shipped = shipping.capture(code, namespace)
     train_split, val_split = _splits(version, spec, built, validation, seed, workers, strategy)

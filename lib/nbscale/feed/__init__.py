@@ -117,6 +117,18 @@ _writing = threading.Lock()
 LAYOUT = 2  # bumped when the split's layout changes, so older cached splits are not read
 
 
+def feature_vector(df, spec: FeedSpec, scaled: bool = True):
+    """A row's features as one array<float> column (an image/vector column, or the numeric columns in
+    order), divided by the spec's scale unless `scaled` is False: what the model takes."""
+    from pyspark.sql import functions as F
+
+    if len(spec.features) == 1 and df.schema[spec.features[0]].dataType.typeName() == "array":
+        vector = F.col(spec.features[0]).cast("array<float>")
+    else:
+        vector = F.array(*[F.col(c).cast("float") for c in spec.features])
+    return F.transform(vector, lambda v: v / F.lit(spec.scale)) if scaled and spec.scale != 1 else vector
+
+
 def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, folder: Path) -> None:
     from pyspark.sql import functions as F
 
@@ -124,11 +136,7 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
 
     staging = folder.with_name(f"{folder.name}.staging-{uuid.uuid4().hex[:8]}")  # another kernel may be writing too
     df = spark().read.parquet(dataset.path)
-    if len(spec.features) == 1 and df.schema[spec.features[0]].dataType.typeName() == "array":
-        vector = F.col(spec.features[0]).cast("array<float>")
-    else:
-        vector = F.array(*[F.col(c).cast("float") for c in spec.features])
-    df = df.select(vector.alias(FEATURES), F.col(spec.label))
+    df = df.select(feature_vector(df, spec, scaled=False).alias(FEATURES), F.col(spec.label))
     width = math.prod(spec.feature_shape)
     found = df.select(
         F.max(F.size(FEATURES) != width).alias("uneven"),

@@ -7,15 +7,15 @@ from datetime import datetime, timezone
 from ..errors import NbscaleError, spark_errors
 
 
-def features_column(df, spec):
-    """The model's input as one array<float> column, scaled as in training (what the feed packs)."""
+def with_predictions(df, spec, predict):
+    """`df` plus the model's `probabilities` (the Spark UDF `predict` over its features, scaled as in
+    training) and the argmax class as `prediction`."""
     from pyspark.sql import functions as F
 
-    if len(spec.features) == 1 and df.schema[spec.features[0]].dataType.typeName() == "array":
-        vector = F.col(spec.features[0]).cast("array<float>")
-    else:
-        vector = F.array(*[F.col(c).cast("float") for c in spec.features])
-    return F.transform(vector, lambda v: v / F.lit(spec.scale)) if spec.scale != 1 else vector
+    from ..feed import feature_vector
+
+    return (df.withColumn("probabilities", predict(feature_vector(df, spec)))
+            .withColumn("prediction", (F.array_position("probabilities", F.array_max("probabilities")) - 1).cast("int")))
 
 
 def model_udf(session, name: str, version: int):
@@ -33,8 +33,6 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
     """Predictions of `model` ("name@alias", "name/N") for every row of dataset version `data` (or the
     rows matching the Spark SQL condition `where`), written as the next version of dataset `to`
     (default: DATA_scored). Returns the published dataset."""
-    from pyspark.sql import functions as F
-
     from ..ingest import Dataset, store
     from ..ingest.profile import profile
     from ..session import spark
@@ -51,8 +49,7 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
         with spark_errors(f"Selecting rows of {source.ref} with {where!r}", "Write a Spark SQL condition on its columns, e.g. label = 3."):
             df = df.where(where)
             df.schema  # analysed now: an unknown column fails here, not halfway through the write
-    scored = (df.withColumn("probabilities", predict(features_column(df, spec)))
-              .withColumn("prediction", (F.array_position("probabilities", F.array_max("probabilities")) - 1).cast("int")))
+    scored = with_predictions(df, spec, predict)
     expected = df.count()
     with store.staging(to) as staged:
         scored.write.parquet(str(staged / "data"))

@@ -70,13 +70,15 @@ def device() -> str:
 PRECISIONS = {"auto": None, "mixed": "mixed_float16", "float32": "float32"}
 
 
-def precision_policy(precision: str) -> str:
+def precision_policy(precision: str, tensor_cores: bool | None = None) -> str:
     """The Keras dtype policy for --precision: `auto` is mixed_float16 where the GPU has tensor cores
     (float16 matrix work there is several times float32's), float32 elsewhere (on a CPU float16 is
-    emulated, so slower)."""
+    emulated, so slower). `tensor_cores` says where training runs; default: this process's devices."""
     if precision not in PRECISIONS:
         raise NbscaleError(f"--precision {precision!r} is not one nbscale knows: use auto, mixed or float32.")
-    return PRECISIONS[precision] or ("mixed_float16" if accelerator()[1] else "float32")
+    if PRECISIONS[precision]:
+        return PRECISIONS[precision]
+    return "mixed_float16" if (accelerator()[1] if tensor_cores is None else tensor_cores) else "float32"
 
 
 @contextlib.contextmanager

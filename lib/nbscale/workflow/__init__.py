@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import NbscaleError
+from ..errors import NbscaleError, first_useful_line
 from . import memo
 
 NAME = re.compile(r"^[A-Za-z_][\w\-]{0,63}$")
@@ -96,7 +96,7 @@ def run_step(name: str, namespace: dict, runner: Callable[[str, dict], None] = _
             runner(step.code, namespace)
     except BaseException as exc:
         step.state, step.ended = "failed", time.time()
-        step.note = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        step.note = first_useful_line(str(exc) or type(exc).__name__, 200)
         raise
     step.ended = time.time()
     # Outputs: what changed and the step's own code names (steps running beside it change the namespace too).

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import NbscaleError
+from ..errors import NbscaleError, first_useful_line
 
 
 @dataclass
@@ -36,7 +36,6 @@ class TuneResult:
     note: str = ""
     seconds: float = 0.0
     registered: str = ""
-    history: list = field(default_factory=list)
 
     @property
     def best(self) -> Trial | None:
@@ -108,7 +107,7 @@ def _run_trial(payload: dict) -> dict:
                     "run_id": result.run_id}
         return {"number": payload["number"], "value": float(value), "run_id": result.run_id}
     except Exception as exc:  # noqa: BLE001 - a failed trial is a result, not the end of the search
-        return {"number": payload["number"], "error": str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}
+        return {"number": payload["number"], "error": first_useful_line(str(exc) or type(exc).__name__, 200)}
 
 
 def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: str = "val_accuracy", lowest: bool = False,
