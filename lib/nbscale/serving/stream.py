@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import settings
@@ -27,14 +28,12 @@ class Stream:
     out_dir: Path
     checkpoint: Path
     query: object  # pyspark StreamingQuery
+    _footer_rows: dict = field(default_factory=dict, repr=False)  # file -> rows, read once
 
     def stats(self) -> dict:
-        from ..session import spark
-
         progress = [p for p in self.query.recentProgress if p]
         rows_in = sum(p["numInputRows"] for p in progress)
-        committed = self.out_dir / "_spark_metadata"
-        rows_out = spark().read.parquet(str(self.out_dir)).count() if committed.is_dir() and any(committed.iterdir()) else 0
+        rows_out = committed_rows(self.out_dir, self._footer_rows)
         waiting = [f for f in self.in_dir.iterdir() if f.is_file() and not f.name.startswith((".", "_"))]
         last_batch = max((_epoch(p["timestamp"]) for p in progress if p["numInputRows"]), default=0.0)
         newest = max((f.stat().st_mtime for f in waiting), default=0.0)
@@ -54,6 +53,31 @@ class Stream:
     def __repr__(self) -> str:
         s = self.stats()
         return f"<Stream {self.label}: {self.in_dir} -> {self.out_dir}, {s['rows_out']} rows out, {'running' if s['active'] else 'stopped'}>"
+
+
+def committed_rows(out_dir: Path, footer_rows: dict) -> int:
+    """Rows in the files the sink's own log has committed, from their Parquet footers: no Spark job,
+    and no half-written batch (its log entry is renamed into place only once its files are whole)."""
+    from urllib.parse import unquote, urlparse
+
+    import pyarrow.parquet as pq
+
+    log = out_dir / "_spark_metadata"
+    entries = {}  # batch id -> log file; "N.compact" holds every file up to batch N
+    for f in log.iterdir() if log.is_dir() else ():
+        batch = f.name.removesuffix(".compact")
+        if batch.isdigit():
+            entries[int(batch)] = f
+    since = max((b for b, f in entries.items() if f.name.endswith(".compact")), default=0)
+    files: set[str] = set()
+    for batch in sorted(b for b in entries if b >= since):
+        for line in entries[batch].read_text().splitlines()[1:]:  # the first line is the log version
+            entry = json.loads(line)
+            path = unquote(urlparse(entry["path"]).path)
+            (files.add if entry.get("action", "add") == "add" else files.discard)(path)
+    for path in files - footer_rows.keys():
+        footer_rows[path] = pq.read_metadata(path).num_rows
+    return sum(footer_rows[path] for path in files)
 
 
 def _epoch(timestamp: str) -> float:
