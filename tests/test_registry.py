@@ -78,3 +78,24 @@ def test_moving_an_alias_to_a_missing_version_is_one_line(trained, ip):
         ip.run_line_magic("models", "digits-alias --alias champion --version 7")
     with pytest.raises(NbscaleError, match="no registered model 'nope'"):
         ip.run_line_magic("models", "nope")
+
+
+def test_lineage_of_a_dataset_version_nothing_trained_on_is_the_dataset_alone(trained):
+    from nbscale.lineage import lineage
+
+    ingest("digits", "nbscale:digits", label="label")  # v2: no run has read it
+    alone = lineage("digits@latest")
+    assert [(n.kind, n.label) for n in alone.nodes()] == [("dataset", "digits@v2")]
+    assert [n.kind for n in lineage("digits@v1").nodes()][:2] == ["dataset", "run"]
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("nothing-here", "'nothing-here' is neither a registered model nor a dataset: see %models and %datasets."),
+    ("digits@v9", "digits has no version v9 (versions: v1"),
+])
+def test_lineage_of_an_unknown_thing_is_one_line(trained, ref, message):
+    from nbscale.lineage import lineage
+
+    with pytest.raises(NbscaleError) as caught:
+        lineage(ref)
+    assert str(caught.value).startswith(message)

@@ -52,7 +52,7 @@ def models(tmp_path_factory):
     register("digits-dense", run_id=first.run_id, alias="champion")
     register("digits-dense", run_id=second.run_id, alias="challenger")
     pixels = np.asarray(dataset("digits").to_pandas(50).drop(columns=["label"]), dtype=np.float32) / 16
-    yield {"x": pixels, "champion": first.model}
+    yield {"x": pixels, "champion": first.model, "run_ids": [first.run_id, second.run_id]}
     serving.stop() if serving.services() else None
     nbscale.session.stop_spark()
     cfg.data_dir = saved
@@ -193,6 +193,17 @@ def test_serve_and_predict_magics(ip, models):
         answer = ip.run_line_magic("predict", "digits-dense@champion rows[:3]")
         assert np.asarray(answer).shape == (3, 10)
         assert ip.run_line_magic("serve", "") == [service]
+        # Lineage: the served version leads back to its run and dataset version, and on to this service.
+        chain = ip.run_line_magic("lineage", "digits-dense@champion")
+        assert [(n.kind, n.label) for n in chain.nodes()] == [
+            ("dataset", "digits@v1"), ("run", models["run_ids"][0][:8]), ("model", "digits-dense v1"),
+            ("service", f"{service.url}/invocations")]
+        assert "@champion" in chain.nodes("model")[0].detail and "1 replica · 100% of digits-dense's traffic" in repr(chain)
+        # From the dataset: both runs trained on it, each with the model version registered from it.
+        downstream = ip.run_line_magic("lineage", "digits@v1")
+        assert {n.label for n in downstream.nodes("run")} == {r[:8] for r in models["run_ids"]}
+        assert {n.label for n in downstream.nodes("model")} == {"digits-dense v1", "digits-dense v2"}
+        assert "1797 rows · from " in repr(downstream)
     finally:
         ip.run_line_magic("serve", "--stop digits-dense")
     assert serving.services() == []

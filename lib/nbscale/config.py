@@ -37,6 +37,10 @@ _MASTER_RE = re.compile("^(" + "|".join(_MASTER_FORMS) + ")$")
 _TRACKING_SCHEMES = ("sqlite:///", "file:/", "http://", "https://", "postgresql", "mysql", "mssql", "databricks")
 
 
+DEFAULT_POOLS = {"interactive": 4, "background": 1}
+PROFILES = ("full", "binder")
+
+
 def _env(name: str, fallback: str | None = None) -> str | None:
     return os.environ.get(ENV_PREFIX + name, fallback)
 
@@ -74,6 +78,15 @@ class Nbscale(SingletonConfigurable):
         "Env: NBSCALE_SPARK_CONF as JSON.",
     ).tag(config=True)
     app_name = Unicode("nbscale", help="Spark application name.").tag(config=True)
+    pools = Dict(
+        help="Spark fair-scheduler pools and their weights, e.g. {'interactive': 4, 'background': 1}: a pool with "
+        "weight 4 gets four task slots for every one of a weight-1 pool while both wait for slots. "
+        "Env: NBSCALE_POOLS as JSON.",
+    ).tag(config=True)
+    profile = Unicode(
+        help="'full' (default) or 'binder': the Binder profile shrinks epochs, rows and memory so the tutorials fit "
+        "a 2 GiB machine, and says so where it does. Env: NBSCALE_PROFILE.",
+    ).tag(config=True)
 
     # ---- defaults from the environment -------------------------------------------------
     @default("master")
@@ -115,6 +128,20 @@ class Nbscale(SingletonConfigurable):
             )
         return {str(k): str(v) for k, v in conf.items()}
 
+    @default("pools")
+    def _default_pools(self):
+        raw = _env("POOLS")
+        if not raw:
+            return dict(DEFAULT_POOLS)
+        try:
+            return json.loads(raw)  # checked by _check_pools
+        except ValueError:
+            raise SettingError(f"NBSCALE_POOLS={raw!r} is not JSON: write it like '{{\"interactive\": 4, \"background\": 1}}'.") from None
+
+    @default("profile")
+    def _default_profile(self):
+        return _env("PROFILE", "full")
+
     # ---- validation: one line naming the setting and the fix -------------------------
     @validate("master")
     def _check_master(self, proposal):
@@ -150,6 +177,22 @@ class Nbscale(SingletonConfigurable):
         value = proposal["value"].strip()
         if not re.match(r"^[\w.\-:]+$", value):
             raise SettingError(f"Nbscale.host = {value!r} is not a host name or IP address: use e.g. 127.0.0.1.")
+        return value
+
+    @validate("pools")
+    def _check_pools(self, proposal):
+        pools = proposal["value"]
+        bad = [f"{k}={v!r}" for k, v in pools.items() if not re.match(r"^\w[\w.\-]*$", str(k)) or not isinstance(v, int) or isinstance(v, bool) or v < 1]
+        if not isinstance(pools, dict) or bad:
+            raise SettingError(f"Nbscale.pools: {', '.join(bad)} is not a pool name with a whole weight of 1 or more: "
+                               "write e.g. {'interactive': 4, 'background': 1}.")
+        return {str(k): v for k, v in pools.items()}
+
+    @validate("profile")
+    def _check_profile(self, proposal):
+        value = proposal["value"].strip().lower()
+        if value not in PROFILES:
+            raise SettingError(f"Nbscale.profile = {value!r} is not a profile: use {' or '.join(PROFILES)}.")
         return value
 
     @observe("data_dir")

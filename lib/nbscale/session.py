@@ -24,6 +24,8 @@ from pathlib import Path
 
 from .config import CLUSTER_KERNEL_MASTER_ENV, settings
 from .errors import JavaMissingError, SettingError, SparkStartError, first_useful_line
+from . import limits
+from .scheduling import allocation_file
 
 MIN_JAVA = 17
 _INSTALL_JAVA = "install Java 17 (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME to one"
@@ -127,7 +129,9 @@ def spark_conf() -> dict[str, str]:
         # Fair sharing between a notebook's concurrent jobs: a background training (in its own --pool)
         # does not starve the cells run meanwhile.
         "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": str(allocation_file(cfg.data_dir, cfg.pools)),
     }
+    conf.update(limits.spark_conf())
     conf.update(cfg.spark_conf)
     return conf
 
@@ -173,7 +177,8 @@ def _jvm_start_error(log: Path, offset: int) -> str | None:
 
 def _settings_key() -> tuple:
     cfg = settings()
-    return (cfg.master, cfg.host, cfg.driver_memory, cfg.data_dir, cfg.app_name, tuple(sorted(cfg.spark_conf.items())))
+    return (cfg.master, cfg.host, cfg.driver_memory, cfg.data_dir, cfg.app_name, tuple(sorted(cfg.spark_conf.items())),
+            tuple(sorted(cfg.pools.items())))
 
 
 def _alive(session) -> bool:

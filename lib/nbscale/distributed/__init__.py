@@ -17,6 +17,8 @@ from typing import Callable
 
 from ..config import settings
 from ..errors import NbscaleError, first_useful_line
+from ..limits import cap
+from ..scheduling import check_pool
 from .jobdir import JobDir
 
 STRATEGIES = ("multiworker", "parameter-server")
@@ -246,6 +248,9 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     from .card import render_job
 
     tasks, min_workers = _check_options(strategy, workers, epochs, parameter_servers, min_workers, batch_size)
+    epochs = cap("epochs", epochs)
+    if pool:
+        check_pool(pool)
     version = find_dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
     policy = precision_policy(precision, tensor_cores=gpus_per_worker > 0)  # the workers' GPUs, not the driver's

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Callable
 from datetime import datetime, timezone
 
 from ..errors import NbscaleError, spark_errors
+from ..limits import cap
 from ..jobs.progress import ProgressWatcher, SparkProgress
 from . import readers, store
 from .dataset import Dataset, IngestResult
@@ -100,6 +102,7 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
     source = (source or "").strip()
     if not source:
         raise NbscaleError(f"Nothing to ingest: put a path, glob, URL or SQL query in the cell body under %%ingest {name}.")
+    builtin = None
     if source in BUILTINS:
         source, builtin = BUILTINS[source]()
         format, schema, header = builtin.get("format", format), builtin.get("schema", schema), builtin.get("header", header)
@@ -119,6 +122,8 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
         watcher = ProgressWatcher(sc, group, progress) if progress else contextlib.nullcontext()
         with watcher, spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
             read = _read(spark, options)
+            if builtin:
+                read = _shrink(read, cap("rows", read.records))
             try:
                 return _validate_and_publish(spark, read, options)
             finally:
@@ -130,6 +135,15 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
     finally:
         sc.setLocalProperty("spark.jobGroup.id", None)
         spark.conf.set(arrow_batch, saved_batch)
+
+
+def _shrink(read: readers.Read, rows: int) -> readers.Read:
+    """The first `rows` records of a built-in dataset (the Binder profile's smaller data; built-ins are
+    clean, so there is no quarantine to keep in step)."""
+    if rows >= read.records:
+        return read
+    return dataclasses.replace(read, df=read.df.limit(rows), records=rows, quarantine=None,
+                               notes=[*read.notes, f"Binder profile: the first {rows} of {read.records} records"])
 
 
 def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> IngestResult:

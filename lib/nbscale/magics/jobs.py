@@ -1,4 +1,4 @@
-"""`%jobs`: this kernel's background jobs; `%jobs cancel ID`."""
+"""`%jobs`: this kernel's background jobs; `%jobs cancel ID`. `%pool`: the Spark pools its jobs share."""
 from __future__ import annotations
 
 import html
@@ -76,3 +76,16 @@ class JobsMagics(Magics):
                   else f"Job {job.id} is already {job.state}.")
             return None
         return HTML(jobs_card(registry.jobs()))
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="Run this notebook's next Spark jobs in this fair-scheduler pool ('default': Spark's own).")
+    @line_magic
+    def pool(self, line):
+        """Spark fair-scheduler pools: %pool shows them (weight, running tasks); %pool interactive runs the
+        following cells' Spark jobs in that pool. Pools and weights: %config Nbscale.pools = {'interactive': 4, 'background': 1}."""
+        from .. import scheduling
+
+        name = parse_argstring(self.pool, line).name
+        if name:
+            scheduling.use_pool(name)
+        return scheduling.pools()

@@ -1,4 +1,4 @@
-"""`%register` and `%models`: the MLflow model registry from the notebook."""
+"""`%register`, `%models` and `%lineage`: the MLflow model registry from the notebook."""
 from __future__ import annotations
 
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -38,3 +38,12 @@ class RegistryMagics(Magics):
                 raise NbscaleError("Moving an alias needs all three: %models NAME --alias ALIAS --version N.")
             return set_alias(args.name, args.alias, args.version)
         return models(args.name)
+
+    @magic_arguments()
+    @argument("ref", help="A model version (NAME@ALIAS, NAME/3, NAME) or a dataset version (NAME@v2, NAME@latest).")
+    @line_magic
+    def lineage(self, line):
+        """Dataset version -> training run -> model version -> service: %lineage fashion-cnn@champion, %lineage fashion@v2"""
+        from ..lineage import lineage
+
+        return lineage(parse_argstring(self.lineage, line).ref)

@@ -20,6 +20,7 @@ from typing import Callable
 
 from ..config import settings
 from ..errors import NbscaleError
+from ..limits import cap
 from .card import render
 
 
@@ -223,6 +224,7 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
 
     if epochs < 1:
         raise NbscaleError(f"--epochs {epochs} must be 1 or more.")
+    epochs = cap("epochs", epochs)
     version = find_dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
     built = _build_model(code, namespace, model, seed, precision_policy(precision))

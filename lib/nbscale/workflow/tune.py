@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import NbscaleError, first_useful_line
+from ..limits import cap
 
 
 @dataclass
@@ -127,6 +128,7 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
 
     if trials < 1 or parallel < 1:
         raise NbscaleError(f"--trials {trials} and --parallel {parallel} must be 1 or more.")
+    parallel = cap("parallel", parallel)
     version = dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
     feed.split(version, spec, validation)  # written once here, so the tasks only read it

@@ -1,0 +1,85 @@
+"""The tutorial suite's cost: wall time and peak memory of running every notebook under nbval.
+
+    .venv/bin/python benchmarks/suite.py                      # the default profile
+    .venv/bin/python benchmarks/suite.py --profile binder     # what Binder's 2 GiB machines run
+    .venv/bin/python benchmarks/suite.py notebooks/04-serve.ipynb
+
+Memory is summed over every process the suite starts — the kernels, their Spark JVMs, the local
+standalone cluster's daemons (which detach from their parent), model servers, MLflow — found by a
+marker variable they all inherit. RSS counts a shared library once per process that maps it; PSS
+shares it out, so it is the closer figure for "how much RAM does this need". Both are printed.
+In the binder profile the notebooks' outputs differ from the committed ones (fewer epochs and rows),
+so there the notebooks are executed (an error still fails the run) instead of compared.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = "NBSCALE_SUITE_RUN"
+GIB = 1024 ** 3
+
+
+def tagged_memory(tag: str) -> tuple[int, int]:
+    """(RSS, PSS) summed over the live processes carrying the marker."""
+    rss = pss = 0
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARKER) != tag:
+                continue
+            info = proc.memory_full_info()
+            rss, pss = rss + info.rss, pss + info.pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return rss, pss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", default=sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb")))
+    parser.add_argument("--profile", choices=("full", "binder"), default="full")
+    args = parser.parse_args()
+
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, **{MARKER: tag, "NBSCALE_PROFILE": args.profile, "NBSCALE_DATA_DIR": tempfile.mkdtemp(prefix="nbscale-suite-")})
+    if args.profile == "binder":  # as binder/start sets them
+        env.update(NBSCALE_DRIVER_MEMORY="1g", NBSCALE_MASTER="local[2]")
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", *args.notebooks]
+    else:
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+                   "--nbval-sanitize-with", str(ROOT / "tests" / "nbval-sanitize.cfg"), *args.notebooks]
+    peak = [0, 0]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.5):
+            rss, pss = tagged_memory(tag)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    started = time.monotonic()
+    sampler.start()
+    outcome = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    done.set()
+    sampler.join()
+    subprocess.run(["pkill", "-f", f"{env['NBSCALE_DATA_DIR']}"], check=False)  # anything the suite left behind
+    print(outcome.stdout[-3000:])
+    print(f"profile {args.profile}: {len(args.notebooks)} notebooks in {elapsed / 60:.1f} min (budget 15), "
+          f"peak RSS {peak[0] / GIB:.2f} GiB, peak PSS {peak[1] / GIB:.2f} GiB (budget 2 GiB in the binder profile); "
+          f"pytest exit {outcome.returncode}")
+    return outcome.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

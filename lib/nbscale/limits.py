@@ -1,0 +1,30 @@
+"""The Binder profile (`NBSCALE_PROFILE=binder`, set by binder/start): the tutorials on a 2 GiB,
+shared-CPU machine. It shrinks what a cell asks for — epochs, rows of the built-in datasets, an
+executor's memory, shuffle partitions, trials run at once — and says so in the cell's output, so a reader knows why the
+numbers differ from the committed notebook. The default profile ("full") changes nothing."""
+from __future__ import annotations
+
+from .config import settings
+
+BINDER = {
+    "epochs": 3,  # enough for a model to learn digits and for 03's "kill a worker after epoch 2"
+    "rows": 6000,  # of a built-in dataset (Fashion-MNIST has 60 000)
+    "executor_memory_mb": 512,  # per executor (the local cluster's, or a real one's)
+    "parallel": 1,  # tuning trials at once: each is a TensorFlow process
+}
+
+
+def cap(what: str, asked: int) -> int:
+    """`asked`, or the Binder profile's limit for `what` when that is lower (and a line saying so)."""
+    limit = BINDER[what] if settings().profile == "binder" else None
+    if limit is None or asked <= limit:
+        return asked
+    print(f"Binder profile: {what} capped at {limit} (asked {asked}); NBSCALE_PROFILE=full lifts it.")
+    return limit
+
+
+def spark_conf() -> dict[str, str]:
+    """Spark settings of the profile (the user's Nbscale.spark_conf still wins)."""
+    if settings().profile != "binder":
+        return {}
+    return {"spark.executor.memory": f"{BINDER['executor_memory_mb']}m", "spark.sql.shuffle.partitions": "8"}

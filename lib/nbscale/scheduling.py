@@ -1,0 +1,101 @@
+"""Sharing one Spark application between a notebook's jobs: fair-scheduler pools with weights.
+
+nbscale starts Spark in FAIR mode with the pools of `Nbscale.pools` (an allocation file written at
+session start). A job runs in the pool its thread names: `with pool("background"): ...`, `%pool NAME`
+for the following cells, `%%train --workers N --pool NAME` for a distributed training. While two
+pools wait for task slots, each freed slot goes to the pool furthest below its weighted share, so a
+long batch job in `background` does not hold an `interactive` query behind all its tasks, as FIFO
+would. (Gang scheduling — all of a barrier job's tasks together or none — is `nbscale.distributed`.)"""
+from __future__ import annotations
+
+import contextlib
+import html
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+from .config import settings
+from .errors import NbscaleError
+
+POOL_PROPERTY = "spark.scheduler.pool"
+SPARK_DEFAULT_POOL = "default"  # Spark's own pool for jobs that name none (weight 1)
+
+
+def allocation_file(data_dir: str, pools: dict[str, int]) -> Path:
+    """Spark's fair-scheduler allocation file for `pools`, under the data dir."""
+    entries = "".join(f"  <pool name={quoteattr(name)}><schedulingMode>FAIR</schedulingMode><weight>{weight}</weight>"
+                      "<minShare>0</minShare></pool>\n" for name, weight in sorted(pools.items()))
+    path = Path(data_dir) / "spark-pools.xml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'<?xml version="1.0"?>\n<allocations>\n{entries}</allocations>\n')
+    return path
+
+
+def check_pool(name: str) -> str:
+    """`name` if Spark knows it as a pool; else one line saying how to define it."""
+    known = settings().pools
+    if name != SPARK_DEFAULT_POOL and name not in known:
+        raise NbscaleError(f"There is no Spark pool {name!r} (pools: {', '.join([SPARK_DEFAULT_POOL, *known])}): "
+                           f"define it with %config Nbscale.pools = {{**Nbscale.pools, {name!r}: 1}} before Spark starts.")
+    return name
+
+
+def use_pool(name: str | None) -> str | None:
+    """Run this thread's next Spark jobs in pool `name` (None or "default": Spark's default pool); the previous one."""
+    from .session import spark
+
+    sc = spark().sparkContext
+    previous = sc.getLocalProperty(POOL_PROPERTY)
+    sc.setLocalProperty(POOL_PROPERTY, None if name in (None, SPARK_DEFAULT_POOL) else check_pool(name))
+    return previous
+
+
+@contextlib.contextmanager
+def pool(name: str):
+    """`with pool("background"): df.write...`: the block's Spark jobs run in that fair-scheduler pool."""
+    previous = use_pool(name)
+    try:
+        yield
+    finally:
+        use_pool(previous)
+
+
+def current_pool() -> str:
+    from .session import spark
+
+    return spark().sparkContext.getLocalProperty(POOL_PROPERTY) or SPARK_DEFAULT_POOL
+
+
+class PoolsCard:
+    def __init__(self, rows: list[dict], current: str):
+        self.rows, self.current = rows, current
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("pool", "weight", "running tasks", "active stages"))
+        body = "".join(f"<tr><td>{html.escape(r['pool'])}{' ◀ this notebook' if r['pool'] == self.current else ''}</td>"
+                       f"<td>{r['weight']}</td><td>{r['running_tasks']}</td><td>{r['active_stages']}</td></tr>" for r in self.rows)
+        return f"<div class='nbscale-pools'><table><tr>{head}</tr>{body}</table></div>"
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{r['pool']}: weight {r['weight']}, {r['running_tasks']} running tasks, {r['active_stages']} active stages"
+                         + (" (this notebook's cells)" if r["pool"] == self.current else "") for r in self.rows)
+
+
+def pools() -> PoolsCard:
+    """The pools with their weights and what runs in each now (from the Spark UI's REST API)."""
+    import json
+    import urllib.request
+
+    from .session import spark
+
+    sc = spark().sparkContext
+    weights = {SPARK_DEFAULT_POOL: 1, **settings().pools}
+    running = {name: [0, 0] for name in weights}
+    if sc.uiWebUrl:
+        url = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/stages?status=active"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            for stage in json.load(answer):
+                counts = running.setdefault(stage["schedulingPool"], [0, 0])
+                counts[0] += stage["numActiveTasks"]
+                counts[1] += 1
+    rows = [{"pool": name, "weight": weights.get(name, 1), "running_tasks": r[0], "active_stages": r[1]} for name, r in running.items()]
+    return PoolsCard(rows, current_pool())
