@@ -1,4 +1,4 @@
-"""The tutorial suite's cost: wall time and peak memory of running every notebook under nbval.
+"""The tutorial suite's cost: wall time and peak memory of each notebook run under nbval.
 
     .venv/bin/python benchmarks/suite.py                      # the default profile
     .venv/bin/python benchmarks/suite.py --profile binder     # what Binder's 2 GiB machines run
@@ -54,31 +54,38 @@ def main() -> int:
     env = dict(os.environ, **{MARKER: tag, "NBSCALE_PROFILE": args.profile, "NBSCALE_DATA_DIR": tempfile.mkdtemp(prefix="nbscale-suite-")})
     if args.profile == "binder":  # as binder/start sets them
         env.update(NBSCALE_DRIVER_MEMORY="1g", NBSCALE_MASTER="local[2]")
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", *args.notebooks]
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax"]
     else:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
-                   "--nbval-sanitize-with", str(ROOT / "tests" / "nbval-sanitize.cfg"), *args.notebooks]
-    peak = [0, 0]
-    done = threading.Event()
+                   "--nbval-sanitize-with", str(ROOT / "tests" / "nbval-sanitize.cfg")]
+    failed, rows = 0, []
+    for notebook in args.notebooks:  # one pytest run each, so every notebook gets its own peak
+        peak = [0, 0]
+        done = threading.Event()
 
-    def sample():
-        while not done.wait(0.5):
-            rss, pss = tagged_memory(tag)
-            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+        def sample():
+            while not done.wait(0.5):
+                rss, pss = tagged_memory(tag)
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    started = time.monotonic()
-    sampler.start()
-    outcome = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    elapsed = time.monotonic() - started
-    done.set()
-    sampler.join()
-    subprocess.run(["pkill", "-f", f"{env['NBSCALE_DATA_DIR']}"], check=False)  # anything the suite left behind
-    print(outcome.stdout[-3000:])
-    print(f"profile {args.profile}: {len(args.notebooks)} notebooks in {elapsed / 60:.1f} min (budget 15), "
-          f"peak RSS {peak[0] / GIB:.2f} GiB, peak PSS {peak[1] / GIB:.2f} GiB (budget 2 GiB in the binder profile); "
-          f"pytest exit {outcome.returncode}")
-    return outcome.returncode
+        sampler = threading.Thread(target=sample, daemon=True)
+        started = time.monotonic()
+        sampler.start()
+        outcome = subprocess.run([*command, notebook], cwd=ROOT, env=env, capture_output=True, text=True)
+        done.set()
+        sampler.join()
+        rows.append((Path(notebook).stem, time.monotonic() - started, *peak))
+        if outcome.returncode:
+            failed += 1
+            print(outcome.stdout[-3000:])
+        print(f"{rows[-1][0]:<22} {rows[-1][1]:6.0f} s  peak RSS {rows[-1][2] / GIB:.2f} GiB  PSS {rows[-1][3] / GIB:.2f} GiB"
+              + ("  FAILED" if outcome.returncode else ""), flush=True)
+    subprocess.run(["pkill", "-f", env["NBSCALE_DATA_DIR"]], check=False)  # anything the suite left behind
+    total = sum(r[1] for r in rows)
+    print(f"profile {args.profile}: {len(rows)} notebooks in {total / 60:.1f} min (budget 15); "
+          f"peak RSS {max(r[2] for r in rows) / GIB:.2f} GiB, peak PSS {max(r[3] for r in rows) / GIB:.2f} GiB "
+          f"(budget 2 GiB in the binder profile); {failed} failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -89,6 +89,20 @@ def test_one_replica_serves_what_the_model_predicts(models):
     assert all(r.process.poll() is not None for r in service.sides[0].replicas) and service.front.poll() is not None
 
 
+def test_a_service_started_by_a_thread_outlives_the_thread(models):
+    started = {}  # a workflow step or a background job serves from a thread that then ends
+    thread = threading.Thread(target=lambda: started.update(service=serving.serve("digits-dense@champion")))
+    thread.start()
+    thread.join()
+    try:
+        time.sleep(1)  # a parent-death signal would have arrived by now
+        service = started["service"]
+        assert service.front.poll() is None and all(r.process.poll() is None for r in service.sides[0].replicas)
+        assert np.asarray(serving.predict("digits-dense", models["x"][:2])).shape == (2, 10)
+    finally:
+        serving.stop("digits-dense")
+
+
 def test_bad_requests_get_one_line_and_the_server_stays_up(models):
     service = serving.serve("digits-dense@champion")
     try:
@@ -190,6 +204,8 @@ def test_serve_and_predict_magics(ip, models):
     ip.user_ns["rows"] = models["x"]
     try:
         service = ip.run_line_magic("serve", "digits-dense@champion")
+        # The same %serve again (a re-run cell) keeps the running service: same processes, no restart.
+        assert ip.run_line_magic("serve", "digits-dense@champion") is service and service.front.poll() is None
         answer = ip.run_line_magic("predict", "digits-dense@champion rows[:3]")
         assert np.asarray(answer).shape == (3, 10)
         assert ip.run_line_magic("serve", "") == [service]

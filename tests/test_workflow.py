@@ -92,6 +92,21 @@ def test_memo_hits_when_nothing_changed_and_restores_the_outputs():
     assert [s.state for s in workflow.steps()] == ["memo-hit", "done"] and again["total"] == 101
 
 
+def test_a_changed_parameter_reruns_the_steps_that_mention_it():
+    workflow.define("pick", "source = 'fashion' if FASHION else 'digits'", memo=True)
+    workflow.define("fixed", "answer = 42", memo=True)
+    namespace = {"FASHION": False}
+    workflow.run(namespace)
+    workflow.run(namespace)
+    assert {s.name: s.state for s in workflow.steps()} == {"pick": "memo-hit", "fixed": "memo-hit"}
+    namespace["FASHION"] = True  # a parameter cell changed
+    workflow.run(namespace)
+    assert {s.name: s.state for s in workflow.steps()} == {"pick": "done", "fixed": "memo-hit"} and namespace["source"] == "fashion"
+    restarted = {"FASHION": True}  # a restarted kernel that ran the parameter cell
+    workflow.run(restarted)
+    assert {s.name: s.state for s in workflow.steps()} == {"pick": "memo-hit", "fixed": "memo-hit"} and restarted["source"] == "fashion"
+
+
 def test_a_new_dataset_version_reruns_exactly_the_steps_downstream(tmp_path):
     from nbscale.ingest import ingest
 

@@ -5,7 +5,10 @@ import ctypes
 import os
 import signal
 import socket
+import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 PR_SET_PDEATHSIG = 1
 
@@ -18,6 +21,21 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         pass  # not Linux: the parent's own cleanup stops the child
     if os.getppid() == 1:  # the parent died before prctl took effect
         sys.exit(3)
+
+
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def spawn(args: list[str], **popen_kwargs) -> subprocess.Popen:
+    """Popen from one thread that lives as long as this process. Linux sends a child's parent-death
+    signal when the *thread* that forked it exits, so a server started by a short-lived thread (a
+    workflow step, a background job) would be killed the moment that thread ended."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbscale-spawner")
+    return _spawner.submit(subprocess.Popen, args, **popen_kwargs).result()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -22,6 +22,27 @@ def digits_csv() -> Path:
     return path
 
 
+def digits_idx(folder: Path) -> tuple[Path, Path]:
+    """The digits as MNIST-style IDX files in `folder` (written once): an 8x8 images file and a labels
+    file — the offline stand-in for Fashion-MNIST's 28x28 ones, read by the same `--format idx`."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    images, labels = folder / "digits-images-idx3-ubyte", folder / "digits-labels-idx1-ubyte"
+    if images.is_file() and labels.is_file():
+        return images, labels
+    table = np.loadtxt(gzip.open(digits_csv(), "rt"), delimiter=",").astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, array in ((images, table[:, :DIGITS_PIXELS].reshape(-1, 8, 8)), (labels, table[:, DIGITS_PIXELS])):
+        partial = path.with_name(f".{path.name}.partial")
+        header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        partial.write_bytes(header + array.tobytes())
+        partial.replace(path)  # whole or absent: a reader never sees half a file
+    return images, labels
+
+
 def digits(spark=None):
     """The digits as a Spark DataFrame: pixel_0 … pixel_63 (double) and label (int)."""
     from pyspark.sql import functions as F

@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 from datetime import datetime, timezone
 
@@ -22,6 +23,14 @@ def _digits():
     return str(digits_csv()), {"format": "csv", "header": False, "schema": ddl}
 
 
+def _digit_images():
+    from ..config import settings
+    from ..datasets import digits_idx
+
+    images, labels = digits_idx(Path(settings().data_dir) / "cache" / "digits-idx")
+    return f"{images} {labels}", {"format": "idx"}
+
+
 def _fashion(split):
     from ..datasets.known import fashion_mnist_urls
 
@@ -29,7 +38,8 @@ def _fashion(split):
 
 
 # Built-in sources, written as the cell body: `%%ingest digits` / `nbscale:digits`.
-BUILTINS = {"nbscale:digits": _digits, "nbscale:fashion-mnist": _fashion("train"), "nbscale:fashion-mnist-test": _fashion("test")}
+BUILTINS = {"nbscale:digits": _digits, "nbscale:digit-images": _digit_images,
+            "nbscale:fashion-mnist": _fashion("train"), "nbscale:fashion-mnist-test": _fashion("test")}
 CACHE_LEVELS = {"none": None, "memory": "MEMORY_ONLY", "disk": "DISK_ONLY"}
 MODES = ("permissive", "failfast")
 

@@ -19,7 +19,7 @@ class IngestMagics(Magics):
     @argument("name", help="Dataset name; each ingest publishes its next version NAME@vK.")
     @argument("source", nargs="*", help="Line form only: the source. In a %%ingest cell the body is the source: "
               "paths, globs or URLs (whitespace-separated), a Spark SQL query over datasets, or "
-              "nbscale:digits / nbscale:fashion-mnist / nbscale:fashion-mnist-test.")
+              "nbscale:digits / nbscale:digit-images / nbscale:fashion-mnist / nbscale:fashion-mnist-test.")
     @argument("--format", choices=["csv", "json", "parquet", "images", "idx", "sql"], help="Source format (default: from the file names).")
     @argument("--label", help="Label column: checked to exist; the card shows its balance.")
     @argument("--shards", type=int, help="Write N Parquet shards (row groups) so N workers read disjoint parts.")

@@ -113,7 +113,10 @@ def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str |
         return service
 
     name, version = resolve(ref)
-    if name in _services:
+    running = _services.get(name)
+    if running and _serves_exactly(running, f"{name} v{version}", replicas, shard_by, port):
+        return running  # the same %serve again (a re-run cell, a workflow's second run): nothing to restart
+    if running:
         stop(name)  # serving another version (or replica count) of a served model: a fresh service
     host = settings().host
     port = port or free_port(host)
@@ -133,6 +136,12 @@ def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str |
         raise
     _services[name] = service
     return service
+
+
+def _serves_exactly(service: Service, label: str, replicas: int, shard_by: str | None, port: int | None) -> bool:
+    processes = [service.front] + [r.process for side in service.sides for r in side.replicas]
+    return ([(s.label, len(s.replicas)) for s in service.sides] == [(label, replicas)] and service.shard_by == shard_by
+            and port in (None, service.port) and all(p.poll() is None for p in processes))
 
 
 def _await_replicas(side: Side) -> None:

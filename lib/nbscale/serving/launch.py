@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import settings
 from ..errors import NbscaleError
-from ..processes import free_port
+from ..processes import free_port, spawn
 
 START_TIMEOUT_S = 180  # a replica loads TensorFlow and the model before it answers /ping
 
@@ -44,7 +44,7 @@ def _env() -> dict:
 
 def start_process(module: str, args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        return spawn([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=_env(), start_new_session=True)
 
 

@@ -81,7 +81,8 @@ def run_step(name: str, namespace: dict, runner: Callable[[str, dict], None] = _
         raise NbscaleError(f"Step {name} runs after {', '.join(waiting)}: run those first, or run the whole DAG with %pipeline run.")
     upstream = {u: _steps[u].key for u in step.after}
     record = memo.load(name) if step.memo else None
-    if record and not record["lost"] and memo.key_of(step.code, upstream, memo.reads_now(record["reads"])) == record["key"]:
+    if record and not record["lost"] and record["key"] == memo.key_of(
+            step.code, upstream, memo.reads_now(record["reads"]), memo.parameters(step.code, namespace, record.get("parameters", []))):
         restored = memo.restore(name)
         with _lock:
             namespace.update(restored)
@@ -91,6 +92,7 @@ def run_step(name: str, namespace: dict, runner: Callable[[str, dict], None] = _
         return step
     step.state, step.note, step.started, step.ended = "running", "", time.time(), None
     before = dict(namespace)
+    params = memo.parameters(step.code, before)
     try:
         with memo.recording() as reads:
             runner(step.code, namespace)
@@ -102,10 +104,11 @@ def run_step(name: str, namespace: dict, runner: Callable[[str, dict], None] = _
     # Outputs: what changed and the step's own code names (steps running beside it change the namespace too).
     named = set(re.findall(r"[A-Za-z_]\w*", step.code))
     outputs = {k: v for k, v in namespace.items() if k in named and _is_output(k, v) and before.get(k, _MISSING) is not v}
-    step.key, step.outputs = memo.key_of(step.code, upstream, reads), sorted(outputs)
+    params = {n: v for n, v in params.items() if n not in outputs}  # what the step sets is its output, not its input
+    step.key, step.outputs = memo.key_of(step.code, upstream, reads, params), sorted(outputs)
     step.state = "done"
     if step.memo:
-        lost = memo.save(name, {"key": step.key, "reads": reads, "after": upstream}, outputs)
+        lost = memo.save(name, {"key": step.key, "reads": reads, "after": upstream, "parameters": sorted(params)}, outputs)
         if lost:
             step.note = f"memo cannot keep {', '.join(lost)} (not picklable): it runs again next time"
     _track(step)

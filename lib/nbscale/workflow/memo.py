@@ -1,6 +1,8 @@
 """Step memoization: what a step read, its key, and the record that lets a re-run skip it.
 
-A step's key is a hash of its code, its upstream steps' keys and the dataset versions it reads. What it
+A step's key is a hash of its code, its upstream steps' keys, the dataset versions it reads and the
+plain values (strings, numbers, booleans) of the notebook variables its code mentions — so flipping a
+parameter cell's `FASHION_MNIST = True` re-runs the steps that use it. What it
 reads is only known by running it, so the record keeps the dataset names it resolved; the next time,
 the key is computed with those names' versions *now* (a new version of one changes the key). The record
 and the step's outputs (the notebook variables it bound, cloudpickled) live under the data dir, so a
@@ -11,6 +13,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from ..config import settings
@@ -50,8 +53,21 @@ def reads_now(recorded: dict) -> dict:
     return now
 
 
-def key_of(code: str, upstream: dict[str, str], reads: dict) -> str:
-    text = json.dumps({"code": code, "after": upstream, "reads": reads}, sort_keys=True)
+PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value) -> bool:
+    return isinstance(value, PLAIN) or (isinstance(value, (tuple, list)) and len(value) < 100 and all(_plain(v) for v in value))
+
+
+def parameters(code: str, namespace: dict, names: list[str] | None = None) -> dict[str, str]:
+    """repr() of the plain-valued variables among `names` (default: every name `code` mentions)."""
+    wanted = sorted(set(re.findall(r"[A-Za-z_]\w*", code))) if names is None else names
+    return {n: repr(namespace[n]) for n in wanted if not n.startswith("_") and n in namespace and _plain(namespace[n])}
+
+
+def key_of(code: str, upstream: dict[str, str], reads: dict, params: dict | None = None) -> str:
+    text = json.dumps({"code": code, "after": upstream, "reads": reads, **({"parameters": params} if params else {})}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
