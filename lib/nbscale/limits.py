@@ -1,7 +1,7 @@
 """The Binder profile (`NBSCALE_PROFILE=binder`, set by binder/start): the tutorials on a 2 GiB,
 shared-CPU machine. It shrinks what a cell asks for — epochs, rows of the built-in datasets, an
-executor's memory, shuffle partitions, trials run at once — and says so in the cell's output, so a reader knows why the
-numbers differ from the committed notebook. The default profile ("full") changes nothing."""
+executor's memory, shuffle partitions, trials run at once — and says so in the cell's output, so a
+reader knows why the numbers differ from the committed notebook. The default profile changes nothing."""
 from __future__ import annotations
 
 from .config import settings

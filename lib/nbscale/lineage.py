@@ -105,13 +105,16 @@ def _from_dataset(ref: str) -> Lineage:
     runs = mlflow().search_runs(search_all_experiments=True, filter_string=f"params.data = '{exact}'", output_format="list",
                                 order_by=["attributes.start_time ASC"])
     ids = {r.info.run_id for r in runs}
+    # A distributed run's workers and a search's trials are child runs: shown as their parent, which
+    # also holds the models registered from them (a %%tune registers its best trial's).
+    shown_as = {r.info.run_id: r.data.tags["mlflow.parentRunId"] if r.data.tags.get("mlflow.parentRunId") in ids else r.info.run_id
+                for r in runs}
     by_run: dict[str, list[Node]] = {}
     for v in client.search_model_versions():
         run_id = (v.tags or {}).get("nbscale.run_id") or v.run_id
         if run_id in ids:
-            by_run.setdefault(run_id, []).append(_model_node(client, v.name, int(v.version)))
-    # A distributed run's workers and a search's trials are child runs: shown under their parent.
-    top = [r for r in runs if r.data.tags.get("mlflow.parentRunId") not in ids]
+            by_run.setdefault(shown_as[run_id], []).append(_model_node(client, v.name, int(v.version)))
+    top = [r for r in runs if shown_as[r.info.run_id] == r.info.run_id]
     return Lineage(ref, [_dataset_node(exact, [_run_node(client, r, by_run.get(r.info.run_id, [])) for r in top])])
 
 

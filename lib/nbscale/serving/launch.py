@@ -45,7 +45,7 @@ def _env() -> dict:
 def start_process(module: str, args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
         return spawn([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=_env(), start_new_session=True)
+                     env=_env(), start_new_session=True)
 
 
 def start_replicas(name: str, version: int, count: int, folder: Path) -> list[Replica]:
