@@ -30,18 +30,33 @@ MARKER = "NBSCALE_SUITE_RUN"
 GIB = 1024 ** 3
 
 
-def tagged_memory(tag: str) -> tuple[int, int]:
-    """(RSS, PSS) summed over the live processes carrying the marker."""
+def tagged_memory(tag: str) -> tuple[int, int, list[tuple[str, int]]]:
+    """(RSS, PSS) summed over the live processes carrying the marker, and each one's (role, PSS)."""
     rss = pss = 0
+    each = []
     for proc in psutil.process_iter():
         try:
             if proc.environ().get(MARKER) != tag:
                 continue
             info = proc.memory_full_info()
             rss, pss = rss + info.rss, pss + info.pss
+            each.append((role(proc.cmdline()), info.pss))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return rss, pss
+    return rss, pss, each
+
+
+def role(cmdline: list[str]) -> str:
+    """A short name for what a process of the suite is."""
+    text = " ".join(cmdline)
+    for needle, name in (("ipykernel", "kernel"), ("SparkSubmit", "Spark driver JVM"), ("deploy.master", "Spark master JVM"),
+                         ("deploy.worker", "Spark worker JVM"), ("CoarseGrainedExecutorBackend", "Spark executor JVM"),
+                         ("pyspark.daemon", "PySpark worker"), ("pyspark/daemon", "PySpark worker"),
+                         ("nbscale.distributed.worker", "TF training worker"), ("nbscale.serving.replica", "model replica"),
+                         ("nbscale.serving.front", "serving front"), ("pytest", "pytest (nbval)")):
+        if needle in text:
+            return name
+    return cmdline[0].rsplit("/", 1)[-1] if cmdline else "?"
 
 
 def main() -> int:
@@ -53,20 +68,22 @@ def main() -> int:
     tag = uuid.uuid4().hex
     env = dict(os.environ, **{MARKER: tag, "NBSCALE_PROFILE": args.profile, "NBSCALE_DATA_DIR": tempfile.mkdtemp(prefix="nbscale-suite-")})
     if args.profile == "binder":  # as binder/start sets them
-        env.update(NBSCALE_DRIVER_MEMORY="1g", NBSCALE_MASTER="local[2]")
+        env.update(NBSCALE_DRIVER_MEMORY="512m", NBSCALE_MASTER="local[2]", MALLOC_ARENA_MAX="2")
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax"]
     else:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
                    "--nbval-sanitize-with", str(ROOT / "tests" / "nbval-sanitize.cfg")]
     failed, rows = 0, []
     for notebook in args.notebooks:  # one pytest run each, so every notebook gets its own peak
-        peak = [0, 0]
+        peak, at_peak = [0, 0], []
         done = threading.Event()
 
         def sample():
             while not done.wait(0.5):
-                rss, pss = tagged_memory(tag)
-                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+                rss, pss, each = tagged_memory(tag)
+                peak[0] = max(peak[0], rss)
+                if pss > peak[1]:
+                    peak[1], at_peak[:] = pss, each
 
         sampler = threading.Thread(target=sample, daemon=True)
         started = time.monotonic()
@@ -80,6 +97,11 @@ def main() -> int:
             print(outcome.stdout[-3000:])
         print(f"{rows[-1][0]:<22} {rows[-1][1]:6.0f} s  peak RSS {rows[-1][2] / GIB:.2f} GiB  PSS {rows[-1][3] / GIB:.2f} GiB"
               + ("  FAILED" if outcome.returncode else ""), flush=True)
+        roles: dict[str, list[int]] = {}
+        for name, pss in at_peak:
+            roles.setdefault(name, []).append(pss)
+        print("    at the peak: " + ", ".join(f"{name} {sum(v) / GIB:.2f}" + (f" ({len(v)})" if len(v) > 1 else "")
+                                           for name, v in sorted(roles.items(), key=lambda kv: -sum(kv[1]))), flush=True)
     subprocess.run(["pkill", "-f", env["NBSCALE_DATA_DIR"]], check=False)  # anything the suite left behind
     total = sum(r[1] for r in rows)
     print(f"profile {args.profile}: {len(rows)} notebooks in {total / 60:.1f} min (budget 15); "

@@ -31,7 +31,7 @@ def test_a_fresh_venv_from_the_binder_files_runs_nbscale(tmp_path):
                 "import sys, nbscale; from nbscale.config import settings; s = settings(); "
                 "print(nbscale.__file__, s.profile, s.master, s.driver_memory, 'pyspark' in sys.modules)")
     module, profile, master, memory, spark_imported = shown.split()
-    assert Path(module).is_relative_to(ROOT / "lib") and (profile, master, memory) == ("binder", "local[2]", "1g")
+    assert Path(module).is_relative_to(ROOT / "lib") and (profile, master, memory) == ("binder", "local[2]", "512m")
     assert spark_imported == "False"  # importing nbscale stays light
     kernels = run(str(bin_dir / "jupyter"), "kernelspec", "list")
     assert str(venv) in kernels and "nbscale-local" in kernels and "nbscale-cluster" in kernels

@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import limits
 from .config import settings
 from .errors import NbscaleError
 from .processes import free_port
@@ -132,7 +133,7 @@ def up(workers: int = 1, cores: int = 2, memory: str = "2g", port: int = 7077) -
     (home / "logs").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SPARK_LOCAL_IP=HOST, SPARK_LOG_DIR=str(home / "logs"), SPARK_PID_DIR=str(home),
                # The master's REST submission server would open another port (6066); nbscale does not use it.
-               SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false", PYSPARK_PYTHON=sys.executable)
+               SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false", PYSPARK_PYTHON=sys.executable, **limits.daemon_env())
     ui_port = free_port(HOST)
     master_log = home / "logs" / "master.log"
     pids = {"master": _launch(["org.apache.spark.deploy.master.Master", "--host", HOST, "--port", str(port),
