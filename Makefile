@@ -19,12 +19,14 @@ check-tools:
 	 major=$$("$$java" -version 2>&1 | sed -n 's/.*version "\(1\.\)\{0,1\}\([0-9]*\).*/\2/p' | head -1); \
 	 [ -n "$$major" ] && [ "$$major" -ge 17 ] || { echo "nbscale: Spark needs Java 17+ and found $${major:-none}: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME." >&2; exit 1; }
 
-$(STAMP): pyproject.toml constraints.txt kernels/nbscale-local/kernel.json kernels/nbscale-cluster/kernel.json | check-tools
+$(STAMP): pyproject.toml constraints.txt kernels/nbscale-local/kernel.json kernels/nbscale-cluster/kernel.json jupyter-config/nbscale.json | check-tools
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip==25.3
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/jupyter kernelspec install --sys-prefix --replace --log-level=WARN kernels/nbscale-local
 	$(BIN)/jupyter kernelspec install --sys-prefix --replace --log-level=WARN kernels/nbscale-cluster
+	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
+	cp jupyter-config/nbscale.json $(VENV)/etc/jupyter/jupyter_server_config.d/nbscale.json
 	touch $@
 	@echo "nbscale: set up in $(VENV)"
 

@@ -37,6 +37,7 @@ def test_a_fresh_venv_from_the_binder_files_runs_nbscale(tmp_path):
     assert str(venv) in kernels and "nbscale-local" in kernels and "nbscale-cluster" in kernels
     config = venv / "etc" / "jupyter" / "jupyter_server_config.d" / "nbscale-binder.json"
     assert '"/lab/tree/notebooks/00-quickstart.ipynb"' in config.read_text()
+    assert '"nbscale.server": true' in (config.parent / "nbscale.json").read_text()  # the panel's REST API
     assert (ROOT / "notebooks" / "00-quickstart.ipynb").is_file()
     # The tutorials' stack is whole: the kernel's heavy imports resolve in the new venv.
     run(str(bin_dir / "python"), "-c", "import pyspark, petastorm, tensorflow, tf_keras, mlflow, ipywidgets")

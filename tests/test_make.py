@@ -60,6 +60,9 @@ def test_make_lab_serves_jupyterlab_with_both_kernels():
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{base}/api/kernelspecs", timeout=10)
         assert refused.value.code == 403
+        # The set-up enabled nbscale's server extension: the panel's API answers, behind the token.
+        with urllib.request.urlopen(f"{base}/nbscale/api/status?token={token}", timeout=10) as response:
+            assert json.load(response)["result"]["data_dir"]
     finally:
         os.killpg(lab.pid, signal.SIGTERM)
         output = lab.communicate(timeout=60)[0]

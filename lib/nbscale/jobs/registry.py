@@ -67,6 +67,9 @@ def start(kind: str, title: str, work: Callable[[Job], object]) -> Job:
 
     job.thread = threading.Thread(target=run, name=f"nbscale-job-{job.id}", daemon=True)
     job.thread.start()
+    from .. import state
+
+    state.ensure_publishing()  # the nbscale panel lists it, and can cancel it
     return job
 
 

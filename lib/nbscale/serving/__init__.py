@@ -135,6 +135,9 @@ def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str |
         stop_processes([r.process for r in side.replicas] + ([service.front] if service.front else []))
         raise
     _services[name] = service
+    from .. import state
+
+    state.ensure_publishing()  # the nbscale panel lists it, and can stop it
     return service
 
 

@@ -1,0 +1,99 @@
+"""Tornado handlers for `/nbscale/api/...`: each authenticated, each a call of one `views` function
+on a worker thread (MLflow and file reads must not block the server's loop)."""
+from __future__ import annotations
+
+import asyncio
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from ..errors import NbscaleError
+from . import views
+
+
+class NbscaleHandler(APIHandler):
+    async def answer(self, view, *args, **kwargs) -> None:
+        try:
+            result = await asyncio.to_thread(view, *args, **kwargs)
+        except views.NotFound as missing:
+            self.set_status(404)
+            result = {"message": str(missing)}
+        except NbscaleError as refused:
+            self.set_status(400)
+            result = {"message": str(refused)}
+        self.finish({"result": result} if self.get_status() < 400 else result)
+
+
+class Status(NbscaleHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        await self.answer(views.status)
+
+
+class Datasets(NbscaleHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        await self.answer(views.datasets)
+
+
+class Dataset(NbscaleHandler):
+    @tornado.web.authenticated
+    async def get(self, name):
+        await self.answer(views.dataset, name)
+
+
+class Runs(NbscaleHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        limit = self.get_query_argument("limit", "20")
+        if not limit.isdigit():
+            raise tornado.web.HTTPError(400, reason=f"limit={limit!r} is not a number")
+        await self.answer(views.runs, int(limit))
+
+
+class Models(NbscaleHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        await self.answer(views.models)
+
+
+class Jobs(NbscaleHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        await self.answer(views.jobs)
+
+
+class CancelJob(NbscaleHandler):
+    @tornado.web.authenticated
+    async def post(self, kernel, job):
+        await self.answer(views.cancel_job, kernel, job)
+
+
+class Servers(NbscaleHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        await self.answer(views.servers)
+
+
+class StopServer(NbscaleHandler):
+    @tornado.web.authenticated
+    async def post(self, kernel, name):
+        await self.answer(views.stop_server, kernel, name)
+
+
+class Logs(NbscaleHandler):
+    @tornado.web.authenticated
+    async def get(self):
+        await self.answer(views.log_tail, self.get_query_argument("path", ""))
+
+
+ROUTES = [
+    ("status", Status), ("datasets", Datasets), (r"datasets/([^/]+)", Dataset), ("runs", Runs), ("models", Models),
+    ("jobs", Jobs), (r"jobs/([^/]+)/([^/]+)/cancel", CancelJob), ("servers", Servers),
+    (r"servers/([^/]+)/([^/]+)/stop", StopServer), ("logs", Logs),
+]
+
+
+def routes(base_url: str) -> list[tuple[str, type]]:
+    return [(url_path_join(base_url, "nbscale", "api", pattern), handler) for pattern, handler in ROUTES]

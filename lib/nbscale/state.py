@@ -1,0 +1,105 @@
+"""What a kernel is doing, where the Jupyter server (and its nbscale panel) can see it: state files
+under `<data_dir>/kernels/<pid>/`, and requests dropped there for the kernel to carry out.
+
+Files rather than comms: the panel must show the jobs and servers of *every* kernel, including one
+whose notebook tab is closed, and survive a browser reload or a server restart; a comm only reaches
+the frontend attached to its kernel. A daemon thread, started with the first background job or
+service, rewrites `jobs.json` and `servers.json` when they change and carries out requests the
+server writes into `requests/` ({"action": "cancel", "job": 3}, {"action": "stop", "server": "m"})."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from .config import settings
+
+INTERVAL_S = 0.5
+_thread: threading.Thread | None = None
+_lock = threading.Lock()
+
+
+def kernel_dir(data_dir: str | None = None, pid: int | None = None) -> Path:
+    return Path(data_dir or settings().data_dir) / "kernels" / str(pid or os.getpid())
+
+
+def write_json(path: Path, value) -> None:
+    """Whole or not at all: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(value))
+    partial.replace(path)
+
+
+def jobs_now() -> list[dict]:
+    from .jobs import registry
+
+    return [{"id": j.id, "kind": j.kind, "title": j.title, "state": j.state, "progress": j.progress, "started": j.started,
+             "ended": j.ended, "error": j.error, "log": _job_log(j)} for j in registry.jobs()]
+
+
+def _job_log(job) -> str | None:
+    root = getattr(getattr(job.handle, "job", None), "root", None)  # a distributed run's job folder
+    return str(root) if root else None
+
+
+def servers_now() -> list[dict]:
+    from . import serving
+
+    found = []
+    for s in serving.services():
+        processes = [s.front] + [r.process for side in s.sides for r in side.replicas]
+        found.append({"name": s.name, "url": f"{s.url}/invocations", "healthy": all(p.poll() is None for p in processes),
+                      "versions": [{"label": side.label, "weight": side.weight, "replicas": len(side.replicas)} for side in s.sides]})
+    return found
+
+
+def carry_out(request: dict) -> None:
+    from . import serving
+    from .jobs import registry
+
+    if request.get("action") == "cancel":
+        registry.cancel(int(request["job"]))
+    elif request.get("action") == "stop":
+        serving.stop(str(request["server"]))
+
+
+def publish_once(folder: Path, last: dict) -> None:
+    for name, value in (("jobs", jobs_now()), ("servers", servers_now())):
+        if last.get(name) != value:
+            write_json(folder / f"{name}.json", value)
+            last[name] = value
+    requests = folder / "requests"
+    for path in sorted(requests.glob("*.json")) if requests.is_dir() else ():
+        try:
+            carry_out(json.loads(path.read_text()))
+        except Exception:  # noqa: BLE001 - a stale request (job gone) must not stop the publisher
+            pass
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def ensure_publishing() -> None:
+    """Start the publisher thread of this kernel (once)."""
+    global _thread
+    with _lock:
+        if _thread is not None and _thread.is_alive():
+            return
+        last: dict = {}
+
+        def loop():
+            folder = None
+            while True:
+                try:
+                    if folder != kernel_dir():  # the data dir moved (%nbscale connect --data-dir): publish there
+                        folder = kernel_dir()
+                        last.clear()
+                    publish_once(folder, last)
+                except Exception:  # noqa: BLE001 - a full disk now must not end the publishing for good
+                    pass
+                time.sleep(INTERVAL_S)
+
+        _thread = threading.Thread(target=loop, name="nbscale-state", daemon=True)
+        _thread.start()
