@@ -9,7 +9,8 @@ LAB_PORT ?= 8888
 DEMO_OUT ?= build/demo
 ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup lab test test-fast demo notebooks lock clean check-tools
+.PHONY: setup lab labextension test test-fast demo notebooks lock clean check-tools
+LABEXT := lib/nbscale/labextension
 
 setup: $(STAMP)
 
@@ -30,7 +31,17 @@ $(STAMP): pyproject.toml constraints.txt kernels/nbscale-local/kernel.json kerne
 	touch $@
 	@echo "nbscale: set up in $(VENV)"
 
-lab: setup
+# The JupyterLab panel is committed built (installs need no Node.js); rebuilt here only when the
+# sources differ from the ones it was built from (a content hash: git checkouts scramble mtimes).
+labextension: setup
+	@hash=$$(cat extension/package.json extension/yarn.lock extension/src/*.ts extension/style/*.css | sha1sum | cut -c1-40); \
+	 if [ "$$(cat $(LABEXT)/.source-sha1 2>/dev/null)" != "$$hash" ]; then \
+	   echo "nbscale: building the JupyterLab panel (extension/ changed)"; \
+	   cd extension && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm install && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm build && cd .. && \
+	   echo "$$hash" > $(LABEXT)/.source-sha1 && $(BIN)/python -m pip install -q --no-deps -e . ; \
+	 fi
+
+lab: setup labextension
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --no-browser $(ALLOW_ROOT)
 
 # The whole suite: unit, integration (real Spark, MLflow, kernels) and the notebooks via nbval.
