@@ -69,6 +69,19 @@ def test_make_lab_serves_jupyterlab_with_both_kernels():
     assert f"http://127.0.0.1:{port}/lab" in output  # the URL is printed for the user
 
 
+def test_the_panel_is_built_from_its_sources_and_enabled_in_the_venv():
+    import hashlib
+
+    sources = [ROOT / "extension" / name for name in ("package.json", "yarn.lock")]
+    sources += sorted((ROOT / "extension" / "src").glob("*.ts")) + sorted((ROOT / "extension" / "style").glob("*.css"))
+    built_from = (ROOT / "lib" / "nbscale" / "labextension" / ".source-sha1").read_text().strip()
+    assert built_from == hashlib.sha1(b"".join(p.read_bytes() for p in sources)).hexdigest(), \
+        "extension/ changed since lib/nbscale/labextension was built: run make labextension and commit the build"
+    listed = subprocess.run([str(ROOT / ".venv" / "bin" / "jupyter"), "labextension", "list"], capture_output=True, text=True, timeout=120)
+    line = [ln for ln in (listed.stdout + listed.stderr).splitlines() if "nbscale-labextension" in ln]
+    assert line and "enabled" in line[0] and "OK" in line[0], listed.stdout + listed.stderr
+
+
 @pytest.mark.slow
 def test_make_demo_runs_the_quickstart_headless(tmp_path):
     out = subprocess.run(["make", "-s", "demo", f"DEMO_OUT={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
