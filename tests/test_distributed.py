@@ -273,6 +273,13 @@ def test_the_launch_form_shows_the_equivalent_cell_and_launches_it(ip):
     job.wait(300)
     assert job.state == "finished", job.error
     assert "finished on 2 workers" in form.card.value and job.result.workers == 2
+    # What the nbscale panel gets: the job, and a log link the server can read inside the data dir.
+    from nbscale import state
+    from nbscale.server import views
+
+    (published,) = [j for j in state.jobs_now() if j["id"] == job.id]
+    assert published["state"] == "finished" and published["log"].endswith("worker-0.log")
+    assert views.log_tail(published["log"])["text"]
     with pytest.raises(NbscaleError, match="No dataset 'nope'"):
         ip.run_line_magic("launch", "--data nope")
 

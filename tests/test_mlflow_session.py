@@ -98,8 +98,23 @@ def test_train_register_and_serve_through_a_tracking_server(settings, tracking_s
     serving.serve("remote-digits@champion")  # the replica loads the model from the server's artifact store
     try:
         assert np.allclose(np.asarray(serving.predict("remote-digits", x)), result.model.predict(x, verbose=0), atol=1e-5)
+        # The panel's views over the same remote store: runs link into its UI; the service is listed and stopped.
+        from nbscale.server import views
+
+        (shown,) = [r for r in views.runs(50)["runs"] if r["id"] == result.run_id]
+        assert shown["url"] == f"{tracking_server}/#/experiments/{experiment_id('remote-train')}/runs/{result.run_id}"
+        assert ("remote-digits", 1, ["champion"]) in [(m["name"], m["version"], m["aliases"]) for m in views.models()]
+        deadline = time.monotonic() + 15
+        while not [s for s in views.servers() if s["name"] == "remote-digits" and s["healthy"]]:
+            assert time.monotonic() < deadline, "the kernel never published its service"
+            time.sleep(0.2)
+        views.stop_server(str(os.getpid()), "remote-digits")
+        while serving.services():
+            assert time.monotonic() < deadline + 15, "the stop request was not carried out"
+            time.sleep(0.2)
     finally:
-        serving.stop("remote-digits")
+        if serving.services():
+            serving.stop("remote-digits")
     with urllib.request.urlopen(f"{tracking_server}/api/2.0/mlflow/registered-models/get?name=remote-digits", timeout=10) as response:
         assert json.load(response)["registered_model"]["aliases"][0]["alias"] == "champion"
 

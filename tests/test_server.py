@@ -26,7 +26,8 @@ def server(tmp_path_factory):
     saved = cfg.data_dir
     cfg.data_dir = str(tmp_path_factory.mktemp("server-data") / "data")
     port = free_port()
-    env = dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir)
+    # The same stores as this process (an earlier test may have left MLFLOW_TRACKING_URI in the environment).
+    env = dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri)
     log = open(tmp_path_factory.mktemp("server-log") / "server.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
@@ -156,6 +157,10 @@ def test_a_log_is_read_inside_the_data_dir_and_a_link_out_of_it_is_refused(serve
     (data / "logs" / "worker.log").write_text("epoch 1 done\n")
     status, body = api(server, "GET", "logs?path=logs%2Fworker.log")
     assert status == 200 and body["result"]["text"] == "epoch 1 done\n"
+    page = urllib.request.Request(f"{server}/nbscale/api/logs?format=text&path=logs%2Fworker.log", headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(page, timeout=10) as answer:  # the panel's log link
+        assert answer.headers["Content-Type"].startswith("text/plain") and answer.read() == b"epoch 1 done\n"
+    assert api(server, "GET", "logs?format=text&path=..%2Fx")[0] == 400
     secret = data.parent / f"{data.name}-sibling" / "secret.log"  # a sibling whose name starts like the data dir
     secret.parent.mkdir(exist_ok=True)
     secret.write_text("not yours")

@@ -108,7 +108,8 @@ class NbscalePanel extends Widget {
         row.appendChild(cancel);
       }
       if (j.log) {
-        row.appendChild(element('span', { class: 'nbscale-detail' }, ` logs: ${j.log}`));
+        const logs = `${ServerConnection.makeSettings().baseUrl}nbscale/api/logs?format=text&path=${encodeURIComponent(j.log)}`;
+        row.appendChild(element('a', { href: logs, target: '_blank', class: 'nbscale-link' }, ' logs'));
       }
       return row;
     }));

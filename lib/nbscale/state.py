@@ -41,8 +41,15 @@ def jobs_now() -> list[dict]:
 
 
 def _job_log(job) -> str | None:
-    root = getattr(getattr(job.handle, "job", None), "root", None)  # a distributed run's job folder
-    return str(root) if root else None
+    """A distributed run's chief (rank 0) log of its latest attempt, relative to the data dir (what the
+    panel's log link asks the server for); in-kernel jobs print into their cell instead."""
+    folder = getattr(job.handle, "job", None)
+    attempts = folder.attempts() if folder is not None else []
+    if not attempts:
+        return None
+    log = folder.log_file(attempts[-1], 0).resolve()
+    data = Path(settings().data_dir).resolve()
+    return str(log.relative_to(data)) if log.is_relative_to(data) else None
 
 
 def servers_now() -> list[dict]:

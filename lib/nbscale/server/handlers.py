@@ -85,7 +85,15 @@ class StopServer(NbscaleHandler):
 class Logs(NbscaleHandler):
     @tornado.web.authenticated
     async def get(self):
-        await self.answer(views.log_tail, self.get_query_argument("path", ""))
+        if self.get_query_argument("format", "json") != "text":
+            return await self.answer(views.log_tail, self.get_query_argument("path", ""))
+        try:  # the panel's log link: the tail as a page of text
+            tail = await asyncio.to_thread(views.log_tail, self.get_query_argument("path", ""))
+        except views.NotFound as missing:
+            raise tornado.web.HTTPError(404, reason=str(missing)) from None
+        except NbscaleError as refused:
+            raise tornado.web.HTTPError(400, reason=str(refused)) from None
+        self.finish(tail["text"], set_content_type="text/plain; charset=utf-8")
 
 
 ROUTES = [
