@@ -131,6 +131,20 @@ def test_a_job_in_the_kernel_is_listed_and_cancelled_from_the_panel(server):
         time.sleep(0.2)
 
 
+def test_a_dead_kernels_state_is_not_listed(server):
+    from pathlib import Path
+
+    from nbscale.config import settings
+    from nbscale.state import write_json
+
+    ghost = Path(settings().data_dir) / "kernels" / "999999"  # a kernel SIGKILLed: its files stay, its heartbeat stops
+    write_json(ghost / "jobs.json", [{"id": 1, "title": "ghost", "state": "running"}])
+    (ghost / "heartbeat").touch()
+    os.utime(ghost / "heartbeat", (time.time() - 60, time.time() - 60))
+    assert [j for j in api(server, "GET", "jobs")[1]["result"] if j["kernel"] == 999999] == []
+    assert api(server, "POST", "jobs/999999/1/cancel")[0] == 404
+
+
 @pytest.mark.parametrize("method, route, code, message", [
     ("GET", "datasets/nothing", 404, "No dataset named 'nothing'."),
     ("GET", "datasets/..%2F..%2Fetc", 400, "is not a name"),

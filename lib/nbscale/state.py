@@ -8,8 +8,10 @@ service, rewrites `jobs.json` and `servers.json` when they change and carries ou
 server writes into `requests/` ({"action": "cancel", "job": 3}, {"action": "stop", "server": "m"})."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 from .config import settings
 
 INTERVAL_S = 0.5
+HEARTBEAT = "heartbeat"  # touched every interval: a folder whose heartbeat stopped is a dead kernel's
 _thread: threading.Thread | None = None
 _lock = threading.Lock()
 
@@ -74,6 +77,8 @@ def carry_out(request: dict) -> None:
 
 
 def publish_once(folder: Path, last: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / HEARTBEAT).touch()
     for name, value in (("jobs", jobs_now()), ("servers", servers_now())):
         if last.get(name) != value:
             write_json(folder / f"{name}.json", value)
@@ -110,3 +115,4 @@ def ensure_publishing() -> None:
 
         _thread = threading.Thread(target=loop, name="nbscale-state", daemon=True)
         _thread.start()
+        atexit.register(lambda: shutil.rmtree(kernel_dir(), ignore_errors=True))  # a kernel that ends leaves nothing listed

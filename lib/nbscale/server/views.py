@@ -3,8 +3,8 @@ handlers only translate HTTP). Every name or path that comes from a request is c
 from __future__ import annotations
 
 import json
-import os
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from ..errors import NbscaleError
 
 NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,127}$")
 LOG_TAIL_BYTES = 64 * 1024
+STALE_S = 10  # a kernel that has not published for this long is gone (killed, or its machine slept)
 
 
 class NotFound(NbscaleError):
@@ -100,16 +101,19 @@ def models() -> list[dict]:
 
 
 def _kernels() -> list[Path]:
+    """Folders of kernels publishing now (a killed kernel's folder stays, but its heartbeat stops)."""
+    from ..state import HEARTBEAT
+
     root = Path(settings().data_dir) / "kernels"
-    return [d for d in sorted(root.iterdir()) if d.name.isdigit() and _alive(int(d.name))] if root.is_dir() else []
+    folders = [d for d in sorted(root.iterdir()) if d.name.isdigit()] if root.is_dir() else []
+    return [d for d in folders if _beats(d / HEARTBEAT)]
 
 
-def _alive(pid: int) -> bool:
+def _beats(heartbeat: Path) -> bool:
     try:
-        os.kill(pid, 0)
+        return time.time() - heartbeat.stat().st_mtime < STALE_S
     except OSError:
         return False
-    return True
 
 
 def _published(kind: str) -> list[dict]:
