@@ -41,3 +41,19 @@ def free_port() -> int:
 def run_python(code: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter of this venv (for what one process can observe only once)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy())
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, timeout: float, why=lambda: "") -> None:
+    """Poll `url` until it answers 200; fail with `why()` (e.g. the server's log) if `process` dies or time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            assert process.poll() is None, f"{process.args[0]} exited: {why()}"
+            assert time.monotonic() < deadline, f"{url} did not answer in {timeout:.0f} s: {why()}"
+            time.sleep(0.3)

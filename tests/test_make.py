@@ -4,12 +4,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_until_answers
 
 
 def test_setup_is_skipped_when_the_venv_is_current():
@@ -42,15 +41,7 @@ def test_make_lab_serves_jupyterlab_with_both_kernels():
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
-                    break
-            except OSError:
-                assert lab.poll() is None, lab.stdout.read()
-                assert time.monotonic() < deadline, "JupyterLab did not answer in 120 s"
-                time.sleep(0.5)
+        wait_until_answers(f"{base}/api/status?token={token}", lab, 120, why=lambda: lab.stdout.read() if lab.poll() is not None else "")
         with urllib.request.urlopen(f"{base}/api/kernelspecs?token={token}", timeout=10) as response:
             specs = json.load(response)["kernelspecs"]
         assert specs["nbscale-local"]["spec"]["display_name"] == "nbscale — Spark local"

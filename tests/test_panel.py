@@ -8,11 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_until_answers
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -50,14 +48,7 @@ def lab(tmp_path_factory):
          f"--IdentityProvider.token={TOKEN}", "--ServerApp.allow_unauthenticated_access=False", f"--ServerApp.root_dir={root}"],
         env=dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/nbscale/api/status?token={TOKEN}", timeout=2):
-                break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, log.seek(0) or log.read()
-            time.sleep(0.5)
+    wait_until_answers(f"{base}/nbscale/api/status?token={TOKEN}", process, 90, why=lambda: log.seek(0) or log.read())
     yield base, browser
     process.terminate()
     process.wait(30)

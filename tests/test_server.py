@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_until_answers
 
 pytestmark = pytest.mark.slow
 TOKEN = "nbscale-server-test"
@@ -35,10 +35,7 @@ def server(tmp_path_factory):
          '--ServerApp.jpserver_extensions={"nbscale.server": True}', f"--ServerApp.root_dir={ROOT}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while call("GET", f"{base}/nbscale/api/status", TOKEN)[0] != 200:
-        assert process.poll() is None and time.monotonic() < deadline, log.seek(0) or log.read()
-        time.sleep(0.3)
+    wait_until_answers(f"{base}/nbscale/api/status?token={TOKEN}", process, 60, why=lambda: log.seek(0) or log.read())
     yield base
     process.terminate()
     process.wait(30)

@@ -110,10 +110,11 @@ def _from_dataset(ref: str) -> Lineage:
     shown_as = {r.info.run_id: r.data.tags["mlflow.parentRunId"] if r.data.tags.get("mlflow.parentRunId") in ids else r.info.run_id
                 for r in runs}
     by_run: dict[str, list[Node]] = {}
+    aliases: dict[str, dict] = {}  # one registry lookup per model, not per version
     for v in client.search_model_versions():
         run_id = (v.tags or {}).get("nbscale.run_id") or v.run_id
         if run_id in ids:
-            by_run.setdefault(shown_as[run_id], []).append(_model_node(client, v.name, int(v.version)))
+            by_run.setdefault(shown_as[run_id], []).append(_model_node(client, v.name, int(v.version), aliases))
     top = [r for r in runs if shown_as[r.info.run_id] == r.info.run_id]
     return Lineage(ref, [_dataset_node(exact, [_run_node(client, r, by_run.get(r.info.run_id, [])) for r in top])])
 
@@ -138,10 +139,13 @@ def _run_node(client, run, children: list[Node]) -> Node:
                 children)
 
 
-def _model_node(client, name: str, number: int) -> Node:
+def _model_node(client, name: str, number: int, aliases_of: dict | None = None) -> Node:
     from . import serving
 
-    aliases = sorted(a for a, v in (client.get_registered_model(name).aliases or {}).items() if int(v) == number)
+    aliases_of = {} if aliases_of is None else aliases_of
+    if name not in aliases_of:
+        aliases_of[name] = client.get_registered_model(name).aliases or {}
+    aliases = sorted(a for a, v in aliases_of[name].items() if int(v) == number)
     label = f"{name} v{number}"
     services = []
     for service in serving.services():

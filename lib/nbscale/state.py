@@ -58,12 +58,9 @@ def _job_log(job) -> str | None:
 def servers_now() -> list[dict]:
     from . import serving
 
-    found = []
-    for s in serving.services():
-        processes = [s.front] + [r.process for side in s.sides for r in side.replicas]
-        found.append({"name": s.name, "url": f"{s.url}/invocations", "healthy": all(p.poll() is None for p in processes),
-                      "versions": [{"label": side.label, "weight": side.weight, "replicas": len(side.replicas)} for side in s.sides]})
-    return found
+    return [{"name": s.name, "url": f"{s.url}/invocations", "healthy": s.running,
+             "versions": [{"label": side.label, "weight": side.weight, "replicas": len(side.replicas)} for side in s.sides]}
+            for s in serving.services()]
 
 
 def carry_out(request: dict) -> None:

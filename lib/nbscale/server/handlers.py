@@ -25,22 +25,30 @@ class NbscaleHandler(APIHandler):
         self.finish({"result": result} if self.get_status() < 400 else result)
 
 
-class Status(NbscaleHandler):
+class ViewHandler(NbscaleHandler):
+    """GET answers `view(*path_args)`."""
+    view = None
+
     @tornado.web.authenticated
-    async def get(self):
-        await self.answer(views.status)
+    async def get(self, *args):
+        await self.answer(type(self).view, *args)
 
 
-class Datasets(NbscaleHandler):
+class ActionHandler(NbscaleHandler):
+    """POST answers `action(*path_args)` (a request the kernel carries out)."""
+    action = None
+
     @tornado.web.authenticated
-    async def get(self):
-        await self.answer(views.datasets)
+    async def post(self, *args):
+        await self.answer(type(self).action, *args)
 
 
-class Dataset(NbscaleHandler):
-    @tornado.web.authenticated
-    async def get(self, name):
-        await self.answer(views.dataset, name)
+def _get(view):
+    return type(f"Get_{view.__name__}", (ViewHandler,), {"view": staticmethod(view)})
+
+
+def _post(action):
+    return type(f"Post_{action.__name__}", (ActionHandler,), {"action": staticmethod(action)})
 
 
 class Runs(NbscaleHandler):
@@ -50,36 +58,6 @@ class Runs(NbscaleHandler):
         if not limit.isdigit():
             raise tornado.web.HTTPError(400, reason=f"limit={limit!r} is not a number")
         await self.answer(views.runs, int(limit))
-
-
-class Models(NbscaleHandler):
-    @tornado.web.authenticated
-    async def get(self):
-        await self.answer(views.models)
-
-
-class Jobs(NbscaleHandler):
-    @tornado.web.authenticated
-    async def get(self):
-        await self.answer(views.jobs)
-
-
-class CancelJob(NbscaleHandler):
-    @tornado.web.authenticated
-    async def post(self, kernel, job):
-        await self.answer(views.cancel_job, kernel, job)
-
-
-class Servers(NbscaleHandler):
-    @tornado.web.authenticated
-    async def get(self):
-        await self.answer(views.servers)
-
-
-class StopServer(NbscaleHandler):
-    @tornado.web.authenticated
-    async def post(self, kernel, name):
-        await self.answer(views.stop_server, kernel, name)
 
 
 class Logs(NbscaleHandler):
@@ -97,9 +75,10 @@ class Logs(NbscaleHandler):
 
 
 ROUTES = [
-    ("status", Status), ("datasets", Datasets), (r"datasets/([^/]+)", Dataset), ("runs", Runs), ("models", Models),
-    ("jobs", Jobs), (r"jobs/([^/]+)/([^/]+)/cancel", CancelJob), ("servers", Servers),
-    (r"servers/([^/]+)/([^/]+)/stop", StopServer), ("logs", Logs),
+    ("status", _get(views.status)), ("datasets", _get(views.datasets)), (r"datasets/([^/]+)", _get(views.dataset)),
+    ("runs", Runs), ("models", _get(views.models)), ("jobs", _get(views.jobs)),
+    (r"jobs/([^/]+)/([^/]+)/cancel", _post(views.cancel_job)), ("servers", _get(views.servers)),
+    (r"servers/([^/]+)/([^/]+)/stop", _post(views.stop_server)), ("logs", Logs),
 ]
 
 

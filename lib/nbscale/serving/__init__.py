@@ -41,6 +41,14 @@ class Service:
     def url(self) -> str:
         return f"http://{settings().host}:{self.port}"
 
+    def processes(self) -> list[subprocess.Popen]:
+        return [self.front] + [r.process for side in self.sides for r in side.replicas]
+
+    @property
+    def running(self) -> bool:
+        """Every process of the service is alive (the front and each replica)."""
+        return all(p is not None and p.poll() is None for p in self.processes())
+
     def stats(self) -> dict:
         try:
             with urllib.request.urlopen(f"{self.url}/nbscale/stats", timeout=2) as answer:
@@ -142,9 +150,8 @@ def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str |
 
 
 def _serves_exactly(service: Service, label: str, replicas: int, shard_by: str | None, port: int | None) -> bool:
-    processes = [service.front] + [r.process for side in service.sides for r in side.replicas]
     return ([(s.label, len(s.replicas)) for s in service.sides] == [(label, replicas)] and service.shard_by == shard_by
-            and port in (None, service.port) and all(p.poll() is None for p in processes))
+            and port in (None, service.port) and service.running)
 
 
 def _await_replicas(side: Side) -> None:
@@ -190,7 +197,7 @@ def stop(name: str | None = None) -> str:
     for each in names:
         if each in _services:
             service = _services.pop(each)
-            stop_processes([service.front] + [r.process for s in service.sides for r in s.replicas])
+            stop_processes(service.processes())
             stopped.append(f"the service of {each}")
         stopped += stop_streams(each)
     return f"Stopped {', '.join(stopped)}." if stopped else "Nothing was being served."
