@@ -15,11 +15,12 @@ def settings():
     from nbscale.config import settings as current
 
     cfg = current()
-    saved = cfg.as_dict()
+    saved, chosen = cfg.as_dict(), cfg.host_was_chosen()
     yield cfg
     for name, value in saved.items():
         if getattr(cfg, name) != value:
             setattr(cfg, name, value)
+    cfg.host_chosen = chosen
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from traitlets import Dict, Unicode, default, observe, validate
+from traitlets import Dict, Integer, Unicode, default, observe, validate
 from traitlets.config import SingletonConfigurable
 
 from .errors import SettingError
@@ -66,8 +66,14 @@ class Nbscale(SingletonConfigurable):
         "Env: NBSCALE_DATA_DIR. Default: ~/nbscale-data.",
     ).tag(config=True)
     host = Unicode(
-        help="Address the Spark driver, Spark UI and model servers bind to. Keep 127.0.0.1 unless "
-        "cluster executors on other machines must reach this driver. Env: NBSCALE_HOST.",
+        help="Address the Spark driver, Spark UI and model servers bind to. Default 127.0.0.1; for a cluster master "
+        "(spark://, k8s://) left unset, the Spark driver binds the address of the interface that routes to the "
+        "master (model servers stay on 127.0.0.1). Set it when the cluster reaches this machine at another address. "
+        "Env: NBSCALE_HOST.",
+    ).tag(config=True)
+    executor_wait = Integer(
+        60, help="Seconds a new session on a cluster waits for its first executor before it stops and says why "
+        "(executors that cannot reach the notebook never register). Env: NBSCALE_EXECUTOR_WAIT.",
     ).tag(config=True)
     driver_memory = Unicode(
         help="spark.driver.memory for the session nbscale starts (used at JVM start only). "
@@ -107,6 +113,13 @@ class Nbscale(SingletonConfigurable):
     @default("host")
     def _default_host(self):
         return _env("HOST", "127.0.0.1")
+
+    @default("executor_wait")
+    def _default_executor_wait(self):
+        raw = _env("EXECUTOR_WAIT", "60")
+        if not raw.isdigit() or int(raw) < 1:
+            raise SettingError(f"NBSCALE_EXECUTOR_WAIT={raw!r} is not a whole number of seconds: write e.g. 60.")
+        return int(raw)
 
     @default("driver_memory")
     def _default_driver_memory(self):
@@ -194,6 +207,20 @@ class Nbscale(SingletonConfigurable):
         if value not in PROFILES:
             raise SettingError(f"Nbscale.profile = {value!r} is not a profile: use {' or '.join(PROFILES)}.")
         return value
+
+    @validate("executor_wait")
+    def _check_executor_wait(self, proposal):
+        if proposal["value"] < 1:
+            raise SettingError(f"Nbscale.executor_wait = {proposal['value']} must be 1 second or more.")
+        return proposal["value"]
+
+    @observe("host")
+    def _remember_host_was_chosen(self, change):
+        # Chosen (by %config, connect, a config file): it wins over the address found by routing.
+        self.host_chosen = True
+
+    def host_was_chosen(self) -> bool:
+        return getattr(self, "host_chosen", False) or _env("HOST") is not None
 
     @observe("data_dir")
     def _move_default_tracking_uri(self, change):

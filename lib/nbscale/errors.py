@@ -56,6 +56,24 @@ def first_useful_line(text: str, limit: int = 300) -> str:
     return str(text).strip().splitlines()[0] if str(text).strip() else "unknown error"
 
 
+_CANNOT_RUN = re.compile(r"\(([^()\s]+) executor [^)]*\): java\.io\.IOException: Cannot run program \"([^\"]+)\"[^:]*: error=\d+, ([^\n]+)")
+
+
+def executor_failure(text: str) -> str | None:
+    """A task failure that is the environment's fault (no Python at the driver's path on a host), as one line."""
+    match = _CANNOT_RUN.search(text)
+    if match:
+        host, program, why = match.groups()
+        return (f"Executors on {host} cannot run Python at {program} ({why.strip().rstrip('.')}): executors run the notebook's "
+                "interpreter path — install the same environment at that path on every host, set spark.pyspark.python in "
+                "Nbscale.spark_conf to the Python there, or ship this one with %nbscale cluster env pack.")
+    match = re.search(r"\(([^()\s]+) executor [^)]*\):.*?Python in worker has different version ([\d.]+) than that in driver ([\d.]+)", text, re.S)
+    if match:
+        return (f"Executors on {match.group(1)} run Python {match.group(2)}, this notebook {match.group(3)}: PySpark needs the same minor "
+                "version on both sides. Install the notebook's environment there, or ship it with %nbscale cluster env pack.")
+    return None
+
+
 @contextlib.contextmanager
 def spark_errors(doing: str, fix: str = ""):
     """Turn a PySpark / Py4J exception raised while `doing` something into one SparkJobError line."""
@@ -67,6 +85,10 @@ def spark_errors(doing: str, fix: str = ""):
         module = type(exc).__module__ or ""
         if not (module.startswith("pyspark") or module.startswith("py4j")):
             raise
-        detail = first_useful_line(getattr(exc, "getMessage", lambda: str(exc))() or str(exc))
+        text = getattr(exc, "getMessage", lambda: str(exc))() or str(exc)
+        environment = executor_failure(text)
+        if environment:
+            raise SparkJobError(f"{doing} failed: {environment}") from None
+        detail = first_useful_line(text)
         message = f"{doing} failed: {detail}"
         raise SparkJobError(f"{message}. {fix}" if fix else message) from None

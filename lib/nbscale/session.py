@@ -114,13 +114,26 @@ def _is_ip(value: str) -> bool:
         return False
 
 
+def driver_host() -> str:
+    """The address executors connect back to: Nbscale.host when chosen or on a local master; on a
+    cluster master otherwise the address of this machine's interface that routes to the master
+    (127.0.0.1 there would send every executor to its own loopback)."""
+    from .clustercheck import is_cluster, route_address
+
+    cfg = settings()
+    if cfg.host_was_chosen() or not is_cluster(cfg.master):
+        return cfg.host
+    return route_address(cfg.master) or cfg.host
+
+
 def spark_conf() -> dict[str, str]:
     """The Spark settings nbscale starts its session with (user's spark_conf wins)."""
     cfg = settings()
     data = Path(cfg.data_dir)
+    host = driver_host()
     conf = {
-        "spark.driver.host": cfg.host,
-        "spark.driver.bindAddress": cfg.host if _is_ip(cfg.host) else "0.0.0.0",
+        "spark.driver.host": host,
+        "spark.driver.bindAddress": host if _is_ip(host) else "0.0.0.0",
         "spark.driver.memory": cfg.driver_memory,
         # nbscale shows its own progress bars; Spark's console bar would garble cell output.
         "spark.ui.showConsoleProgress": "false",
@@ -177,7 +190,7 @@ def _jvm_start_error(log: Path, offset: int) -> str | None:
 
 def _settings_key() -> tuple:
     cfg = settings()
-    return (cfg.master, cfg.host, cfg.driver_memory, cfg.data_dir, cfg.app_name, tuple(sorted(cfg.spark_conf.items())),
+    return (cfg.master, driver_host(), cfg.driver_memory, cfg.data_dir, cfg.app_name, tuple(sorted(cfg.spark_conf.items())),
             tuple(sorted(cfg.pools.items())))
 
 
@@ -209,8 +222,9 @@ def spark():
         check_master(cfg.master)
         stop_spark()
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
-        if _is_ip(cfg.host):
-            os.environ["SPARK_LOCAL_IP"] = cfg.host  # the Spark UI and block manager bind here too
+        host = driver_host()
+        if _is_ip(host):
+            os.environ["SPARK_LOCAL_IP"] = host  # the Spark UI and block manager bind here too
         # Executors (also on a local standalone cluster) run this interpreter, with this stack.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -232,6 +246,7 @@ def spark():
                 f"Spark did not start with Nbscale.master = {cfg.master!r}: {reason}. "
                 f"Check Nbscale.spark_conf and Nbscale.driver_memory; the JVM log is {log}."
             ) from None
+        _check_cluster(session, log, log_start)  # before the log level drops: executor losses are INFO lines
         if not cfg.master.startswith("sc://"):
             session.sparkContext.setLogLevel("WARN")
         # PySpark logs every SQL error as a multi-line JSON record on stderr before raising it;
@@ -240,6 +255,25 @@ def spark():
             logging.getLogger(name).setLevel(logging.CRITICAL)
         _spark, _spark_key = session, key
         return session
+
+
+def _check_cluster(session, log: Path, log_start: int) -> None:
+    """On a cluster master: executors must come and every host must run this stack and see the data
+    dir; otherwise the session stops here with the one line saying why (no cell waits forever)."""
+    from . import clustercheck
+
+    clustercheck.forget()
+    cfg = settings()
+    if not clustercheck.is_cluster(cfg.master):
+        return
+    try:
+        clustercheck.check(session, cfg.data_dir, log, log_start, cfg.executor_wait)
+    except BaseException:
+        try:
+            session.stop()
+        finally:
+            _shutdown_jvm()
+        raise
 
 
 def stop_spark() -> bool:

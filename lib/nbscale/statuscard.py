@@ -51,6 +51,7 @@ class Status:
     java: str
     gpus: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    cluster: list[str] = field(default_factory=list)  # the connect-time check: hosts, cores, environment
 
     def rows(self) -> list[tuple[str, str, str | None]]:
         """(label, text, link) rows shared by the text and HTML renderings."""
@@ -63,6 +64,7 @@ class Status:
             ("MLflow", self.tracking_uri, self.tracking_uri if self.tracking_uri.startswith("http") else None),
             ("Data dir", self.data_dir, None),
             ("Binds to", self.host, None),
+            *[("Cluster" if i == 0 else "", line, None) for i, line in enumerate(self.cluster)],
             ("Java", self.java, None),
             ("GPUs", ", ".join(self.gpus) if self.gpus else "none seen (training runs on CPU)", None),
             ("Stack", " · ".join(f"{k} {v}" for k, v in self.versions.items()), None),
@@ -87,7 +89,8 @@ class Status:
 
 
 def status() -> Status:
-    from .session import find_java, spark_info
+    from .clustercheck import last_check
+    from .session import driver_host, find_java, spark_info
 
     cfg = settings()
     try:
@@ -103,8 +106,9 @@ def status() -> Status:
         spark_app_id=spark["app_id"],
         tracking_uri=cfg.tracking_uri,
         data_dir=cfg.data_dir,
-        host=cfg.host,
+        host=cfg.host if driver_host() == cfg.host else f"{cfg.host} (model servers); Spark driver {driver_host()} (routes to the master)",
         java=java,
         gpus=gpus_seen(),
         versions=stack_versions(),
+        cluster=(last_check().lines() if spark["started"] and last_check() is not None else []),
     )

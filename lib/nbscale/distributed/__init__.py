@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import settings
-from ..errors import NbscaleError, first_useful_line
+from ..errors import NbscaleError, executor_failure, first_useful_line
 from ..limits import cap
 from ..scheduling import check_pool
 from .jobdir import JobDir
@@ -377,7 +377,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
                                     "the workers are stopped. Run the cell again with --resume to continue.") from None
         if isinstance(exc, NbscaleError):
             raise
-        why = run.failure() or first_useful_line(str(exc))
+        why = run.failure() or executor_failure(str(exc)) or first_useful_line(str(exc))
         raise NbscaleError(f"Distributed training on {version.ref} failed after {len(job.attempts())} attempt(s): {why}") from None
     finally:
         watching.set()

@@ -40,6 +40,7 @@ class Worker:
         self.cluster, self.role, self.index = config["cluster"], config["task"]["type"], config["task"]["index"]
         self.chief = self.role == "chief" or (self.role == "worker" and self.index == 0 and "chief" not in self.cluster)
         self.state = {"rank": rank, "role": self.role, "index": self.index, "pid": os.getpid(), "attempt": attempt,
+                      "host": self.cluster[self.role][self.index].rsplit(":", 1)[0],
                       "epoch": 0, "epochs": self.spec["epochs"], "step": 0, "steps": self.spec["steps_per_epoch"], "state": "starting"}
         self.save_state()
 

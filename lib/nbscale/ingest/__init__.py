@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from ..errors import NbscaleError, spark_errors
 from ..limits import cap
 from ..jobs.progress import ProgressWatcher, SparkProgress
-from . import readers, store
+from ..clustercheck import is_cluster
+from . import readers, staging, store
 from .dataset import Dataset, IngestResult
 from .profile import check_label, compare, profile, schema_drift, shards
 
@@ -121,6 +122,10 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
     options = IngestOptions(name, source if fmt == "sql" else localize(source), fmt, label, shards, batch_rows, cache, mode,
                             schema, header, sep, allow_schema_change)
     spark = current_spark()
+    staged_note = None
+    if fmt != "sql" and is_cluster(spark.sparkContext.master):
+        source, staged_note = staging.stage(spark, options.source)
+        options = dataclasses.replace(options, source=source)
     sc = spark.sparkContext
     group = f"nbscale-ingest-{name}-{uuid.uuid4().hex[:8]}"
     sc.setJobGroup(group, f"%%ingest {name}", interruptOnCancel=True)
@@ -132,6 +137,8 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
         watcher = ProgressWatcher(sc, group, progress) if progress else contextlib.nullcontext()
         with watcher, spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
             read = _read(spark, options)
+            if staged_note:
+                read.notes.append(staged_note)
             if builtin:
                 read = _shrink(read, cap("rows", read.records))
             try:
