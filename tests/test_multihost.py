@@ -260,3 +260,56 @@ def test_a_host_without_the_notebooks_environment_is_one_line(hidden, expected, 
     from nbscale.session import active_spark
 
     assert active_spark() is None
+
+
+def test_the_multi_host_tutorial_runs_under_nbval_on_the_cluster(hosts):
+    """notebooks/10-multi-host.ipynb in a real kernel against this cluster, outputs compared by nbval."""
+    import subprocess
+
+    from conftest import ROOT
+    from nbscale.session import stop_spark
+
+    stop_spark()  # a standalone app takes every free core: this process's session would starve the notebook's
+
+    env = dict(os.environ, NBSCALE_CLUSTER_MASTER=hosts.master_url, NBSCALE_SHARED_DIR=str(hosts.shared / "tutorial"),
+               NBSCALE_DATA_DIR=str(hosts.shared / "tutorial-local"))
+    # --noconftest: the suite's conftest drops NBSCALE_CLUSTER_MASTER (a developer's own must not leak into tests).
+    done = subprocess.run([sys.executable, "-m", "pytest", "--noconftest", "-p", "nbval", "--nbval", "-q", "--nbval-sanitize-with",
+                           str(ROOT / "tests" / "nbval-sanitize.cfg"), str(ROOT / "notebooks" / "10-multi-host.ipynb")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+def test_a_job_on_a_cluster_that_lost_every_worker_says_it_waits_within_seconds(hosts, connected):
+    """Last of the shared cluster's tests: it kills both workers (the master stays)."""
+    from nbscale.jobs.progress import ProgressWatcher
+    from nbscale.session import spark
+
+    sc = spark().sparkContext
+    hosts.kill_worker(1)
+    hosts.kill_worker(2)
+    deadline = time.monotonic() + 30
+    while hosts.workers() and time.monotonic() < deadline:  # the master notices the lost workers
+        time.sleep(0.5)
+    seen, outcome = [], {}
+
+    def job():
+        sc.setJobGroup("mh-starved", "a job with no executor", interruptOnCancel=True)
+        try:
+            with ProgressWatcher(sc, "mh-starved", seen.append, interval=0.5):
+                spark().range(0, 1000, 1, 4).count()
+        except BaseException as exc:  # noqa: BLE001 - cancelled below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=job)
+    started = time.monotonic()
+    thread.start()
+    while not any(p.waiting for p in seen):
+        assert time.monotonic() - started < 15, f"no 'waiting' word in the progress within 15 s: {seen[-1:]}"
+        time.sleep(0.2)
+    assert "waiting for executors" in [p.waiting for p in seen if p.waiting][0]
+    sc.cancelJobGroup("mh-starved")
+    thread.join(30)
+    assert not thread.is_alive() and "error" in outcome  # cancelling ends the wait
+

@@ -98,7 +98,7 @@ def forget() -> None:
 
 
 # ---- executors ------------------------------------------------------------------------------
-def _executors(sc) -> dict[str, int]:
+def executors_by_host(sc) -> dict[str, int]:
     """host -> executors registered with this driver (the driver's own entry left out)."""
     jsc = sc._jsc.sc()
     own = jsc.env().blockManager().blockManagerId()
@@ -122,15 +122,15 @@ def _new_lines(log: Path, offset: int) -> str:
 def wait_for_executors(sc, timeout: float, log: Path, offset: int) -> dict[str, int]:
     """Executors by host once at least one registered (and the others had a moment); else one line why."""
     deadline = time.monotonic() + timeout
-    hosts = _executors(sc)
+    hosts = executors_by_host(sc)
     while not hosts and time.monotonic() < deadline:
         time.sleep(0.5)
-        hosts = _executors(sc)
+        hosts = executors_by_host(sc)
     if hosts:
         settle = time.monotonic() + SETTLE_S
         while time.monotonic() < settle:
             time.sleep(0.5)
-            hosts = _executors(sc)
+            hosts = executors_by_host(sc)
         return hosts
     driver = f"{sc.getConf().get('spark.driver.host')}:{sc.getConf().get('spark.driver.port')}"
     text = _new_lines(log, offset)

@@ -190,10 +190,19 @@ class Hosts:
         with urllib.request.urlopen(f"http://{self.hosts[0].ip}:{MASTER_UI_PORT}/json/", timeout=5) as page:  # noqa: S310
             return [w for w in json.load(page)["workers"] if w["state"] == "ALIVE"]
 
-    def kill_host(self, number: int) -> None:
-        """A machine that fails: every process of host `number` (worker, executors) dies at once."""
+    def kill_worker(self, number: int) -> None:
+        """The Spark worker of host `number` fails: it and its executors die at once (a master there stays)."""
         host = self.hosts[number - 1]
-        _kill_group(host.pid, signal.SIGKILL)
+        for pid in _group_members(host.pid):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if pid != host.pid and b"deploy.master.Master" not in command:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def stop(self) -> None:
         for host in reversed(self.hosts):
@@ -234,20 +243,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except OSError:
-        return False
-    # Zombies (of this process) still count as group members: only live ones matter.
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`."""
+    members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(_group_members(pgid))
 
 
 def _kill_group(pgid: int, sig: int) -> None:

@@ -323,7 +323,10 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
                     short_since = None
                 attempts = job.attempts()
                 states = job.states(attempts[-1]) if attempts else {}
-                if not states and _active_tasks(sc) + tasks > _slots(sc):
+                if not states and _slots(sc) == 0 and not sc.master.startswith("local"):
+                    run.state = (f"waiting for executors: the cluster ({sc.master}) gives this application none — its workers "
+                                 "are gone or busy (see the master's web UI)")
+                elif not states and _active_tasks(sc) + tasks > _slots(sc):
                     run.state = f"waiting for {tasks} free task slots (gang scheduling: all workers start together)"
                 elif states:
                     run.state = "training" + (f" (attempt {attempts[-1]})" if attempts[-1] else "")

@@ -47,8 +47,12 @@ def _copy(items: list[Path], target: Path, total: int) -> None:
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target / relative)
             done += source.stat().st_size
-            print(f"\rstaging into the shared data dir: {done / 1e6:.1f} of {total / 1e6:.1f} MB", end="", file=sys.stderr)
+            print(f"\rstaging into the shared data dir: {_size(done)} of {_size(total)}", end="", file=sys.stderr)
     print(file=sys.stderr)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 def stage(spark, source: str) -> tuple[str, str | None]:
@@ -77,5 +81,5 @@ def stage(spark, source: str) -> tuple[str, str | None]:
             shutil.rmtree(partial, ignore_errors=True)
     staged = [str(target / p.name) for p in sorted(target.iterdir()) if not p.name.startswith(".")]
     total = sum(s for _, s in sized)
-    return " ".join(staged), (f"{len(files)} file(s), {total / 1e6:.1f} MB, exist only on this machine: staged into the shared "
+    return " ".join(staged), (f"{len(files)} file(s), {_size(total)}, exist only on this machine: staged into the shared "
                               f"data dir ({target}) for the cluster's executors")

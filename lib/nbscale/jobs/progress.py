@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+WAITING_AFTER_S = 3
+
+
 @dataclass(frozen=True)
 class SparkProgress:
     jobs_done: int
@@ -19,6 +22,7 @@ class SparkProgress:
     stage: str
     seconds: float
     finished: bool = False
+    waiting: str = ""  # why no task runs although jobs wait (a cluster with no executor for this application)
 
     @property
     def fraction(self) -> float:
@@ -33,11 +37,13 @@ class ProgressWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"nbscale-progress-{group}", daemon=True)
         self._started = time.monotonic()
+        self._idle_since: float | None = None
 
     def poll(self, finished: bool = False) -> SparkProgress:
         tracker = self.sc.statusTracker()
         jobs_done = jobs_total = tasks_done = tasks_total = 0
         stage = ""
+        running = active = 0
         for job_id in tracker.getJobIdsForGroup(self.group):
             job = tracker.getJobInfo(job_id)
             if job is None:
@@ -45,6 +51,7 @@ class ProgressWatcher:
             jobs_total += 1
             succeeded = job.status == "SUCCEEDED"
             jobs_done += succeeded
+            running += job.status == "RUNNING"
             for stage_id in job.stageIds:
                 info = tracker.getStageInfo(stage_id)
                 if info is None:
@@ -52,9 +59,25 @@ class ProgressWatcher:
                 tasks_total += info.numTasks
                 # A stage whose output was reused is skipped and never counts its tasks done.
                 tasks_done += info.numTasks if succeeded else info.numCompletedTasks
+                active += info.numActiveTasks
                 if info.numActiveTasks:
                     stage = info.name
-        return SparkProgress(jobs_done, jobs_total, tasks_done, tasks_total, stage, time.monotonic() - self._started, finished)
+        return SparkProgress(jobs_done, jobs_total, tasks_done, tasks_total, stage, time.monotonic() - self._started, finished,
+                             self._waiting(running and not active and not finished))
+
+    def _waiting(self, idle: bool) -> str:
+        """Spark's own word for this ("Initial job has not accepted any resources") goes to the driver log
+        only: after a few idle seconds with no executor at all, the cell says it."""
+        from ..clustercheck import executors_by_host
+
+        if not idle or self.sc.master.startswith("local"):
+            self._idle_since = None
+            return ""
+        self._idle_since = self._idle_since or time.monotonic()
+        if time.monotonic() - self._idle_since < WAITING_AFTER_S or executors_by_host(self.sc):
+            return ""
+        return (f"waiting for executors: the cluster ({self.sc.master}) gives this application none — its workers are gone "
+                "or busy (see the master's web UI); interrupt the cell to stop waiting")
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

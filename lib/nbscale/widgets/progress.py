@@ -32,4 +32,7 @@ class ProgressBar:
         self.bar.max = max(state.tasks_total, 1)
         self.bar.value = state.tasks_done
         stage = f" · {state.stage.split(' at ')[0]}" if state.stage else ""
+        if state.waiting:
+            self.label.value = f"{state.tasks_done}/{state.tasks_total} tasks · {state.waiting} · {state.seconds:.0f} s"
+            return
         self.label.value = f"{state.tasks_done}/{state.tasks_total} tasks, {state.jobs_done}/{state.jobs_total} jobs{stage} · {state.seconds:.0f} s"
