@@ -152,9 +152,18 @@ class Hosts:
         master_cmd = (f'"{spark}" org.apache.spark.deploy.master.Master --host {host.ip} --port {MASTER_PORT} '
                       f'--webui-port {MASTER_UI_PORT} > "{host.master_log}" 2>&1 &\n') if master else ""
         hide = "".join(f'mount -t tmpfs -o size=1m nbscale-hidden "{path}"\n' for path in host.hidden)
+        # The project's venv and sources, when this checkout lives under /tmp (a CI clone): every host has
+        # them at the same path, as a cluster with the notebook's environment installed would.
+        keep = [(path, host.home / f"keep{i}") for i, path in enumerate(_installed_under_tmp())]
+        for _, holder in keep:
+            holder.mkdir(exist_ok=True)
+        hold = "".join(f'mount --bind "{path}" "{holder}"\n' for path, holder in keep)
+        restore = "".join(f'mkdir -p "{path}"\nmount --bind "{holder}" "{path}"\n' for path, holder in keep)
         script = (
             "set -e\n"
+            f"{hold}"
             "mount -t tmpfs -o size=4g nbscale-tmp /tmp\n"  # this host's own /tmp
+            f"{restore}"
             f"{hide}"
             "mkdir -p /tmp/spark-work /tmp/spark-local\n"
             f"{master_cmd}"
@@ -230,6 +239,17 @@ class Hosts:
             subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=30)
         self._namespaces, self._links = [], []
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _installed_under_tmp() -> list[str]:
+    """This interpreter's environment and nbscale's sources, where they are under /tmp."""
+    import sys
+
+    import nbscale
+
+    roots = {Path(sys.prefix).resolve(), Path(nbscale.__file__).resolve().parents[2]}
+    under = sorted(str(p) for p in roots if p.is_relative_to("/tmp"))
+    return [p for p in under if not any(p != q and Path(p).is_relative_to(q) for q in under)]
 
 
 def _alive(pid: int) -> bool:
