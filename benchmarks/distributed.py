@@ -1,10 +1,16 @@
-"""Distributed training on a real Spark standalone cluster (1 Spark worker, 4 task slots, 127.0.0.1),
-measured in one run on the same data, model and global batch:
+"""Distributed training on real Spark standalone clusters, measured in one run on the same data,
+model and global batch:
+
+- one host: 1 Spark worker with 4 task slots on 127.0.0.1;
+- two hosts (`--hosts`, needs root): the multi-host test bed of tests/cluster/hosts.py, two network
+  namespaces with one task slot each, so a 2-worker run has one worker per host and all-reduces over
+  the bridge; the data dir on the shared folder; the driver at the address that routes to the master.
 
   2-worker epoch time  ÷  1-worker epoch time   (median of the epochs after the first, all-reduce)
-  launch overhead: train_distributed() called -> first training step on every worker
+  launch overhead: the call (the cell) -> first training step on every worker, and from the job's
+  start (split written, model built, run opened) -> first step
 
-    .venv/bin/python benchmarks/distributed.py [ROWS] [EPOCHS]
+    .venv/bin/python benchmarks/distributed.py [ROWS] [EPOCHS] [--hosts]
 """
 import os
 import socket
@@ -32,46 +38,89 @@ def free_port() -> int:
 def measure(workers: int, epochs: int, runs: list) -> dict:
     from nbscale.distributed import train_distributed
 
+    called = time.time()
     result = train_distributed(MODEL, data="synthetic", workers=workers, epochs=epochs, batch_size=256, scale=255.0, validation=0.0,
                                experiment="bench-distributed", on_start=runs.append)
     run = runs[-1]
     records = run.job.epoch_metrics()
     first_steps = [s["first_step_at"] for s in run.job.states(0).values()]
     return {"epoch_s": statistics.median(r["seconds"] for r in records[1:]), "launch_s": max(first_steps) - run.started_at,
-            "accuracy": result.metrics["accuracy"]}
+            "cell_s": max(first_steps) - called, "accuracy": result.metrics["accuracy"],
+            "hosts": len({s.get("host") for s in run.job.states(0).values()})}
 
 
-def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 40_000
-    epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 4
-    os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-dist-"))
+def write_synthetic(rows: int) -> None:
     from pyspark.sql import functions as F
 
     import nbscale
-    from nbscale import cluster
     from nbscale.config import settings
     from nbscale.ingest import ingest
+
+    spark = nbscale.spark()
+    source = os.path.join(settings().data_dir, "synthetic.parquet")
+    (spark.range(rows, numPartitions=8).withColumn("label", (F.col("id") % 10).cast("int"))
+     .withColumn("image", F.expr("transform(sequence(0, 783), i -> CAST(CASE WHEN i % 10 = label THEN 200 ELSE pmod(hash(id, i), 50) END AS FLOAT))"))
+     .select("image", "label").write.mode("overwrite").parquet(source))
+    ingest("synthetic", source, label="label")
+
+
+def one_host(rows: int, epochs: int) -> tuple[dict, dict]:
+    import nbscale
+    from nbscale import cluster
+    from nbscale.config import settings
 
     status = cluster.up(workers=1, cores=4, memory="4g", port=free_port())
     try:
         settings().master = status.master_url
-        spark = nbscale.spark()
-        source = os.path.join(settings().data_dir, "synthetic.parquet")
-        (spark.range(rows, numPartitions=8).withColumn("label", (F.col("id") % 10).cast("int"))
-         .withColumn("image", F.expr("transform(sequence(0, 783), i -> CAST(CASE WHEN i % 10 = label THEN 200 ELSE pmod(hash(id, i), 50) END AS FLOAT))"))
-         .select("image", "label").write.mode("overwrite").parquet(source))
-        ingest("synthetic", source, label="label")
+        write_synthetic(rows)
         runs: list = []
-        one = measure(1, epochs, runs)
-        two = measure(2, epochs, runs)
+        return measure(1, epochs, runs), measure(2, epochs, runs)
     finally:
         nbscale.session.stop_spark()
         cluster.down()
-    print(f"data: {rows} rows x 784 features, global batch 256, {epochs} epochs, Spark standalone on {os.cpu_count()} CPU cores")
-    print(f"1 worker : epoch {one['epoch_s']:.2f} s, launch -> first step {one['launch_s']:.1f} s, accuracy {one['accuracy']:.3f}")
-    print(f"2 workers: epoch {two['epoch_s']:.2f} s, launch -> first step {two['launch_s']:.1f} s, accuracy {two['accuracy']:.3f}")
-    print(f"2-worker epoch time / 1-worker epoch time: {two['epoch_s'] / one['epoch_s']:.2f}")
-    print(f"launch overhead (call -> first step on every worker): {one['launch_s']:.1f} s (1 worker), {two['launch_s']:.1f} s (2 workers)")
+
+
+def two_hosts(rows: int, epochs: int) -> tuple[dict, dict]:
+    import nbscale
+    from nbscale.config import settings
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from cluster.hosts import Hosts
+
+    cfg = settings()
+    saved = cfg.master, cfg.data_dir
+    with Hosts(2, cores=1, memory="4g") as hosts:
+        try:
+            nbscale.connect(master=hosts.master_url, data_dir=str(hosts.shared / "data"))
+            write_synthetic(rows)
+            runs: list = []
+            return measure(1, epochs, runs), measure(2, epochs, runs)
+        finally:
+            nbscale.session.stop_spark()
+            cfg.master, cfg.data_dir = saved
+
+
+def report(where: str, one: dict, two: dict) -> None:
+    print(f"{where}:")
+    for name, m in (("1 worker ", one), ("2 workers", two)):
+        print(f"  {name}: epoch {m['epoch_s']:.2f} s on {m['hosts']} host(s), cell -> first step {m['cell_s']:.1f} s "
+              f"(job start -> first step {m['launch_s']:.1f} s), accuracy {m['accuracy']:.3f}")
+    print(f"  2-worker epoch time / 1-worker epoch time: {two['epoch_s'] / one['epoch_s']:.2f}")
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    rows = int(args[0]) if args else 40_000
+    epochs = int(args[1]) if len(args) > 1 else 4
+    os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-dist-"))
+    local = one_host(rows, epochs)
+    hosts = two_hosts(rows, epochs) if "--hosts" in sys.argv else None
+    print(f"data: {rows} rows x 784 features, global batch 256, {epochs} epochs, all on one machine of {os.cpu_count()} CPU cores")
+    report("one host (1 Spark worker, 4 slots, 127.0.0.1)", *local)
+    if hosts:
+        report("two hosts (network namespaces, 1 slot each: one worker per host)", *hosts)
+        print(f"2 hosts / 1 host, 2-worker epoch time: {hosts[1]['epoch_s'] / local[1]['epoch_s']:.2f}; "
+              f"cell -> first step: {hosts[1]['cell_s'] / local[1]['cell_s']:.2f}")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,9 @@ def test_ingest_reads_shared_files_there_and_stages_notebook_only_files(hosts, c
     assert second.dataset.ref == "pairs@v2" and second.manifest["counts"]["loaded"] == 40
     assert any("staged into the shared data dir" in n for n in second.manifest["notes"])
     assert not list((hosts.shared / "data" / "staging").glob("*.part"))
+    third = ingest("pairs", shared.as_uri(), label="label")  # a URI goes to Spark's filesystem layer unchanged
+    assert third.dataset.ref == "pairs@v3" and third.manifest["counts"]["quarantined"] == 1
+    assert not any("staged" in n for n in third.manifest.get("notes", []))
 
 
 def test_single_node_training_reads_what_the_executors_wrote(hosts, connected):

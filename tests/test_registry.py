@@ -61,7 +61,8 @@ def test_register_the_best_run_and_move_aliases(trained, ip, capfd):
 
 @pytest.mark.parametrize("line, expected", [
     ("--best val_accuracy --experiment nowhere --name m", "There is no MLflow experiment 'nowhere'"),
-    ("--best f1 --experiment select --name m", "has the metric 'f1' (metrics: "),
+    ("--best f1 --experiment select --name m", "has a finite value of the metric 'f1' (metrics: "),
+    ("--best samples_per_s --experiment select --name m", "Cannot tell whether a higher or a lower 'samples_per_s' is better"),
     ("--run 0123456789abcdef0123456789abcdef --name m", "There is no MLflow run"),
     ("--name m", "Say which run"),
     ("--best val_accuracy --experiment select --name 'bad name'", "is not usable"),
@@ -70,6 +71,35 @@ def test_bad_register_input_is_one_line(trained, ip, line, expected):
     with pytest.raises(NbscaleError) as error:
         ip.run_line_magic("register", line)
     assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_best_run_by_a_loss_is_its_lowest_unless_told_otherwise(trained, ip):
+    small, large = trained
+    assert large.metrics["val_loss"] < small.metrics["val_loss"]
+    by_loss = ip.run_line_magic("register", "--best val_loss --experiment select --name by-loss")  # no --lowest
+    assert by_loss.versions[0].run_id == large.run_id and "lower is better: a loss or error metric" in by_loss.note
+    highest = ip.run_line_magic("register", "--best val_loss --highest --experiment select --name by-loss-highest")
+    assert highest.versions[0].run_id == small.run_id and "(--highest)" in highest.note
+
+
+def test_a_run_whose_loss_is_not_finite_fails_and_is_never_registered(trained, ip):
+    import nbscale
+    from nbscale.train import NonFiniteLoss
+
+    with pytest.raises(NonFiniteLoss) as failed:
+        train(MODEL.replace("Adam(0.01)", "Adam(1e30)"), data="digits", epochs=3, batch_size=64, scale=16, experiment="select",
+              namespace={"hidden": 64})
+    message = str(failed.value)
+    assert "stopped in epoch 1" in message and "not a finite number" in message and "\n" not in message
+    client = nbscale.session.mlflow().MlflowClient()
+    experiment = client.get_experiment_by_name("select").experiment_id
+    broken = client.search_runs([experiment], "attributes.status = 'FAILED'")
+    assert len(broken) == 1 and "nbscale.model_uri" not in broken[0].data.tags  # FAILED, no model logged
+    with pytest.raises(NbscaleError) as refused:
+        ip.run_line_magic("register", f"--run {broken[0].info.run_id} --name nan-model")
+    assert "has no model" in str(refused.value) or "never registered" in str(refused.value)
+    best = ip.run_line_magic("register", "--best val_loss --experiment select --name after-nan")
+    assert best.versions[0].run_id == trained[1].run_id
 
 
 def test_moving_an_alias_to_a_missing_version_is_one_line(trained, ip):

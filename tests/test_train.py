@@ -169,6 +169,7 @@ def test_a_short_epoch_fails_the_run_loudly():
     (DENSE, {"data": "digits", "batch_size": 5000}, "--batch-size 5000 is larger than the"),
     (DENSE, {"data": "digits", "precision": "half"}, "--precision 'half' is not one nbscale knows"),
     ("x = 1", {"data": "digits"}, "defines no `model` and no `build_model()`"),
+    (DENSE, {"data": "digits", "scale": 0}, "--scale 0: features are divided by it"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_running_run(code, options, message):
     with pytest.raises(NbscaleError) as raised:

@@ -214,3 +214,71 @@ def test_a_tune_cell_without_build_model_is_one_line(ip):
     ingest("digits", "nbscale:digits", label="label")
     with pytest.raises(NbscaleError, match=r"^The %%tune cell must define build_model\(hp\)"):
         ip.run_cell_magic("tune", "--data digits --trials 2", "model = None")
+
+
+class Knob:
+    def __init__(self, level):
+        self.level = level
+
+    def __repr__(self):
+        return f"Knob({self.level})"
+
+
+def _memo_cases():
+    """(variable, first value, how to change it) for every kind of value a step may read."""
+    import numpy as np
+    import pandas as pd
+
+    def helper_v1(x):
+        return x * 10
+
+    def helper_v2(x):
+        return x * 20
+
+    return {
+        "a changed dict": ("config", lambda: {"lr": 0.1}, lambda ns: ns.update(config={"lr": 0.2})),
+        "a dict changed in place": ("config", lambda: {"lr": 0.1}, lambda ns: ns["config"].update(lr=0.2)),
+        "a list of dicts": ("config", lambda: [{"lr": 0.1}], lambda ns: ns["config"][0].update(lr=0.2)),
+        "a list of 100+ items": ("config", lambda: list(range(150)), lambda ns: ns["config"].__setitem__(120, -1)),
+        "a numpy array": ("config", lambda: np.zeros(1000), lambda ns: ns["config"].__setitem__(999, 1.0)),
+        "a DataFrame": ("config", lambda: pd.DataFrame({"lr": [0.1, 0.3]}), lambda ns: ns["config"].loc.__setitem__((1, "lr"), 0.5)),
+        "an object attribute": ("config", lambda: Knob(1), lambda ns: setattr(ns["config"], "level", 2)),
+        "a redefined helper function": ("config", lambda: helper_v1, lambda ns: ns.update(config=helper_v2)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_memo_cases()))
+def test_memo_keys_on_the_content_of_what_a_step_reads(case):
+    name, first, change = _memo_cases()[case]
+    workflow.define("s", f"out = repr({name}) if not callable({name}) else {name}(1)", memo=True)
+    namespace = {name: first()}
+    workflow.run(namespace)
+    before = namespace["out"]
+    workflow.run(namespace)
+    assert workflow.steps()[0].state == "memo-hit"  # unchanged: a hit
+    change(namespace)
+    workflow.run(namespace)
+    step = workflow.steps()[0]
+    assert step.state == "done", f"{case}: stale memo hit"
+    assert namespace["out"] != before
+
+
+def test_memo_follows_a_global_that_a_helper_reads_and_refuses_to_guess():
+    namespace = {"RATE": 2}
+    exec("def scaled(x):\n    return x * RATE\n", namespace)  # noqa: S102 - a notebook cell defining a helper
+    workflow.define("s", "out = scaled(10)", memo=True)
+    workflow.run(namespace)
+    workflow.run(namespace)
+    assert workflow.steps()[0].state == "memo-hit" and namespace["out"] == 20
+    namespace["RATE"] = 3  # the helper's code is the same; the global it reads changed
+    workflow.run(namespace)
+    assert workflow.steps()[0].state == "done" and namespace["out"] == 30
+
+    import threading
+
+    workflow.define("locked", "out2 = str(type(guard))", memo=True)
+    namespace["guard"] = threading.Lock()  # cannot be hashed: the step runs every time and says why
+    workflow.run(namespace)
+    workflow.run(namespace)
+    step = [s for s in workflow.steps() if s.name == "locked"][0]
+    assert step.state == "done" and "memo cannot hash guard" in step.note

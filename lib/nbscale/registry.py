@@ -59,27 +59,51 @@ def _check_name(name: str) -> None:
         raise NbscaleError(f"Model name {name!r} is not usable: use letters, digits, '.', '-' and '_' (e.g. fashion-cnn).")
 
 
-def best_run(experiment: str, metric: str, lowest: bool = False):
-    """The finished run with a logged model that has the best `metric` in `experiment`."""
+LOWER_IS_BETTER = re.compile(r"(loss|error|err|mae|mse|rmse|msle|mape|hinge|crossentropy|divergence|perplexity)$", re.I)
+HIGHER_IS_BETTER = re.compile(r"(accuracy|acc|auc|precision|recall|f1|r2|score|iou)$", re.I)
+
+
+def direction(metric: str, lowest: bool | None) -> tuple[bool, str]:
+    """(lower is better, the rule that said so). --lowest/--highest win; else the metric's name decides,
+    and a name that says neither is refused rather than guessed."""
+    if lowest is not None:
+        return lowest, "lower is better (--lowest)" if lowest else "higher is better (--highest)"
+    name = metric.rsplit("/", 1)[-1]
+    if LOWER_IS_BETTER.search(name):
+        return True, "lower is better: a loss or error metric"
+    if HIGHER_IS_BETTER.search(name):
+        return False, "higher is better: an accuracy-like metric"
+    raise NbscaleError(f"Cannot tell whether a higher or a lower {metric!r} is better: add --lowest or --highest.")
+
+
+def best_run(experiment: str, metric: str, lowest: bool | None = None):
+    """The finished run with a logged model that has the best `metric` in `experiment` (NaN and infinite
+    values never win). `lowest` None: the direction comes from the metric's name (see `direction`)."""
+    import math
+
     from .train import MODEL_TAG
 
+    lower, _ = direction(metric, lowest)
     client = _client()
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise NbscaleError(f"There is no MLflow experiment {experiment!r}: train into it first (%%train ... --experiment {experiment}).")
     runs = client.search_runs([found.experiment_id], filter_string=f"attributes.status = 'FINISHED' and tags.`{MODEL_TAG}` LIKE 'models:/%'",
                               max_results=1000)
-    scored = [r for r in runs if metric in r.data.metrics]
+    scored = [r for r in runs if metric in r.data.metrics and math.isfinite(r.data.metrics[metric])]
     if not scored:
         known = sorted({k for r in runs for k in r.data.metrics})
-        raise NbscaleError(f"No finished run with a model in {experiment!r} has the metric {metric!r}"
+        raise NbscaleError(f"No finished run with a model in {experiment!r} has a finite value of the metric {metric!r}"
                            + (f" (metrics: {', '.join(known)})" if known else " (it has no finished runs with a model)") + ".")
-    return (min if lowest else max)(scored, key=lambda r: r.data.metrics[metric])
+    return (min if lower else max)(scored, key=lambda r: r.data.metrics[metric])
 
 
 def register(name: str, *, run_id: str | None = None, best: str | None = None, experiment: str = "nbscale", alias: str | None = None,
-             lowest: bool = False) -> ModelsCard:
-    """Register the model of run `run_id`, or of the best run of `experiment` by metric `best`."""
+             lowest: bool | None = None) -> ModelsCard:
+    """Register the model of run `run_id`, or of the best run of `experiment` by metric `best` (higher or
+    lower is better by the metric's name unless `lowest` says). A run whose loss is NaN or infinite is refused."""
+    import math
+
     import mlflow
 
     from .train import MODEL_TAG, quiet_loggers
@@ -95,6 +119,10 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
             raise NbscaleError(f"There is no MLflow run {run_id!r}: copy the id from a training card or %models.") from None
     else:
         run = best_run(experiment, best, lowest)
+    broken = [k for k in ("loss", "val_loss") if k in run.data.metrics and not math.isfinite(run.data.metrics[k])]
+    if broken:
+        raise NbscaleError(f"Run {run.info.run_id} has {broken[0]} {run.data.metrics[broken[0]]}: a model that learned nothing usable "
+                           "is never registered. Fix the data or options and train again.")
     uri = run.data.tags.get(MODEL_TAG)
     if not uri:
         raise NbscaleError(f"Run {run.info.run_id} has no model logged by nbscale (it {run.info.status.lower()}): register a finished %%train run.")
@@ -105,7 +133,7 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
         followed = _serving_follows(name, alias)
-    chosen = f" (best {best} {run.data.metrics[best]:.4f} in {experiment})" if best else ""
+    chosen = f" (best {best} {run.data.metrics[best]:.4f} in {experiment}; {direction(best, lowest)[1]})" if best else ""
     return ModelsCard(versions(name), f"Registered {name} v{version.version} from run {run.info.run_id}{chosen}"
                       + (f"; @{alias} points to it" if alias else "") + (f"; {followed}." if followed else "."))
 

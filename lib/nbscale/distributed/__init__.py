@@ -363,6 +363,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
         watcher.join(5)
         run.state = "finished"
         publish()
+        _refuse_non_finite(run, version.ref)
         with quiet_loggers("absl"):  # the chief's file has no optimizer slots for the driver's unbuilt optimizer: expected
             built.load_weights(str(job.weights))
             model_uri = _log_model(mlf, built, train_split, spec)
@@ -402,6 +403,20 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     result.digests = {r: (job.result_file(r).read_text() if job.result_file(r).exists() else None) for r in range(tasks)}
     result.card_html = render_job(run.title, metrics)
     return result
+
+
+def _refuse_non_finite(run: DistributedRun, ref: str) -> None:
+    """A NaN or infinite loss fails the run (FAILED, no model logged). The workers are not stopped early: under
+    all-reduce one worker leaving its collective would leave the others waiting."""
+    import math
+
+    from ..train import NonFiniteLoss, non_finite_message
+
+    history = run.view()["history"]
+    for metric in ("loss", "val_loss"):
+        for epoch, value in enumerate(history.get(metric, []), start=1):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(non_finite_message(ref, epoch, metric, value))
 
 
 def _wait_for_tasks_to_end(sc, group: str, timeout: float = 30) -> None:

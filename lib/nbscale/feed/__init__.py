@@ -63,6 +63,11 @@ class FeedSpec:
 
 def spec_for(dataset, label: str, batch_size: int, scale: float, seed: int) -> FeedSpec:
     """Features and their shape from the version's manifest: an image column, or numeric columns."""
+    import math
+
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise NbscaleError(f"--scale {scale}: features are divided by it, so it must be a positive number (e.g. 255 for 8-bit pixels, "
+                           "16 for the digits, 1 to keep the values).")
     manifest = dataset.manifest
     types = dict(map(tuple, manifest["schema"]))
     if label not in types:

@@ -39,10 +39,18 @@ def detect_format(source: str) -> str:
     raise NbscaleError(f"Cannot tell the format of {first!r}: add --format with one of {', '.join(FORMATS)}.")
 
 
+URI_RE = re.compile(r"^[A-Za-z][\w+.\-]*://")
+
+
 def expand(source: str) -> list[str]:
-    """Local paths and globs (several, separated by whitespace) -> existing files, sorted."""
+    """Local paths and globs (several, separated by whitespace) -> existing files, sorted. A URI with a
+    scheme (hdfs://, s3a://, file://, abfss://...) goes to Spark's filesystem layer unchanged: Spark
+    expands its globs and reads it where the executors are."""
     files: list[str] = []
     for item in source.split():
+        if URI_RE.match(item):
+            files.append(item)
+            continue
         matched = sorted(glob.glob(str(Path(item).expanduser()), recursive=True))
         if not matched:
             raise NbscaleError(f"No file matches {item!r} (relative paths start at {Path.cwd()}): check the path.")

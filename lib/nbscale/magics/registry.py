@@ -12,7 +12,9 @@ class RegistryMagics(Magics):
     @argument("--run", help="Register this run's model (the id on a training card).")
     @argument("--best", metavar="METRIC", help="Register the best finished run of --experiment by this metric (model selection).")
     @argument("--experiment", default="nbscale", help="Experiment to select from with --best.")
-    @argument("--lowest", action="store_true", help="With --best: lower is better (e.g. val_loss).")
+    @argument("--lowest", dest="lowest", action="store_const", const=True, default=None,
+              help="With --best: lower is better (default: from the metric's name — loss, error, mae, mse... lower; accuracy, auc... higher).")
+    @argument("--highest", dest="lowest", action="store_const", const=False, help="With --best: higher is better.")
     @argument("--alias", help="Point this alias (e.g. champion, challenger) at the new version.")
     @line_magic
     def register(self, line):

@@ -55,7 +55,9 @@ class WorkflowMagics(Magics):
     @argument("--trials", type=int, default=6)
     @argument("--parallel", type=int, default=2, help="Trials trained at once, as tasks of one Spark job.")
     @argument("--metric", default="val_accuracy", help="What the search optimises (a metric every trial logs).")
-    @argument("--lowest", action="store_true", help="Lower is better (e.g. val_loss).")
+    @argument("--lowest", dest="lowest", action="store_const", const=True, default=None,
+              help="Lower is better (default: from the metric's name — loss, error, mae, mse... lower; accuracy, auc... higher).")
+    @argument("--highest", dest="lowest", action="store_const", const=False, help="Higher is better.")
     @argument("--label", default="label")
     @argument("--epochs", type=int, default=3)
     @argument("--batch-size", type=int, default=64)

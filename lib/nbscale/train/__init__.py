@@ -259,7 +259,9 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
                                   (step, steps) if step is not None else None)
                     listener(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
 
-            callbacks = [_epoch_callback(keras(), mlf, history, logged, speed, train_split.rows, delivered, version.ref, refresh),
+            non_finite: dict = {}
+            callbacks = [_finite_callback(keras(), non_finite),  # first: a non-finite epoch is neither logged nor kept
+                         _epoch_callback(keras(), mlf, history, logged, speed, train_split.rows, delivered, version.ref, refresh),
                          keras().callbacks.BackupAndRestore(str(backups))]
             if on_step is not None:
                 callbacks.append(_step_callback(keras(), refresh))
@@ -268,6 +270,8 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
             refresh("starting")
             built.fit(feed.tf_dataset(train_split, spec, shuffle=True, counter=delivered), epochs=epochs, verbose=0, callbacks=callbacks,
                       validation_data=feed.tf_dataset(val_split, spec, shuffle=False) if val_split else None)
+            if non_finite:
+                raise NonFiniteLoss(non_finite_message(version.ref, **non_finite))
             if stop is not None and stop.is_set():
                 raise TrainingCancelled(f"Training on {version.ref} was cancelled after {len(history.get('loss', []))} of {epochs} "
                                         "epochs; its MLflow run is marked KILLED. Run the cell again with --resume to continue.")
@@ -428,6 +432,31 @@ def _step_callback(tfk, refresh: Callable[..., None]):
                 refresh(step=batch + 1)
 
     return StepProgress()
+
+
+class NonFiniteLoss(NbscaleError):
+    """Training produced a NaN or infinite loss: the run failed, and its model is never logged."""
+
+
+def non_finite_message(ref: str, epoch: int, metric: str, value: float) -> str:
+    return (f"Training on {ref} stopped in epoch {epoch}: {metric} is {value} (not a finite number), so the model learned nothing "
+            "usable. Check the features for NaN or infinite values and the options (--scale 0 divides by zero; a learning rate "
+            "too high overflows); the MLflow run is marked FAILED and no model was logged.")
+
+
+def _finite_callback(tfk, found: dict):
+    """Stop at the end of the first epoch whose loss (or validation loss) is NaN or infinite."""
+    import math
+
+    class StopOnNonFiniteLoss(tfk.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for metric in ("loss", "val_loss"):
+                value = (logs or {}).get(metric)
+                if value is not None and not math.isfinite(float(value)) and not found:
+                    found.update(epoch=epoch + 1, metric=metric, value=float(value))
+                    self.model.stop_training = True
+
+    return StopOnNonFiniteLoss()
 
 
 def _stop_callback(tfk, stop: threading.Event):

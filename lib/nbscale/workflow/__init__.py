@@ -80,9 +80,10 @@ def run_step(name: str, namespace: dict, runner: Callable[[str, dict], None] = _
     if waiting:
         raise NbscaleError(f"Step {name} runs after {', '.join(waiting)}: run those first, or run the whole DAG with %pipeline run.")
     upstream = {u: _steps[u].key for u in step.after}
+    # A memoized upstream step's key stands for its outputs' values; a plain step's outputs are hashed here.
+    covered = {output for u in step.after if _steps[u].memo for output in _steps[u].outputs}
     record = memo.load(name) if step.memo else None
-    if record and not record["lost"] and record["key"] == memo.key_of(
-            step.code, upstream, memo.reads_now(record["reads"]), memo.parameters(step.code, namespace, record.get("parameters", []))):
+    if record and _unchanged(step, record, upstream, namespace, covered):
         restored = memo.restore(name)
         with _lock:
             namespace.update(restored)
@@ -92,7 +93,7 @@ def run_step(name: str, namespace: dict, runner: Callable[[str, dict], None] = _
         return step
     step.state, step.note, step.started, step.ended = "running", "", time.time(), None
     before = dict(namespace)
-    params = memo.parameters(step.code, before)
+    params, unhashable = memo.inputs(step.code, before, skip=covered)
     try:
         with memo.recording() as reads:
             runner(step.code, namespace)
@@ -105,17 +106,32 @@ def run_step(name: str, namespace: dict, runner: Callable[[str, dict], None] = _
     named = set(re.findall(r"[A-Za-z_]\w*", step.code))
     outputs = {k: v for k, v in namespace.items() if k in named and _is_output(k, v) and before.get(k, _MISSING) is not v}
     params = {n: v for n, v in params.items() if n not in outputs}  # what the step sets is its output, not its input
+    unhashable = {n: why for n, why in unhashable.items() if n not in outputs}
     step.key, step.outputs = memo.key_of(step.code, upstream, reads, params), sorted(outputs)
     step.state = "done"
     if step.memo:
-        lost = memo.save(name, {"key": step.key, "reads": reads, "after": upstream, "parameters": sorted(params)}, outputs)
-        if lost:
-            step.note = f"memo cannot keep {', '.join(lost)} (not picklable): it runs again next time"
+        lost = memo.save(name, {"key": step.key, "reads": reads, "after": upstream, "inputs": sorted(params),
+                                "unhashable": sorted(unhashable)}, outputs)
+        notes = [f"memo cannot keep {', '.join(lost)} (not picklable)"] if lost else []
+        notes += [f"memo cannot hash {n}: {why}" for n, why in sorted(unhashable.items())]
+        if notes:
+            step.note = "; ".join(notes) + ": it runs again next time"
     _track(step)
     return step
 
 
 _MISSING = object()
+
+
+def _unchanged(step: Step, record: dict, upstream: dict, namespace: dict, covered: set) -> bool:
+    """The memo record still describes this step: same code, upstream keys, dataset versions and the same
+    content of every variable it read. Anything that could not be hashed last time is a miss."""
+    if record["lost"] or record.get("unhashable") or "inputs" not in record:
+        return False
+    now, unhashable = memo.inputs(step.code, namespace, record["inputs"], covered)
+    if unhashable or sorted(now) != sorted(record["inputs"]):
+        return False
+    return record["key"] == memo.key_of(step.code, upstream, memo.reads_now(record["reads"]), now)
 
 
 def _is_output(name: str, value) -> bool:

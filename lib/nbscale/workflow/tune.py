@@ -111,7 +111,7 @@ def _run_trial(payload: dict) -> dict:
         return {"number": payload["number"], "error": first_useful_line(str(exc) or type(exc).__name__, 200)}
 
 
-def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: str = "val_accuracy", lowest: bool = False,
+def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: str = "val_accuracy", lowest: bool | None = None,
          label: str = "label", epochs: int = 3, batch_size: int = 64, validation: float = 0.2, seed: int = 42, scale: float = 1.0,
          experiment: str = "nbscale-tune", register: str | None = None, alias: str | None = None, namespace: dict | None = None,
          on_round: Callable[[TuneResult], None] | None = None) -> TuneResult:
@@ -126,8 +126,11 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
     from ..ingest import dataset
     from ..session import experiment_id, mlflow, spark
 
+    from ..registry import direction
+
     if trials < 1 or parallel < 1:
         raise NbscaleError(f"--trials {trials} and --parallel {parallel} must be 1 or more.")
+    lowest, rule = direction(metric, lowest)
     parallel = cap("parallel", parallel)
     version = dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
@@ -138,7 +141,7 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
     mlf = mlflow()
     parent = mlf.MlflowClient().create_run(experiment_id(experiment), run_name=f"%%tune {version.ref}",
                                            tags={"nbscale.search": "optuna-tpe"}).info.run_id
-    result = TuneResult(metric, lowest, [], parent, note=f"Optuna TPE (seed {seed}) · {parallel} trials at a time as Spark tasks · {version.ref}")
+    result = TuneResult(metric, lowest, [], parent, note=f"Optuna TPE (seed {seed}) · {parallel} trials at a time as Spark tasks · {version.ref} · {metric}: {rule}")
     sc = spark().sparkContext
     started = time.time()
     try:
