@@ -270,3 +270,20 @@ def test_a_cached_version_survives_a_spark_restart(tmp_path):
 def test_sql_naming_a_missing_version_is_one_line():
     with pytest.raises(NbscaleError, match=r"numbers has no version v9 \(versions: v1, v2\)"):
         ingest("nine", "SELECT * FROM numbers@v9")
+
+
+def test_one_bad_cell_does_not_demote_a_numeric_column(tmp_path):
+    """Spark's own inference makes f0 a string for one 'oops': the rows load, and training later refuses the column."""
+    lines = ["f0,f1,name,label"] + [f"{i * 0.5},{i},n{i},{i % 2}" for i in range(569)] + ["oops,1,a,0", "2.5,x,b,1", "bad,y,c,0"]
+    source = write(tmp_path / "numbers.csv", "\n".join(lines) + "\n")
+    result = ingest("typed", source, label="label")
+    assert result.manifest["counts"] == {"read": 572, "loaded": 569, "quarantined": 3}
+    assert dict(map(tuple, result.manifest["schema"])) == {"f0": "double", "f1": "int", "name": "string", "label": "int"}
+    assert result.manifest["type_failures"] == {"f0": 2, "f1": 2}  # cells: the row "bad,y" fails in both columns
+    reasons = sorted(r["reason"] for r in result.dataset.quarantine.collect())
+    assert reasons == ["type: f0 = 'bad' is not DOUBLE", "type: f0 = 'oops' is not DOUBLE", "type: f1 = 'x' is not INT"]
+    assert "at least 90% of its non-empty values parse as numbers" in repr(result)
+    assert "values that did not parse (quarantined)" in result._repr_html_()
+    # --schema still overrides: f0 as text keeps every row.
+    typed = ingest("typed_text", source, label="label", schema="f0 STRING, f1 STRING, name STRING, label INT")
+    assert typed.manifest["counts"]["quarantined"] == 0 and typed.manifest["type_failures"] == {}

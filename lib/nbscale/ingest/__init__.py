@@ -200,6 +200,7 @@ def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> Ingest
             "counts": {"read": read.records, "loaded": loaded, "quarantined": quarantined},
             "shards": shards(staged / "data"),
             "notes": read.notes,
+            "type_failures": read.type_failures,
         }
         if read.image_shape:
             manifest["image_shape"] = read.image_shape

@@ -43,7 +43,12 @@ def ingest_card(result) -> str:
     parts = [f"<b>{html.escape(result.dataset.ref)}</b> — {html.escape(m['format'])} from <code>{html.escape(m['source'][:200])}</code>",
              f"<div>records read <b>{c['read']}</b> = loaded <b>{c['loaded']}</b> + quarantined <b>{c['quarantined']}</b>"
              f"{' (see <code>.dataset.quarantine</code>)' if c['quarantined'] else ''}</div>"]
-    parts.append(_table(["column", "type", "nulls"], [[col, typ, m["nulls"].get(col, 0)] for col, typ in m["schema"]]))
+    failures = m.get("type_failures") or {}
+    if failures:
+        parts.append(_table(["column", "type", "nulls", "values that did not parse (quarantined)"],
+                            [[col, typ, m["nulls"].get(col, 0), failures.get(col, "")] for col, typ in m["schema"]]))
+    else:
+        parts.append(_table(["column", "type", "nulls"], [[col, typ, m["nulls"].get(col, 0)] for col, typ in m["schema"]]))
     if m.get("label_balance"):
         largest = max(m["label_balance"].values())
         parts.append(f"<div>label balance (<code>{html.escape(m['label'])}</code>)</div>"
@@ -64,6 +69,7 @@ def ingest_card(result) -> str:
         k = result.cache
         parts.append(f"<div>cache: {k['level']} — first read {k['first_read_s']} s, cached re-read {k['cached_read_s']} s: "
                      "multi-epoch re-reads hit the cache</div>")
+    parts += [f"<div>note: {html.escape(note)}</div>" for note in m.get("notes", [])]
     return f"<div class='nbscale-ingest' style='{STYLE}'>{''.join(parts)}</div>"
 
 

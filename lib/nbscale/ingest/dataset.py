@@ -94,6 +94,7 @@ class IngestResult:
             lines.append(f"  vs {self.changes['against']}: rows {self.changes['rows']:+d}, schema {self.changes['schema'] or 'unchanged'}")
         if self.cache:
             lines.append(f"  cache ({self.cache['level']}): first read {self.cache['first_read_s']} s, re-read {self.cache['cached_read_s']} s")
+        lines += [f"  note: {note}" for note in self.manifest.get("notes", [])]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

@@ -24,6 +24,7 @@ class Read:
     notes: list[str] = field(default_factory=list)
     image_shape: list[int] | None = None  # (height, width, channels) of an image column
     cached: list = field(default_factory=list)  # frames to unpersist once the version is written
+    type_failures: dict = field(default_factory=dict)  # column -> values that did not parse as its (inferred) type
 
 
 def detect_format(source: str) -> str:
@@ -94,10 +95,13 @@ def read_csv(spark, source: str, schema: str | None, header: bool, sep: str) -> 
 
     files = expand(source)
     options = {"header": header, "sep": sep, "mode": "PERMISSIVE"}
+    notes: list[str] = []
+    promoted: dict[str, str] = {}
+    failed: dict[str, int] = {}
     if schema:
         base = _ddl_schema(spark, schema)
     else:
-        base = spark.read.options(**options).csv(files, inferSchema=True).schema
+        base, promoted, failed, notes = _infer_by_majority(spark, files, options)
     full = StructType([*base.fields, StructField(CORRUPT, StringType())])
     # With the corrupt-record column in an explicit schema, Spark 4 flags type errors and short
     # and long rows alike; the raw text is kept for the quarantine table.
@@ -109,9 +113,60 @@ def read_csv(spark, source: str, schema: str | None, header: bool, sep: str) -> 
     reason = (F.when(quotes % 2 == 1, "unbalanced quote")
               .when(fields < expected, F.format_string(f"short row (%d of {expected} fields)", fields))
               .when(fields > expected, F.format_string(f"long row (%d of {expected} fields)", fields))
-              .otherwise("a value does not parse as its column's type"))
+              .otherwise(_type_reason(promoted, [f.name for f in base.fields], sep) if promoted else F.lit("a value does not parse as its column's type")))
     good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
-    return Read(good, _quarantine(df, CORRUPT, reason), _line_records(spark, files, header), files, cached=[df])
+    return Read(good, _quarantine(df, CORRUPT, reason), _line_records(spark, files, header), files, notes=notes, cached=[df],
+                type_failures=failed)
+
+
+NUMERIC_MAJORITY = 0.9  # a column is numeric when at least this share of its non-empty values parse as numbers
+
+
+def _infer_by_majority(spark, files: list[str], options: dict):
+    """(schema, {column: type} promoted, {column: values that did not parse}, notes). Spark's inference makes a whole column a string on one bad
+    cell; here a column whose values are mostly numbers is numeric, and the cells that do not parse are
+    type errors (their rows quarantined) — never a silently demoted column."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+    inferred = spark.read.options(**options).csv(files, inferSchema=True).schema
+    strings = [f.name for f in inferred.fields if isinstance(f.dataType, StringType)]
+    if not strings:
+        return inferred, {}, {}, []
+    raw = spark.read.options(**options).csv(files)  # every column as text, the same header and separator
+    aggregates = []
+    for i, name in enumerate(strings):
+        column = F.col(f"`{name}`")
+        aggregates += [F.count(F.when(column.isNotNull() & (F.trim(column) != ""), 1)).alias(f"n{i}"),
+                       F.count(F.when(F.expr(f"try_cast(`{name}` AS DOUBLE)").isNotNull(), 1)).alias(f"d{i}"),
+                       F.count(F.when(F.expr(f"try_cast(`{name}` AS INT)").isNotNull(), 1)).alias(f"i{i}")]
+    counts = raw.agg(*aggregates).first()
+    promoted, failed = {}, {}
+    for i, name in enumerate(strings):
+        values, doubles, ints = counts[f"n{i}"], counts[f"d{i}"], counts[f"i{i}"]
+        if values and doubles >= NUMERIC_MAJORITY * values:
+            promoted[name] = "INT" if ints == doubles else "DOUBLE"
+            failed[name] = values - (ints if ints == doubles else doubles)
+    if not promoted:
+        return inferred, {}, {}, []
+    kinds = {"INT": IntegerType(), "DOUBLE": DoubleType()}
+    fields = [StructField(f.name, kinds[promoted[f.name]], True) if f.name in promoted else f for f in inferred.fields]
+    detail = ", ".join(f"{name} {kind} ({failed[name]} value{'s' if failed[name] != 1 else ''} did not parse)" for name, kind in promoted.items())
+    notes = [f"column types by majority: a column is numeric when at least {NUMERIC_MAJORITY:.0%} of its non-empty values parse as "
+             f"numbers; {detail} — rows with such a value are quarantined (reason: type). --schema sets the types yourself."]
+    return StructType(fields), promoted, failed, notes
+
+
+def _type_reason(promoted: dict[str, str], names: list[str], sep: str):
+    """'type: COLUMN = 'VALUE' is not TYPE' for a quarantined row, naming the first cell that does not parse."""
+    from pyspark.sql import functions as F
+
+    ddl = ", ".join(f"`{n}` STRING" for n in names)
+    cells = F.from_csv(F.col(CORRUPT), ddl, {"sep": sep})
+    checks = [F.when(cells[name].isNotNull() & (F.trim(cells[name]) != "") & cells[name].try_cast(kind.lower()).isNull(),
+                     F.format_string(f"type: {name} = '%s' is not {kind}", cells[name]))
+              for name, kind in promoted.items()]
+    return F.coalesce(*checks, F.lit("type: a value does not parse as its column's type"))
 
 
 def read_json(spark, source: str, schema: str | None) -> Read:
