@@ -373,3 +373,29 @@ def test_servers_end_with_the_kernel(ending):
     while serving_processes() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert serving_processes() == []
+
+
+REGRESSION = """
+model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
+"""
+
+
+def test_a_regression_model_predicts_values_everywhere_not_class_0(models):
+    """The task (classes or values) is recorded from the loss and used by %score, %predict and streams."""
+    fit = train(REGRESSION, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="serve-regression")
+    register("digits-value", run_id=fit.run_id, alias="champion")
+    from nbscale.serving.score import score
+
+    scored = score("digits-value@champion", data="digits", to="digits_values")
+    frame = scored.to_pandas(None)
+    assert "probabilities" not in frame.columns and str(frame["prediction"].dtype) == "float64"
+    assert frame["prediction"].nunique() > 100  # values, not an argmax over one output (always 0)
+    assert np.corrcoef(frame["prediction"], frame["label"])[0, 1] > 0.5
+    service = serving.serve("digits-value@champion")
+    try:
+        answer = serving.predict("digits-value", models["x"][:5])
+        assert answer.task == "regression" and "5 values (regression) from digits-value v1" in repr(answer)
+        assert len(set(repr(answer).split(": ", 1)[1].strip("[]").split(", "))) > 1
+    finally:
+        serving.stop("digits-value")

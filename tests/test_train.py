@@ -42,6 +42,8 @@ def digits(tmp_path_factory):
         array = array.astype(np.uint8)
         (folder / name).write_bytes(bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
     ingest("digit_images", f"{folder}/images-idx3-ubyte {folder}/labels-idx1-ubyte", shards=4)
+    (folder / "unlabelled.csv").write_text("a,b,label\n1,2,0\n3,4,\n5,6,1\n7,8,1\n")
+    ingest("unlabelled", str(folder / "unlabelled.csv"), label="label")
     yield
     cfg.data_dir, cfg.tracking_uri = saved
 
@@ -170,6 +172,13 @@ def test_a_short_epoch_fails_the_run_loudly():
     (DENSE, {"data": "digits", "precision": "half"}, "--precision 'half' is not one nbscale knows"),
     ("x = 1", {"data": "digits"}, "defines no `model` and no `build_model()`"),
     (DENSE, {"data": "digits", "scale": 0}, "--scale 0: features are divided by it"),
+    (DENSE, {"data": "digits", "batch_size": 0}, "--batch-size 0 must each be 1 or more"),
+    (DENSE, {"data": "digits", "batch_size": -1}, "--batch-size -1 must each be 1 or more"),
+    (DENSE, {"data": "digits", "validation": 0.9999}, "--validation 0.9999 leaves 0 of the 1797 rows of digits@v1 for training"),
+    (DENSE.replace("Dense(10,", "Dense(5,"), {"data": "digits"},
+     "rows of digits@v1 have labels outside 0..4 (5, 6, 7, 8, 9), which sparse_categorical_crossentropy with 5 output unit(s) cannot "
+     "learn: give the last layer 10 units"),
+    (DENSE.replace("(64,)", "(2,)"), {"data": "unlabelled"}, "1 rows of unlabelled@v1 have no 'label' (null)"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_running_run(code, options, message):
     with pytest.raises(NbscaleError) as raised:

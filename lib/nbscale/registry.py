@@ -107,6 +107,7 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
     import mlflow
 
     from .train import MODEL_TAG, quiet_loggers
+    from .train.task import TASK_TAG
 
     _check_name(name)
     if (run_id is None) == (best is None):
@@ -128,7 +129,8 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
         raise NbscaleError(f"Run {run.info.run_id} has no model logged by nbscale (it {run.info.status.lower()}): register a finished %%train run.")
     # MLflow prints "Successfully registered model ..." itself; the card says it once.
     with quiet_loggers("mlflow", output=True):
-        version = mlflow.register_model(uri, name, tags={"nbscale.run_id": run.info.run_id, "nbscale.data": run.data.params.get("data", "")})
+        version = mlflow.register_model(uri, name, tags={"nbscale.run_id": run.info.run_id, "nbscale.data": run.data.params.get("data", ""),
+                                                         TASK_TAG: run.data.tags.get(TASK_TAG, "")})
     followed = ""
     if alias:
         client.set_registered_model_alias(name, alias, version.version)

@@ -201,8 +201,8 @@ def _check_options(strategy: str, workers: int, epochs: int, parameter_servers: 
     """(barrier tasks, min workers) for valid options; one line naming the bad one otherwise."""
     if strategy not in STRATEGIES:
         raise NbscaleError(f"--strategy {strategy!r} is not one nbscale runs: use multiworker (all-reduce) or parameter-server.")
-    if workers < 1 or epochs < 1 or parameter_servers < 1:
-        raise NbscaleError(f"--workers {workers}, --epochs {epochs}, --ps {parameter_servers} must each be 1 or more.")
+    if workers < 1 or epochs < 1 or parameter_servers < 1 or batch_size < 1:
+        raise NbscaleError(f"--workers {workers}, --epochs {epochs}, --ps {parameter_servers}, --batch-size {batch_size} must each be 1 or more.")
     if settings().master.startswith("sc://"):
         # The barrier stage itself runs over Spark Connect; following and cancelling it needs the
         # classic SparkContext (job groups, slot counts), which Connect does not expose.
@@ -219,9 +219,11 @@ def _check_options(strategy: str, workers: int, epochs: int, parameter_servers: 
 def _splits(version, spec, model, validation: float, seed: int, workers: int, strategy: str):
     """The seeded split, written with a file per worker at least; every all-reduce worker must get rows."""
     from .. import feed
-    from ..train import _check_shapes
+    from ..train import _check_labels, _check_shapes, _check_split
 
+    _check_labels(model, spec, version)
     train_split, val_split = feed.split(version, spec, validation, row_groups=max(4, workers))
+    _check_split(spec, version, validation, train_split.rows)
     if strategy == "multiworker":
         for rank in range(workers):
             for part, name in ((train_split, "training"), (val_split, "validation")):

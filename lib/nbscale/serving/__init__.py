@@ -219,6 +219,14 @@ atexit.register(lambda: _services and stop())
 
 def predict(name: str, data):
     """Predictions for `data` (rows) from the service of model `name`, through its front."""
+    from ..errors import NbscaleError
+    from ..train.task import task_of_version
     from .client import as_rows, post
 
-    return post(service(name).url, as_rows(data))
+    answer = post(service(name).url, as_rows(data))
+    model, _, version = answer.served_by.rpartition(" v")  # the front names the version that answered: "NAME vN"
+    try:
+        answer.task = task_of_version(model, int(version)) if model and version.isdigit() else None
+    except NbscaleError:
+        answer.task = None  # shown as raw outputs, never as a guessed class
+    return answer

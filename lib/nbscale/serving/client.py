@@ -15,6 +15,7 @@ class Predictions:
     values: object  # numpy array
     served_by: str
     latency_ms: float
+    task: str | None = None  # classification | regression, as recorded with the model; None: outputs shown as they are
 
     def __array__(self, dtype=None, copy=None):
         import numpy as np
@@ -28,8 +29,15 @@ class Predictions:
         import numpy as np
 
         values = np.asarray(self.values)
-        shown = values.argmax(axis=1).tolist() if values.ndim == 2 else values.tolist()
-        kind = "classes (argmax)" if values.ndim == 2 else "predictions"
+        wide = values.ndim == 2 and values.shape[1] > 1
+        if self.task == "classification":
+            shown = values.argmax(axis=1).tolist() if wide else (values.reshape(len(values), -1)[:, 0] >= 0.5).astype(int).tolist()
+            kind = "classes (argmax)" if wide else "classes (output >= 0.5)"
+        elif self.task == "regression":
+            shown = [float(f"{v:.6g}") for v in values.reshape(len(values), -1)[:, 0]]
+            kind = "values (regression)"
+        else:
+            shown, kind = values.tolist(), "outputs (the model does not say whether they are classes or values)"
         return f"{len(values)} {kind} from {self.served_by} in {self.latency_ms:.1f} ms: {shown}"
 
 

@@ -7,15 +7,22 @@ from datetime import datetime, timezone
 from ..errors import NbscaleError, spark_errors
 
 
-def with_predictions(df, spec, predict):
-    """`df` plus the model's `probabilities` (the Spark UDF `predict` over its features, scaled as in
-    training) and the argmax class as `prediction`."""
+def with_predictions(df, spec, predict, task: str):
+    """`df` plus `prediction`: for a classifier also its `probabilities`, and the class (argmax, or output
+    >= 0.5 for one sigmoid output); for a regression the value itself (double) — never an argmax over one
+    output, which would always say class 0. `predict` is the Spark UDF over the features, scaled as in training."""
     from pyspark.sql import functions as F
 
     from ..feed import feature_vector
+    from ..train.task import CLASSIFICATION
 
-    return (df.withColumn("probabilities", predict(feature_vector(df, spec)))
-            .withColumn("prediction", (F.array_position("probabilities", F.array_max("probabilities")) - 1).cast("int")))
+    outputs = predict(feature_vector(df, spec))
+    if task == CLASSIFICATION:
+        p = F.col("probabilities")
+        return df.withColumn("probabilities", outputs).withColumn(
+            "prediction", F.when(F.size(p) == 1, (F.element_at(p, 1) >= 0.5).cast("int"))
+                           .otherwise((F.array_position(p, F.array_max(p)) - 1).cast("int")))
+    return df.withColumn("prediction", F.element_at(outputs, 1).cast("double"))
 
 
 def model_udf(session, name: str, version: int):
@@ -36,6 +43,7 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
     from ..ingest import Dataset, store
     from ..ingest.profile import profile
     from ..session import spark
+    from ..train.task import task_of_version
     from .versions import resolve, trained_feed
 
     name, version = resolve(model)
@@ -49,7 +57,7 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
         with spark_errors(f"Selecting rows of {source.ref} with {where!r}", "Write a Spark SQL condition on its columns, e.g. label = 3."):
             df = df.where(where)
             df.schema  # analysed now: an unknown column fails here, not halfway through the write
-    scored = with_predictions(df, spec, predict)
+    scored = with_predictions(df, spec, predict, task_of_version(name, version))
     expected = df.count()
     with store.staging(to) as staged:
         scored.write.parquet(str(staged / "data"))

@@ -95,6 +95,7 @@ def stream(model: str, in_dir: str, out_dir: str) -> Stream:
 
     from ..session import spark
     from .versions import resolve, trained_feed
+    from ..train.task import task_of_version
     from .score import model_udf, with_predictions
 
     name, version = resolve(model)
@@ -111,7 +112,7 @@ def stream(model: str, in_dir: str, out_dir: str) -> Stream:
     # The input's columns are the training data's (the label may be missing: it is read as null).
     events = session.readStream.schema(trained_on.df.schema).json(str(source))
     predict = model_udf(session, name, version)
-    scored = with_predictions(events, spec, predict).withColumn("source_file", F.input_file_name())
+    scored = with_predictions(events, spec, predict, task_of_version(name, version)).withColumn("source_file", F.input_file_name())
     # One checkpoint per (model, output folder): the same %serve line after a stop resumes exactly where it was.
     checkpoint = Path(settings().data_dir) / "streams" / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     query = (scored.writeStream.format("parquet").option("path", key).option("checkpointLocation", str(checkpoint))

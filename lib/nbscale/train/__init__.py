@@ -20,6 +20,7 @@ from typing import Callable
 
 from ..config import settings
 from ..errors import NbscaleError
+from .task import TASK_TAG, task_of
 from ..limits import cap
 from .card import render
 
@@ -168,6 +169,54 @@ def _build_model(code: str | None, namespace: dict | None, model, seed: int, pol
     return model
 
 
+def _check_labels(model, spec, version) -> None:
+    """Labels a classifier cannot learn from fail here in one line (TensorFlow would say "Graph execution error")."""
+    manifest = version.manifest
+    nulls = manifest.get("nulls", {}).get(spec.label, 0)
+    if nulls:
+        raise NbscaleError(f"{nulls} rows of {spec.ref} have no {spec.label!r} (null): train on labelled rows — e.g. %%ingest "
+                           f"{version.name}_labelled with SELECT * FROM {version.name}@v{version.version} WHERE {spec.label} IS NOT NULL.")
+    loss = getattr(model, "loss", None)
+    loss = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", "") or ""
+    balance = manifest.get("label_balance") if manifest.get("label") == spec.label else None
+    if not balance or "crossentropy" not in loss.lower() or not isinstance(model.output_shape, tuple):
+        return
+    units = model.output_shape[-1] or 1
+    allowed = 2 if "binary" in loss.lower() else units
+    if "sparse" not in loss.lower() and "binary" not in loss.lower():
+        return  # one-hot labels: a vector per row, not checked here
+
+    def fits(value: str) -> bool:
+        try:
+            number = float(value)
+        except ValueError:
+            return False
+        return number.is_integer() and 0 <= number < allowed
+
+    bad = {value: rows for value, rows in balance.items() if not fits(value)}
+    if bad:
+        largest = max((float(v) for v in balance if v not in ("NaN", "None") and _number(v)), default=0)
+        shown = ", ".join(list(bad)[:5]) + (" ..." if len(bad) > 5 else "")
+        fix = (f"give the last layer {int(largest) + 1} units" if "sparse" in loss.lower() and float(largest).is_integer() and largest >= 0
+               else f"map the labels to 0..{allowed - 1}")
+        raise NbscaleError(f"{sum(bad.values())} rows of {spec.ref} have labels outside 0..{allowed - 1} ({shown}), which {loss} with "
+                           f"{units} output unit(s) cannot learn: {fix}, or map the labels to 0..{allowed - 1}.")
+
+
+def _number(value: str) -> bool:
+    try:
+        float(value)
+        return value.lower() != "nan"
+    except ValueError:
+        return False
+
+
+def _check_split(spec, version, validation: float, train_rows: int) -> None:
+    if train_rows == 0:
+        raise NbscaleError(f"--validation {validation} leaves 0 of the {version.manifest['counts']['loaded']} rows of {spec.ref} for "
+                           "training: use a smaller fraction (e.g. 0.2).")
+
+
 def _check_shapes(model, spec, train_rows: int) -> None:
     shape = model.input_shape
     expected = tuple(shape[1:]) if isinstance(shape, tuple) else None  # a list: several inputs, not checked here
@@ -222,13 +271,15 @@ def train(code: str | None = None, *, data: str, label: str = "label", epochs: i
     from ..ingest import dataset as find_dataset
     from ..session import mlflow
 
-    if epochs < 1:
-        raise NbscaleError(f"--epochs {epochs} must be 1 or more.")
+    if epochs < 1 or batch_size < 1:
+        raise NbscaleError(f"--epochs {epochs} and --batch-size {batch_size} must each be 1 or more.")
     epochs = cap("epochs", epochs)
     version = find_dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
     built = _build_model(code, namespace, model, seed, precision_policy(precision))
+    _check_labels(built, spec, version)
     train_split, val_split = feed.split(version, spec, validation)
+    _check_split(spec, version, validation, train_split.rows)
     _check_shapes(built, spec, train_split.rows)
     backups = _claim(_backup_dir(experiment, version.ref, f"{code}|{parent_run_id}|{run_name}"))
     try:
@@ -415,6 +466,7 @@ def _log_model(mlf, model, train_split, spec) -> str:
     with quiet_loggers("tensorflow", "absl", "mlflow.pyfunc", output=True):
         info = log_keras(model, example[:4])
     mlf.set_tag(MODEL_TAG, info.model_uri)  # how %register finds a run's model
+    mlf.set_tag(TASK_TAG, task_of(model))  # classes or values: how predictions are shown and written
     return info.model_uri
 
 

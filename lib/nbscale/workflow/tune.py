@@ -128,8 +128,8 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
 
     from ..registry import direction
 
-    if trials < 1 or parallel < 1:
-        raise NbscaleError(f"--trials {trials} and --parallel {parallel} must be 1 or more.")
+    if trials < 1 or parallel < 1 or batch_size < 1:
+        raise NbscaleError(f"--trials {trials}, --parallel {parallel} and --batch-size {batch_size} must each be 1 or more.")
     lowest, rule = direction(metric, lowest)
     parallel = cap("parallel", parallel)
     version = dataset(data)
