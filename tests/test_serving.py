@@ -399,3 +399,44 @@ def test_a_regression_model_predicts_values_everywhere_not_class_0(models):
         assert len(set(repr(answer).split(": ", 1)[1].strip("[]").split(", "))) > 1
     finally:
         serving.stop("digits-value")
+
+
+def test_every_control_route_of_the_front_needs_the_services_secret(models):
+    """Any local process could otherwise re-route a model's traffic (POST /nbscale/config) or read its counters."""
+    from nbscale.serving.front import Front, make_app
+
+    public = {"/invocations", "/ping", "/health"}  # the service itself, on 127.0.0.1
+    routes = {route.path for route in make_app(Front({"name": "x", "sides": []})).routes}
+    control = routes - public
+    assert control == {"/nbscale/stats", "/nbscale/config"}  # a new route must be classified here
+    service = serving.serve("digits-dense@champion")
+    try:
+        assert oct((service.folder / "front.json").stat().st_mode & 0o777) == "0o600"
+        for path in sorted(control):
+            for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": service.secret}):
+                body = b'{"name": "x", "sides": []}' if path == "/nbscale/config" else None
+                request = urllib.request.Request(f"{service.url}{path}", data=body, method="POST" if body else "GET",
+                                                 headers={**headers, "content-type": "text/plain"})
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(request, timeout=5)
+                assert refused.value.code == 401, (path, headers)
+        # With the secret, a non-JSON body is still refused (a web page's "simple" POST), and nothing changed.
+        request = urllib.request.Request(f"{service.url}/nbscale/config", data=b'{"name": "x", "sides": []}', method="POST",
+                                         headers={"authorization": f"Bearer {service.secret}", "content-type": "text/plain"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 415
+        assert service.stats()["sides"] and np.asarray(serving.predict("digits-dense", models["x"][:2])).shape == (2, 10)
+        # Bodies over the limit are refused before they are read whole.
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+        connection.putrequest("POST", "/invocations")
+        connection.putheader("content-type", "application/json")
+        connection.putheader("content-length", str(65 << 20))  # declared, never sent: refused before any byte is read
+        connection.endheaders()
+        answer = connection.getresponse()
+        assert answer.status == 413 and "Nbscale.max_request_mb" in json.loads(answer.read())["message"]
+        connection.close()
+    finally:
+        serving.stop("digits-dense")

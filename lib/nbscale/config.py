@@ -71,6 +71,9 @@ class Nbscale(SingletonConfigurable):
         "master (model servers stay on 127.0.0.1). Set it when the cluster reaches this machine at another address. "
         "Env: NBSCALE_HOST.",
     ).tag(config=True)
+    max_request_mb = Integer(
+        64, help="Largest request body (MB) a model service's front accepts; larger ones get 413. Env: NBSCALE_MAX_REQUEST_MB.",
+    ).tag(config=True)
     executor_wait = Integer(
         60, help="Seconds a new session on a cluster waits for its first executor before it stops and says why "
         "(executors that cannot reach the notebook never register). Env: NBSCALE_EXECUTOR_WAIT.",
@@ -113,6 +116,13 @@ class Nbscale(SingletonConfigurable):
     @default("host")
     def _default_host(self):
         return _env("HOST", "127.0.0.1")
+
+    @default("max_request_mb")
+    def _default_max_request_mb(self):
+        raw = _env("MAX_REQUEST_MB", "64")
+        if not raw.isdigit() or int(raw) < 1:
+            raise SettingError(f"NBSCALE_MAX_REQUEST_MB={raw!r} is not a whole number of megabytes: write e.g. 64.")
+        return int(raw)
 
     @default("executor_wait")
     def _default_executor_wait(self):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
+import secrets
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
@@ -36,6 +38,15 @@ class Service:
     folder: Path
     sides: list[Side]
     shard_by: str | None = None  # each replica holds a shard: rows routed by this column's value
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # the front's control routes answer only this kernel
+
+    def control(self, path: str, body: dict | None = None) -> urllib.request.Request:
+        """An authenticated request to one of the front's control routes."""
+        headers = {"authorization": f"Bearer {self.secret}"}
+        if body is None:
+            return urllib.request.Request(f"{self.url}{path}", headers=headers)
+        return urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
+                                      headers={**headers, "content-type": "application/json"})
 
     @property
     def url(self) -> str:
@@ -51,7 +62,7 @@ class Service:
 
     def stats(self) -> dict:
         try:
-            with urllib.request.urlopen(f"{self.url}/nbscale/stats", timeout=2) as answer:
+            with urllib.request.urlopen(self.control("/nbscale/stats"), timeout=2) as answer:
                 return json.load(answer)
         except OSError:
             return {"name": self.name, "sides": [], "down": True}
@@ -82,11 +93,12 @@ _services: dict[str, Service] = {}
 def _configure(service: Service) -> None:
     config = {"name": service.name, "shard_by": service.shard_by,
               "sides": [{"label": s.label, "weight": s.weight, "replicas": [r.url for r in s.replicas]} for s in service.sides]}
-    (service.folder / "front.json").write_text(json.dumps(config))
+    # The front reads its secret and body limit from this file at start (readable by this user only).
+    path = service.folder / "front.json"
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump({**config, "secret": service.secret, "max_body_bytes": settings().max_request_mb << 20}, f)
     if service.front is not None:
-        request = urllib.request.Request(f"{service.url}/nbscale/config", data=json.dumps(config).encode(),
-                                         headers={"content-type": "application/json"}, method="POST")
-        with urllib.request.urlopen(request, timeout=5):
+        with urllib.request.urlopen(service.control("/nbscale/config", config), timeout=5):
             pass
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hmac
 import json
 import sys
 import time
@@ -60,8 +61,16 @@ class Side:
 class Front:
     def __init__(self, config: dict):
         self.sides: list[Side] = []
+        # Set once, from the file the kernel wrote (mode 0600); a POST can never change them.
+        self.secret = str(config.get("secret", ""))
+        self.max_body = int(config.get("max_body_bytes", 64 << 20))
         self.apply(config)
         self.started = time.time()
+
+    def authorized(self, headers) -> bool:
+        """The control routes answer only the kernel that started this front (constant-time compare)."""
+        given = headers.get("authorization", "")
+        return bool(self.secret) and hmac.compare_digest(given.encode(), f"Bearer {self.secret}".encode())
 
     def apply(self, config: dict) -> None:
         old = {side.label: side for side in self.sides}
@@ -157,8 +166,34 @@ def make_app(front: Front):
         side.latencies_ms.append((time.perf_counter() - started) * 1000)
         return JSONResponse({"predictions": merged}, headers={"x-nbscale-shards": ",".join(map(str, groups))})
 
+    async def bounded_body(request) -> bytes | None:
+        """The request's body, or None when it is larger than the front accepts (checked before and while reading)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > front.max_body:
+            return None
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > front.max_body:
+                return None
+        return bytes(body)
+
+    def too_large():
+        return JSONResponse({"error_code": "REQUEST_TOO_LARGE", "message": f"The request body is over {front.max_body} bytes "
+                             "(Nbscale.max_request_mb): send fewer rows per request."}, status_code=413)
+
+    def refused(request):
+        """None when a control request may proceed, else the answer: 401 without the kernel's secret, 415 unless JSON."""
+        if not front.authorized(request.headers):
+            return JSONResponse({"error_code": "UNAUTHENTICATED", "message": "This route needs the service's secret."}, status_code=401)
+        if request.method == "POST" and request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error_code": "UNSUPPORTED_MEDIA_TYPE", "message": "Send application/json."}, status_code=415)
+        return None
+
     async def invocations(request):
-        body = await request.body()
+        body = await bounded_body(request)
+        if body is None:
+            return too_large()
         if front.shard_by:
             return await sharded(body)
         headers = {"content-type": request.headers.get("content-type", "application/json")}
@@ -183,11 +218,21 @@ def make_app(front: Front):
         return Response("\n" if up else "no healthy replica\n", status_code=200 if up else 503)
 
     async def stats(request):
+        if (answer := refused(request)) is not None:
+            return answer
         return JSONResponse({"name": front.name, "uptime_s": round(time.time() - front.started, 1),
                              "sides": [side.stats() for side in front.sides]})
 
     async def configure(request):
-        front.apply(await request.json())
+        if (answer := refused(request)) is not None:
+            return answer
+        body = await bounded_body(request)
+        if body is None:
+            return too_large()
+        try:
+            front.apply(json.loads(body))
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error_code": "BAD_REQUEST", "message": f"Not a front configuration: {exc}"}, status_code=400)
         return JSONResponse({"ok": True})
 
     async def check_health():
