@@ -152,6 +152,12 @@ def test_a_dead_kernels_state_is_not_listed(server):
     ("GET", "logs?path=..%2F..%2Fetc%2Fpasswd", 400, "'..' is not allowed"),
     ("GET", "logs?path=%2Fetc%2Fpasswd", 400, "give a path relative to the data dir"),
     ("GET", "logs?path=no%2Fsuch.log", 404, "No log"),
+    ("GET", "logs?path=" + "a" * 300, 400, "the path is too long"),
+    ("GET", "datasets/" + "a" * 300, 400, "is not a name"),
+    ("GET", "datasets/caf%C3%A9", 400, "is not a name"),
+    ("POST", "jobs/" + "9" * 300 + "/1/cancel", 400, "is not a process id"),
+    ("POST", "jobs/%D9%A1/1/cancel", 400, "is not a process id"),  # '١' (Arabic-Indic one) is not job 1
+    ("POST", f"jobs/{os.getpid()}/%D9%A1/cancel", 400, "is not a job number"),
 ])
 def test_bad_input_is_one_line_and_never_leaves_the_data_dir(server, method, route, code, message):
     status, body = api(server, method, route)
@@ -178,3 +184,38 @@ def test_a_log_is_read_inside_the_data_dir_and_a_link_out_of_it_is_refused(serve
     (data / "logs" / "escape.log").symlink_to(secret)
     status, body = api(server, "GET", "logs?path=logs%2Fescape.log")
     assert status == 400 and "leads outside the data dir" in body["message"]
+
+
+
+def test_listings_never_follow_a_symlink_out_of_the_data_dir_and_skip_a_damaged_manifest(server, tmp_path):
+    from pathlib import Path
+
+    from nbscale.config import settings
+    from nbscale.ingest import ingest
+
+    data = Path(settings().data_dir)
+    source = tmp_path / "pairs.csv"
+    source.write_text("a,b\n1,2\n3,4\n")
+    ingest("pairs_ok", str(source))
+    ingest("pairs_ok", str(source))
+    # A dataset folder and a kernel folder that are symlinks to places outside the data dir.
+    outside = tmp_path / "elsewhere"
+    (outside / "v1").mkdir(parents=True)
+    (outside / "v1" / "manifest.json").write_text('{"counts": {"loaded": 1, "quarantined": 0}, "schema": []}')
+    (data / "datasets" / "leaked").symlink_to(outside, target_is_directory=True)
+    (data / "kernels").mkdir(exist_ok=True)
+    (data / "kernels" / "4242").symlink_to(outside, target_is_directory=True)
+    # One damaged version beside a good one.
+    (data / "datasets" / "pairs_ok" / "v2" / "manifest.json").write_text('{"counts": {"lo')
+    status, body = api(server, "GET", "datasets")
+    assert status == 200
+    listed = {row["dataset"]: row for row in body["result"]}
+    assert not any(name.startswith("leaked") for name in listed)
+    assert listed["pairs_ok@v1"]["rows"] == 2 and "damaged" in listed["pairs_ok@v2"]["broken"]
+    status, body = api(server, "GET", "jobs")
+    assert status == 200 and not any(job["kernel"] == 4242 for job in body["result"])
+    status, body = api(server, "GET", "datasets/pairs_ok")
+    assert status == 200 and "damaged" in body["result"]["versions"][1]["broken"]
+    # The next ingest still works: compared with the last readable version, and says so.
+    third = ingest("pairs_ok", str(source))
+    assert third.dataset.ref == "pairs_ok@v3" and any("pairs_ok@v2 cannot be read" in n for n in third.manifest["notes"])

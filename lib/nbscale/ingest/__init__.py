@@ -172,8 +172,11 @@ def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> Ingest
         if bad is not None:
             raise NbscaleError(f"Malformed row in {bad['source']}: {bad['raw']!r} ({bad['reason']}). "
                                "Fix the source, or use --mode permissive to quarantine bad rows.")
-    previous = store.latest(o.name)
+    previous, broken = store.latest_readable(o.name)
     previous_manifest = previous.manifest if previous else None
+    if broken:
+        read.notes.append(f"{', '.join(broken)} cannot be read (damaged manifest.json): compared with "
+                          f"{previous.ref if previous else 'nothing'} instead")
     if previous_manifest and not o.allow_schema_change:
         drift = schema_drift(previous_manifest["schema"], [[f.name, f.dataType.simpleString()] for f in read.df.schema.fields])
         if drift:
@@ -215,7 +218,12 @@ def datasets() -> list[dict]:
     rows = []
     for name in store.names():
         for number in store.versions(name):
-            m = store.Version(name, number).manifest
+            try:
+                m = store.Version(name, number).manifest
+            except store.BrokenVersion as broken:  # named in the listing; the other versions still show
+                rows.append({"dataset": f"{name}@v{number}", "rows": None, "quarantined": None, "columns": None, "schema": "",
+                             "format": "damaged", "source": str(broken), "created": None, "broken": str(broken)})
+                continue
             rows.append({"dataset": f"{name}@v{number}", "rows": m["counts"]["loaded"], "quarantined": m["counts"]["quarantined"],
                          "columns": len(m["schema"]), "schema": ", ".join(f"{c} {t}" for c, t in m["schema"]),
                          "format": m["format"], "source": m["source"], "created": m["created"]})

@@ -38,10 +38,16 @@ def check_name(name: str) -> str:
 def versions(name: str) -> list[int]:
     """Published versions of `name`, oldest first."""
     folder = root() / name
-    if not folder.is_dir():
+    if not folder.is_dir() or not _inside_store(folder):
         return []
-    found = [int(p.name[1:]) for p in folder.iterdir() if re.fullmatch(r"v\d+", p.name) and (p / "manifest.json").is_file()]
+    found = [int(p.name[1:]) for p in folder.iterdir()
+             if re.fullmatch(r"v\d+", p.name) and (p / "manifest.json").is_file() and _inside_store(p)]
     return sorted(found)
+
+
+def _inside_store(path: Path) -> bool:
+    """False for a folder that a symlink leads out of the data dir's datasets: never listed or read."""
+    return path.resolve().is_relative_to(root().resolve())
 
 
 def names() -> list[str]:
@@ -71,7 +77,33 @@ class Version:
 
     @property
     def manifest(self) -> dict:
-        return json.loads((self.path / "manifest.json").read_text())
+        path = self.path / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise BrokenVersion(f"{self.ref} cannot be read: its manifest.json is damaged ({type(exc).__name__}). Move {self.path} "
+                                "aside (or delete it) and use another version; the other versions are intact.") from None
+        if not isinstance(manifest, dict) or "counts" not in manifest or "schema" not in manifest:
+            raise BrokenVersion(f"{self.ref} cannot be read: its manifest.json lacks counts or schema. Move {self.path} aside "
+                                "(or delete it) and use another version; the other versions are intact.")
+        return manifest
+
+
+class BrokenVersion(NbscaleError):
+    """A published version whose manifest cannot be read: named, and skipped by listings, never a crash of them."""
+
+
+def latest_readable(name: str) -> tuple[Version | None, list[str]]:
+    """The newest version whose manifest reads, and the refs of newer broken ones skipped on the way."""
+    skipped = []
+    for number in reversed(versions(name)):
+        version = Version(name, number)
+        try:
+            version.manifest
+            return version, skipped
+        except BrokenVersion:
+            skipped.append(version.ref)
+    return None, skipped
 
 
 def resolve(ref: str) -> Version:

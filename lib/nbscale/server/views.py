@@ -11,7 +11,7 @@ from pathlib import Path
 from ..config import settings
 from ..errors import NbscaleError
 
-NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,127}$")
+NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,127}$", re.ASCII)
 LOG_TAIL_BYTES = 64 * 1024
 STALE_S = 10  # a kernel that has not published for this long is gone (killed, or its machine slept)
 
@@ -23,6 +23,8 @@ class NotFound(NbscaleError):
 def inside(root: Path, relative: str) -> Path:
     """`relative` resolved under `root`; refused when it is absolute, climbs out with `..`, or leads
     (through a symlink, or a sibling like `root-other`) anywhere outside `root`."""
+    if len(relative) > 1024 or any(len(part.encode()) > 255 for part in re.split(r"[\\/]", relative)):
+        raise NbscaleError(f"{relative[:40]!r}...: the path is too long.")
     if not relative or relative.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", relative):
         raise NbscaleError(f"{relative!r}: give a path relative to the data dir.")
     if any(part == ".." for part in re.split(r"[\\/]", relative)):
@@ -36,7 +38,7 @@ def inside(root: Path, relative: str) -> Path:
 
 def checked_name(value: str, what: str) -> str:
     if not NAME.match(value or ""):
-        raise NbscaleError(f"{what} {value!r} is not a name: letters, digits, '.', '-' and '_' only.")
+        raise NbscaleError(f"{what} {value[:40]!r} is not a name: ASCII letters, digits, '.', '-' and '_' only, at most 128.")
     return value
 
 
@@ -64,7 +66,11 @@ def dataset(name: str) -> dict:
         raise NotFound(f"No dataset named {name!r}.")
     shown = []
     for number in versions:
-        m = store.Version(name, number).manifest
+        try:
+            m = store.Version(name, number).manifest
+        except store.BrokenVersion as broken:
+            shown.append({"version": f"{name}@v{number}", "broken": str(broken)})
+            continue
         shown.append({"version": f"{name}@v{number}", "rows": m["counts"]["loaded"], "quarantined": m["counts"]["quarantined"],
                       "schema": m["schema"], "source": m["source"], "created": m["created"], "options": m.get("options", {}),
                       "magic": f"%%train --data {name}@v{number} --epochs 5 -o fit"})
@@ -105,7 +111,8 @@ def _kernels() -> list[Path]:
     from ..state import HEARTBEAT
 
     root = Path(settings().data_dir) / "kernels"
-    folders = [d for d in sorted(root.iterdir()) if d.name.isdigit()] if root.is_dir() else []
+    base = root.resolve() if root.is_dir() else root
+    folders = [d for d in sorted(root.iterdir()) if ID.fullmatch(d.name) and d.resolve().is_relative_to(base)] if root.is_dir() else []
     return [d for d in folders if _beats(d / HEARTBEAT)]
 
 
@@ -135,9 +142,12 @@ def servers() -> list[dict]:
     return _published("servers")
 
 
+ID = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() and int() also take '١' (Arabic-Indic one)
+
+
 def _checked_kernel(kernel: str) -> int:
-    if not kernel.isdigit():
-        raise NbscaleError(f"Kernel {kernel!r} is not a process id.")
+    if not ID.fullmatch(kernel or ""):
+        raise NbscaleError(f"Kernel {kernel[:40]!r} is not a process id (ASCII digits, at most 10).")
     return int(kernel)
 
 
@@ -154,8 +164,8 @@ def _request(kernel: str, request: dict) -> dict:
 
 def cancel_job(kernel: str, job: str) -> dict:
     pid = _checked_kernel(kernel)
-    if not job.isdigit():
-        raise NbscaleError(f"Job {job!r} is not a job number.")
+    if not ID.fullmatch(job or ""):
+        raise NbscaleError(f"Job {job[:40]!r} is not a job number (ASCII digits, at most 10).")
     if not any(j["kernel"] == pid and j["id"] == int(job) for j in jobs()):
         raise NotFound(f"Kernel {kernel} has no job {job}.")
     return _request(kernel, {"action": "cancel", "job": int(job)})
