@@ -287,3 +287,27 @@ def test_one_bad_cell_does_not_demote_a_numeric_column(tmp_path):
     # --schema still overrides: f0 as text keeps every row.
     typed = ingest("typed_text", source, label="label", schema="f0 STRING, f1 STRING, name STRING, label INT")
     assert typed.manifest["counts"]["quarantined"] == 0 and typed.manifest["type_failures"] == {}
+
+
+DIRTY = Path(__file__).parent / "data" / "dirty"
+
+
+def test_bytes_that_are_not_utf8_stop_the_ingest_and_encoding_reads_them():
+    with pytest.raises(NbscaleError) as refused:
+        ingest("latin", str(DIRTY / "latin1.csv"), label="label")
+    message = str(refused.value)
+    assert "latin1.csv is not UTF-8: 2 line(s)" in message and "--encoding" in message and "\n" not in message
+    assert store.versions("latin") == []  # nothing half-written
+    result = ingest("latin", str(DIRTY / "latin1.csv"), label="label", encoding="latin-1")
+    assert sorted(r["name"] for r in result.dataset.df.collect()) == ["café", "naïve", "plain"]
+    windows = ingest("latin", str(DIRTY / "latin1.csv"), label="label", encoding="cp1252")  # any Java charset
+    assert sorted(r["name"] for r in windows.dataset.df.collect()) == ["café", "naïve", "plain"]
+    with pytest.raises(NbscaleError, match="--encoding 'klingon' is not a text encoding"):
+        ingest("latin", str(DIRTY / "latin1.csv"), encoding="klingon")
+
+
+def test_a_bom_and_crlf_line_ends_load_clean_columns():
+    result = ingest("bom", str(DIRTY / "bom-crlf.csv"), label="label")
+    assert result.manifest["counts"] == {"read": 2, "loaded": 2, "quarantined": 0}
+    assert [c for c, _ in result.manifest["schema"]] == ["a", "b", "label"]  # no '\ufeffa' column
+    assert dict(map(tuple, result.manifest["schema"]))["b"] == "int"  # no '\r' left in the last column

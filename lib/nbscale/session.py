@@ -143,6 +143,8 @@ def spark_conf() -> dict[str, str]:
         # does not starve the cells run meanwhile.
         "spark.scheduler.mode": "FAIR",
         "spark.scheduler.allocation.file": str(allocation_file(cfg.data_dir, cfg.pools)),
+        # %ingest --encoding cp1252 (or any Java charset): Spark 4 alone takes only ISO-8859-1, US-ASCII, UTF-8/16/32.
+        "spark.sql.legacy.javaCharsets": "true",
     }
     conf.update(limits.spark_conf())
     conf.update(cfg.spark_conf)

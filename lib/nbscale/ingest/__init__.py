@@ -72,17 +72,18 @@ class IngestOptions:
     header: bool
     sep: str
     allow_schema_change: bool
+    encoding: str | None = None
 
     def lineage(self) -> dict:
         return {"label": self.label, "shards": self.shards, "batch_rows": self.batch_rows, "mode": self.mode,
-                "schema": self.schema, "header": self.header, "sep": self.sep}
+                "schema": self.schema, "header": self.header, "sep": self.sep, "encoding": self.encoding}
 
 
 def _read(spark, o: IngestOptions) -> readers.Read:
     if o.fmt == "csv":
-        return readers.read_csv(spark, o.source, o.schema, o.header, o.sep)
+        return readers.read_csv(spark, o.source, o.schema, o.header, o.sep, o.encoding)
     if o.fmt == "json":
-        return readers.read_json(spark, o.source, o.schema)
+        return readers.read_json(spark, o.source, o.schema, o.encoding)
     if o.fmt == "parquet":
         return readers.read_parquet(spark, o.source)
     if o.fmt == "sql":
@@ -98,7 +99,7 @@ def _read(spark, o: IngestOptions) -> readers.Read:
 
 def ingest(name: str, source: str, *, format: str | None = None, label: str | None = None, shards: int | None = None,
            batch_rows: int = 10_000, cache: str = "none", mode: str = "permissive", schema: str | None = None,
-           header: bool = True, sep: str = ",", allow_schema_change: bool = False,
+           header: bool = True, sep: str = ",", allow_schema_change: bool = False, encoding: str | None = None,
            progress: Callable[[SparkProgress], None] | None = None) -> IngestResult:
     """Read `source` with Spark, validate it, and publish it as the next version of dataset `name`.
 
@@ -119,8 +120,10 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
         format, schema, header = builtin.get("format", format), builtin.get("schema", schema), builtin.get("header", header)
     _check_options(format, cache, mode, shards, batch_rows)
     fmt = format or readers.detect_format(source)
+    if encoding is not None:
+        readers.check_encoding(encoding)
     options = IngestOptions(name, source if fmt == "sql" else localize(source), fmt, label, shards, batch_rows, cache, mode,
-                            schema, header, sep, allow_schema_change)
+                            schema, header, sep, allow_schema_change, encoding)
     spark = current_spark()
     staged_note = None
     if fmt != "sql" and is_cluster(spark.sparkContext.master):

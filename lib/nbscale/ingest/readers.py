@@ -63,15 +63,38 @@ def expand(source: str) -> list[str]:
     return files
 
 
-def _line_records(spark, files: list[str], header: bool) -> int:
-    """Non-blank lines, less one header line per file: what a line-based source holds."""
+def check_encoding(encoding: str) -> str:
+    """The Java charset name Spark's readers take for a Python/IANA encoding name (latin-1 -> ISO-8859-1)."""
+    import codecs
+    import re as _re
+
+    try:
+        name = codecs.lookup(encoding).name  # canonical: 'iso8859-1', 'cp1252', 'utf-16-le'...
+    except LookupError:
+        raise NbscaleError(f"--encoding {encoding!r} is not a text encoding: use e.g. utf-8, latin-1, cp1252, utf-16.") from None
+    if match := _re.fullmatch(r"iso8859-(\d+)", name):
+        return f"ISO-8859-{match.group(1)}"
+    if match := _re.fullmatch(r"cp(125\d)", name):
+        return f"windows-{match.group(1)}"
+    return {"ascii": "US-ASCII", "utf-16-le": "UTF-16LE", "utf-16-be": "UTF-16BE", "utf-8-sig": "UTF-8"}.get(name, name.upper())
+
+
+def _line_records(spark, files: list[str], header: bool, encoding: str | None = None) -> int:
+    """Non-blank lines, less one header line per file: what a line-based source holds. Without
+    --encoding the files must be UTF-8: Spark's CSV and JSON readers would silently turn other bytes into
+    U+FFFD ('café' in latin-1 becomes 'caf\ufffd'), so such a source stops here, naming the file and line."""
     from pyspark.sql import functions as F
 
     lines = spark.read.text(files).where(F.trim("value") != "")
-    if not header:
-        return lines.count()
-    counts = lines.agg(F.count("*").alias("lines"), F.countDistinct("_metadata.file_path").alias("files")).first()
-    return counts["lines"] - counts["files"]  # one header line in each file that is not empty
+    counts = lines.agg(F.count("*").alias("lines"), F.countDistinct("_metadata.file_path").alias("files"),
+                       F.count(F.when(~F.is_valid_utf8("value"), 1)).alias("undecodable")).first()
+    if counts["undecodable"] and encoding is None:
+        bad = lines.where(~F.is_valid_utf8("value")).select(F.make_valid_utf8("value").alias("value"),
+                                                            F.col("_metadata.file_path").alias("file")).first()
+        raise NbscaleError(f"{bad['file'].rsplit('/', 1)[-1]} is not UTF-8: {counts['undecodable']} line(s) hold bytes that do not decode "
+                           f"(e.g. {bad['value'][:60]!r}). Ingest it with --encoding and the file's encoding (often latin-1 or cp1252); "
+                           "nothing was written.")
+    return counts["lines"] - (counts["files"] if header else 0)  # one header line in each file that is not empty
 
 
 def _quarantine(df, raw_col: str, reason):
@@ -89,12 +112,13 @@ def _with_source(df):
     return df.withColumn(SOURCE, F.col("_metadata.file_path")).cache()
 
 
-def read_csv(spark, source: str, schema: str | None, header: bool, sep: str) -> Read:
+def read_csv(spark, source: str, schema: str | None, header: bool, sep: str, encoding: str | None = None) -> Read:
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     files = expand(source)
-    options = {"header": header, "sep": sep, "mode": "PERMISSIVE"}
+    options = {"header": header, "sep": sep, "mode": "PERMISSIVE", **({"encoding": check_encoding(encoding)} if encoding else {})}
+    records = _line_records(spark, files, header, encoding)  # first: a source that is not UTF-8 stops before any parsing
     notes: list[str] = []
     promoted: dict[str, str] = {}
     failed: dict[str, int] = {}
@@ -115,7 +139,7 @@ def read_csv(spark, source: str, schema: str | None, header: bool, sep: str) -> 
               .when(fields > expected, F.format_string(f"long row (%d of {expected} fields)", fields))
               .otherwise(_type_reason(promoted, [f.name for f in base.fields], sep) if promoted else F.lit("a value does not parse as its column's type")))
     good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
-    return Read(good, _quarantine(df, CORRUPT, reason), _line_records(spark, files, header), files, notes=notes, cached=[df],
+    return Read(good, _quarantine(df, CORRUPT, reason), records, files, notes=notes, cached=[df],
                 type_failures=failed)
 
 
@@ -169,18 +193,20 @@ def _type_reason(promoted: dict[str, str], names: list[str], sep: str):
     return F.coalesce(*checks, F.lit("type: a value does not parse as its column's type"))
 
 
-def read_json(spark, source: str, schema: str | None) -> Read:
+def read_json(spark, source: str, schema: str | None, encoding: str | None = None) -> Read:
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     files = expand(source)
-    base = _ddl_schema(spark, schema) if schema else spark.read.json(files).schema
+    records = _line_records(spark, files, False, encoding)
+    options = {"encoding": check_encoding(encoding)} if encoding else {}
+    base = _ddl_schema(spark, schema) if schema else spark.read.options(**options).json(files).schema
     fields = [f for f in base.fields if f.name != CORRUPT]
     full = StructType([*fields, StructField(CORRUPT, StringType())])
-    df = _with_source(spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).schema(full).json(files))
+    df = _with_source(spark.read.options(**options).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
+                      .schema(full).json(files))
     good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
-    return Read(good, _quarantine(df, CORRUPT, F.lit("not a JSON object matching the schema")), _line_records(spark, files, False), files,
-                cached=[df])
+    return Read(good, _quarantine(df, CORRUPT, F.lit("not a JSON object matching the schema")), records, files, cached=[df])
 
 
 def read_parquet(spark, source: str) -> Read:

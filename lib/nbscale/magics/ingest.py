@@ -30,6 +30,8 @@ class IngestMagics(Magics):
     @argument("--schema", help="Spark DDL schema instead of inferring one, e.g. 'id INT, name STRING'.")
     @argument("--no-header", action="store_true", help="CSV files have no header line.")
     @argument("--sep", default=",", help="CSV field separator.")
+    @argument("--encoding", help="Text encoding of CSV/JSON files, e.g. latin-1 or cp1252 (default: UTF-8; bytes that are not "
+              "UTF-8 stop the ingest and name the file).")
     @argument("--allow-schema-change", action="store_true", help="Publish even if the schema differs from the previous version.")
     @argument("-o", "--output", metavar="VAR", help="Bind the new dataset (.df, .path, .version, .to_pandas(n)) to VAR.")
     @line_cell_magic
@@ -44,6 +46,7 @@ class IngestMagics(Magics):
         result = ingest(args.name, source, format=args.format, label=args.label, shards=args.shards,
                         batch_rows=args.batch_rows, cache=args.cache, mode=args.mode, schema=_unquote(args.schema),
                         header=not args.no_header, sep=_unquote(args.sep), allow_schema_change=args.allow_schema_change,
+                        encoding=args.encoding,
                         progress=ProgressBar(f"ingest {args.name}").update)
         if args.output:
             self.shell.user_ns[args.output] = result.dataset
