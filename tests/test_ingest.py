@@ -311,3 +311,27 @@ def test_a_bom_and_crlf_line_ends_load_clean_columns():
     assert result.manifest["counts"] == {"read": 2, "loaded": 2, "quarantined": 0}
     assert [c for c, _ in result.manifest["schema"]] == ["a", "b", "label"]  # no '\ufeffa' column
     assert dict(map(tuple, result.manifest["schema"]))["b"] == "int"  # no '\r' left in the last column
+
+
+def test_dirty_headers_and_lines_load_as_named_columns_with_a_word_on_the_card():
+    tabs = ingest("tabs", str(DIRTY / "tab-only-line.csv"))
+    assert tabs.manifest["counts"] == {"read": 2, "loaded": 2, "quarantined": 0}  # a lone tab is no record, as a blank line
+    twice = ingest("twice", str(DIRTY / "duplicate-columns.csv"))
+    assert any("the header repeats x: Spark named those columns x0, x1" in n for n in twice.manifest["notes"])
+    dotted = ingest("dotted", str(DIRTY / "dotted-columns.csv"), label="feat.one")
+    assert dotted.manifest["label_balance"] == {"1": 1, "3": 1, "5": 1}
+    # The ingested name is a Spark SQL view of its latest version.
+    assert nbscale.spark().sql("SELECT COUNT(*) AS n FROM dotted").first()["n"] == 3
+
+
+def test_paths_with_spaces_quoted_or_one_per_line(tmp_path):
+    folder = tmp_path / "my data"
+    folder.mkdir()
+    for name in ("a b.csv", "c.csv"):
+        (folder / name).write_text("x,label\n1,0\n2,1\n")
+    quoted = ingest("spaced", f'"{folder}/a b.csv" "{folder}/c.csv"')
+    assert quoted.manifest["counts"]["loaded"] == 4
+    lines = ingest("spaced", f"{folder}/a b.csv\n{folder}/c.csv\n")
+    assert lines.manifest["counts"]["loaded"] == 4
+    with pytest.raises(NbscaleError, match="unclosed quote"):
+        ingest("spaced", f'"{folder}/a b.csv')

@@ -73,4 +73,6 @@ def _progress(url: str, done: int, total: int) -> None:
 
 def localize(source: str) -> str:
     """The source with every http(s) URL replaced by its cached local file."""
-    return " ".join(str(download(item)) if item.startswith(("http://", "https://")) else item for item in source.split())
+    from ..sources import items, joined
+
+    return joined([str(download(item)) if item.startswith(("http://", "https://")) else item for item in items(source)])

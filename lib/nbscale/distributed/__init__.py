@@ -235,7 +235,7 @@ def _splits(version, spec, model, validation: float, seed: int, workers: int, st
 
 
 def train_distributed(code: str | None = None, *, data: str, workers: int, strategy: str = "multiworker", parameter_servers: int = 1,
-                      label: str = "label", epochs: int = 5, batch_size: int = 128, validation: float = 0.2, seed: int = 42,
+                      label: str | None = None, epochs: int = 5, batch_size: int = 128, validation: float = 0.2, seed: int = 42,
                       scale: float = 1.0, experiment: str = "nbscale", resume: bool = False, pool: str | None = None,
                       gpus_per_worker: int = 0, min_workers: int | None = None, precision: str = "auto", namespace: dict | None = None,
                       on_epoch: Callable | None = None, stop: threading.Event | None = None, on_start: Callable[[DistributedRun], None] | None = None):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..config import settings
 from ..errors import NbscaleError
+from ..sources import quoted
 
 READER_POOL = "dummy"
 # A split this small (features as float32) is read through Petastorm once, checked, and then served
@@ -61,14 +62,16 @@ class FeedSpec:
     label_dtype: str = "int64"  # integer classes; float32 for a float label
 
 
-def spec_for(dataset, label: str, batch_size: int, scale: float, seed: int) -> FeedSpec:
-    """Features and their shape from the version's manifest: an image column, or numeric columns."""
+def spec_for(dataset, label: str | None, batch_size: int, scale: float, seed: int) -> FeedSpec:
+    """Features and their shape from the version's manifest: an image column, or numeric columns.
+    `label` None: the label given when the dataset was ingested (%%ingest --label), else "label"."""
     import math
 
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise NbscaleError(f"--scale {scale}: features are divided by it, so it must be a positive number (e.g. 255 for 8-bit pixels, "
                            "16 for the digits, 1 to keep the values).")
     manifest = dataset.manifest
+    label = label or manifest.get("label") or "label"
     types = dict(map(tuple, manifest["schema"]))
     if label not in types:
         raise NbscaleError(f"Label column {label!r} is not in {dataset.ref} (columns: {', '.join(types)}): pass --label with one of them.")
@@ -94,6 +97,7 @@ def spec_for(dataset, label: str, batch_size: int, scale: float, seed: int) -> F
 
 
 FEATURES = "nbscale_features"  # the split's one packed feature column
+LABEL = "nbscale_label"  # the split's label column: a plain name whatever the dataset calls it ("the label", "y.true")
 
 
 def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4) -> tuple[Split, Split | None]:
@@ -119,7 +123,7 @@ def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4) -> tu
 
 
 _writing = threading.Lock()
-LAYOUT = 2  # bumped when the split's layout changes, so older cached splits are not read
+LAYOUT = 3  # bumped when the split's layout changes, so older cached splits are not read
 
 
 def feature_vector(df, spec: FeedSpec, scaled: bool = True):
@@ -128,9 +132,9 @@ def feature_vector(df, spec: FeedSpec, scaled: bool = True):
     from pyspark.sql import functions as F
 
     if len(spec.features) == 1 and df.schema[spec.features[0]].dataType.typeName() == "array":
-        vector = F.col(spec.features[0]).cast("array<float>")
+        vector = F.col(quoted(spec.features[0])).cast("array<float>")
     else:
-        vector = F.array(*[F.col(c).cast("float") for c in spec.features])
+        vector = F.array(*[F.col(quoted(c)).cast("float") for c in spec.features])
     return F.transform(vector, lambda v: v / F.lit(spec.scale)) if scaled and spec.scale != 1 else vector
 
 
@@ -141,7 +145,7 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
 
     staging = folder.with_name(f"{folder.name}.staging-{uuid.uuid4().hex[:8]}")  # another kernel may be writing too
     df = spark().read.parquet(dataset.path)
-    df = df.select(feature_vector(df, spec, scaled=False).alias(FEATURES), F.col(spec.label))
+    df = df.select(feature_vector(df, spec, scaled=False).alias(FEATURES), F.col(quoted(spec.label)).alias(LABEL))
     width = math.prod(spec.feature_shape)
     found = df.select(
         F.max(F.size(FEATURES) != width).alias("uneven"),
@@ -151,8 +155,8 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
         raise NbscaleError(f"Rows of {dataset.ref} hold feature vectors of different lengths (the first has {width}): "
                            "re-ingest it with images of one size or vectors of one length.")
     encoding = "float32" if found["wide"] in (True, None) else "uint8"
-    label_type = df.schema[spec.label].dataType.simpleString()
-    packed = df.mapInArrow(_packer(encoding, width, spec.label), f"{FEATURES} binary, `{spec.label}` {label_type}")
+    label_type = df.schema[LABEL].dataType.simpleString()
+    packed = df.mapInArrow(_packer(encoding, width), f"{FEATURES} binary, {LABEL} {label_type}")
     parts = packed.randomSplit([1 - validation, validation], seed=spec.seed) if validation else [packed]
     counts = []
     for name, part in zip(("train", "validation"), parts):
@@ -171,7 +175,7 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
             raise
 
 
-def _packer(encoding: str, width: int, label: str):
+def _packer(encoding: str, width: int):
     """Arrow batches of (list<float> features, label) -> (binary features, label), in Spark's Python workers."""
     def pack(record_batches):
         import numpy as np
@@ -182,7 +186,7 @@ def _packer(encoding: str, width: int, label: str):
             values = batch.column(0).flatten().to_numpy(zero_copy_only=False).astype(encoding)
             offsets = np.arange(n + 1, dtype=np.int32) * (width * values.itemsize)
             column = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(values.tobytes())])
-            yield pa.RecordBatch.from_arrays([column, batch.column(1)], names=[FEATURES, label])
+            yield pa.RecordBatch.from_arrays([column, batch.column(1)], names=[FEATURES, LABEL])
 
     return pack
 
@@ -192,7 +196,7 @@ def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_sh
     import numpy as np
     from petastorm import make_batch_reader
 
-    columns = [FEATURES, spec.label]
+    columns = [FEATURES, LABEL]
     seen, pending_x, pending_y = 0, [], []
     expected = split_.rows if shard_count is None else None
     reader = make_batch_reader(split_.path, schema_fields=columns, num_epochs=1, reader_pool_type=READER_POOL,
@@ -200,7 +204,7 @@ def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_sh
     try:  # not `with reader`: its exit prints "Cache cleanup complete." into the cell on every epoch
         for group in reader:
             x = _features(getattr(group, FEATURES), split_.encoding, spec)
-            y = np.asarray(getattr(group, spec.label)).astype(spec.label_dtype)
+            y = np.asarray(getattr(group, LABEL)).astype(spec.label_dtype)
             if shuffle:
                 order = np.random.default_rng(spec.seed + epoch + seen).permutation(len(y))
                 x, y = x[order], y[order]

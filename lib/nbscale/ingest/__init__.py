@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +170,7 @@ def _shrink(read: readers.Read, rows: int) -> readers.Read:
 def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> IngestResult:
     check_label(read.df, o.label)
     if read.records == 0:
-        raise NbscaleError(f"{o.source.split()[0]!r} holds no records: nothing to ingest (the previous version stays).")
+        raise NbscaleError(f"{readers.items(o.source)[0]!r} holds no records: nothing to ingest (the previous version stays).")
     if o.mode == "failfast" and read.quarantine is not None:
         bad = read.quarantine.first()
         if bad is not None:
@@ -212,6 +213,8 @@ def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> Ingest
             manifest["image_shape"] = read.image_shape
         version = store.publish(o.name, staged, manifest)
     dataset = Dataset(version)
+    if re.fullmatch(r"[A-Za-z_]\w*", o.name):  # plain Spark SQL: SELECT ... FROM NAME reads the latest version
+        spark.read.parquet(str(version.data_path)).createOrReplaceTempView(o.name)
     cache_report = dataset.cache(o.cache) if o.cache != "none" else None
     return IngestResult(dataset, version.manifest, compare(previous_manifest, manifest), cache_report)
 

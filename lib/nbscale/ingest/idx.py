@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import settings
 from ..errors import NbscaleError
-from .readers import URI_RE, Read, expand
+from .readers import URI_RE, Read, expand, items
 
 
 def _plain_copy(path: Path) -> Path:
@@ -51,7 +51,7 @@ def header(path: Path) -> tuple[list[int], int]:
 
 
 def read_idx(spark, source: str, batch_rows: int) -> Read:
-    if any(URI_RE.match(item) for item in source.split()):
+    if any(URI_RE.match(item) for item in items(source)):
         raise NbscaleError("--format idx reads its two files on this machine (it decodes their headers here): give local paths "
                            "or a shared mount's paths, not URIs.")
     files = [_plain_copy(Path(p)) for p in expand(source)]

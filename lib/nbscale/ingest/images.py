@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NbscaleError
-from .readers import URI_RE, Read
+from .readers import URI_RE, Read, items
 
 PATTERN = "*.{png,PNG,jpg,JPG,jpeg,JPEG,bmp,BMP,gif,GIF}"
 
@@ -16,10 +16,11 @@ def read_images(spark, source: str, batch_rows: int) -> Read:
     from PIL import Image
     from pyspark.sql import functions as F
 
-    if URI_RE.match(source.split()[0]):
+    first = items(source)[0]
+    if URI_RE.match(first):
         raise NbscaleError("--format images lists its class folders on this machine: give a local path or a shared mount's path, "
                            "not a URI.")
-    folder = Path(source.split()[0]).expanduser()
+    folder = Path(first).expanduser()
     if not folder.is_dir():
         raise NbscaleError(f"--format images needs a folder with one sub-folder per class; {str(folder)!r} is not a folder.")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.parent != folder and p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".gif"})

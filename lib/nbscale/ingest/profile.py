@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NbscaleError
+from ..sources import quoted
 
 SAMPLE_ROWS = 5
 
@@ -24,7 +25,8 @@ def profile(df, label: str | None) -> dict:
     nulls_row = df.agg(*[F.sum(F.col(f"`{c}`").isNull().cast("long")).alias(c) for c in df.columns]).first()
     balance = {}
     if label:
-        balance = {str(r[0]): r[1] for r in df.groupBy(label).count().orderBy(label).collect()}
+        column = F.col(quoted(label))  # a name with a dot or a space is one column, not a struct field
+        balance = {str(r[0]): r[1] for r in df.groupBy(column).count().orderBy(column).collect()}
     sample = [{k: _short(v) for k, v in row.asDict().items()} for row in df.limit(SAMPLE_ROWS).collect()]
     return {
         "schema": schema_of(df),

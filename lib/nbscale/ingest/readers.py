@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import NbscaleError
+from ..sources import items, joined  # noqa: F401 - readers.items/joined are used across ingest
 
 FORMATS = ("csv", "json", "parquet", "images", "idx", "sql")
 CORRUPT = "_corrupt_record"
@@ -30,7 +31,7 @@ class Read:
 def detect_format(source: str) -> str:
     if SQL_RE.match(source):
         return "sql"
-    first = source.split()[0].lower()
+    first = items(source)[0].lower()
     for ending, fmt in ((".csv", "csv"), (".csv.gz", "csv"), (".json", "json"), (".jsonl", "json"),
                         (".parquet", "parquet"), ("-ubyte", "idx"), ("-ubyte.gz", "idx")):
         if first.rstrip("/*").endswith(ending):
@@ -48,7 +49,7 @@ def expand(source: str) -> list[str]:
     scheme (hdfs://, s3a://, file://, abfss://...) goes to Spark's filesystem layer unchanged: Spark
     expands its globs and reads it where the executors are."""
     files: list[str] = []
-    for item in source.split():
+    for item in items(source):
         if URI_RE.match(item):
             files.append(item)
             continue
@@ -85,7 +86,7 @@ def _line_records(spark, files: list[str], header: bool, encoding: str | None = 
     U+FFFD ('café' in latin-1 becomes 'caf\ufffd'), so such a source stops here, naming the file and line."""
     from pyspark.sql import functions as F
 
-    lines = spark.read.text(files).where(F.trim("value") != "")
+    lines = spark.read.text(files).where(~F.col("value").rlike(r"^\s*$"))  # Spark's parsers skip whitespace-only lines (a lone tab)
     counts = lines.agg(F.count("*").alias("lines"), F.countDistinct("_metadata.file_path").alias("files"),
                        F.count(F.when(~F.is_valid_utf8("value"), 1)).alias("undecodable")).first()
     if counts["undecodable"] and encoding is None:
@@ -126,6 +127,8 @@ def read_csv(spark, source: str, schema: str | None, header: bool, sep: str, enc
         base = _ddl_schema(spark, schema)
     else:
         base, promoted, failed, notes = _infer_by_majority(spark, files, options)
+    if header:
+        notes += _duplicate_names(spark, files[0], sep, [f.name for f in base.fields])
     full = StructType([*base.fields, StructField(CORRUPT, StringType())])
     # With the corrupt-record column in an explicit schema, Spark 4 flags type errors and short
     # and long rows alike; the raw text is kept for the quarantine table.
@@ -141,6 +144,22 @@ def read_csv(spark, source: str, schema: str | None, header: bool, sep: str, enc
     good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
     return Read(good, _quarantine(df, CORRUPT, reason), records, files, notes=notes, cached=[df],
                 type_failures=failed)
+
+
+def _duplicate_names(spark, first_file: str, sep: str, names: list[str]) -> list[str]:
+    """Spark renames repeated header names (x, x -> x0, x1) without a word: say so on the card."""
+    import csv
+    from collections import Counter
+
+    line = spark.read.text(first_file).first()
+    if line is None:
+        return []
+    header = next(csv.reader([line["value"]], delimiter=sep), [])
+    repeated = sorted(name for name, count in Counter(h.strip() for h in header).items() if count > 1 and name)
+    if not repeated:
+        return []
+    return [f"the header repeats {', '.join(repeated)}: Spark named those columns {', '.join(n for n in names if any(n.startswith(r) for r in repeated))}"
+            " — rename them in the source, or give --schema"]
 
 
 NUMERIC_MAJORITY = 0.9  # a column is numeric when at least this share of its non-empty values parse as numbers

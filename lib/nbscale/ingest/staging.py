@@ -59,7 +59,7 @@ def stage(spark, source: str) -> tuple[str, str | None]:
     """(source the executors can read, note for the card or None). Paths inside the data dir and
     files every executor already sees are kept as they are."""
     data = Path(settings().data_dir)
-    items = [Path(item).expanduser() for item in source.split() if not readers.URI_RE.match(item)]
+    named = [Path(item).expanduser() for item in readers.items(source) if not readers.URI_RE.match(item)]
     files = [f for f in readers.expand(source) if not readers.URI_RE.match(f)]  # URIs: Spark's filesystems, read there
     if all(Path(f).resolve().is_relative_to(data) for f in files):
         return source, None
@@ -72,7 +72,7 @@ def stage(spark, source: str) -> tuple[str, str | None]:
     if not (target / ".complete").exists():
         partial = target.with_name(f"{key}.{uuid.uuid4().hex[:6]}.part")
         try:
-            _copy([i for i in items if i.is_dir()] + [Path(f) for f in files if not any(Path(f).is_relative_to(i) for i in items if i.is_dir())],
+            _copy([i for i in named if i.is_dir()] + [Path(f) for f in files if not any(Path(f).is_relative_to(i) for i in named if i.is_dir())],
                   partial, sum(s for _, s in sized))
             (partial / ".complete").touch()
             shutil.rmtree(target, ignore_errors=True)
@@ -80,7 +80,7 @@ def stage(spark, source: str) -> tuple[str, str | None]:
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     staged = [str(target / p.name) for p in sorted(target.iterdir()) if not p.name.startswith(".")]
-    staged += [item for item in source.split() if readers.URI_RE.match(item)]
+    staged += [item for item in readers.items(source) if readers.URI_RE.match(item)]
     total = sum(s for _, s in sized)
-    return " ".join(staged), (f"{len(files)} file(s), {_size(total)}, exist only on this machine: staged into the shared "
+    return readers.joined(staged), (f"{len(files)} file(s), {_size(total)}, exist only on this machine: staged into the shared "
                               f"data dir ({target}) for the cluster's executors")

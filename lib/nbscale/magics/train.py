@@ -29,7 +29,7 @@ def _trainer(options: dict):
 class TrainMagics(Magics):
     @magic_arguments()
     @argument("--data", required=True, help="Dataset version to train on: NAME, NAME@latest or NAME@vK.")
-    @argument("--label", default="label", help="Label column (default: label).")
+    @argument("--label", help="Label column (default: the one given at %%ingest --label, else 'label').")
     @argument("--epochs", type=int, default=5)
     @argument("--batch-size", type=int, default=128)
     @argument("--validation", type=float, default=0.2, help="Fraction held out for validation, split reproducibly by --seed.")

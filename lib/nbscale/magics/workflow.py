@@ -58,7 +58,7 @@ class WorkflowMagics(Magics):
     @argument("--lowest", dest="lowest", action="store_const", const=True, default=None,
               help="Lower is better (default: from the metric's name — loss, error, mae, mse... lower; accuracy, auc... higher).")
     @argument("--highest", dest="lowest", action="store_const", const=False, help="Higher is better.")
-    @argument("--label", default="label")
+    @argument("--label", help="Label column (default: the one given at %%ingest --label, else 'label').")
     @argument("--epochs", type=int, default=3)
     @argument("--batch-size", type=int, default=64)
     @argument("--validation", type=float, default=0.2)

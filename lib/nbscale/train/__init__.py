@@ -255,7 +255,7 @@ def _backup_dir(experiment: str, ref: str, code: str | None) -> Path:
     return Path(settings().data_dir) / "checkpoints" / experiment / key
 
 
-def train(code: str | None = None, *, data: str, label: str = "label", epochs: int = 5, batch_size: int = 128,
+def train(code: str | None = None, *, data: str, label: str | None = None, epochs: int = 5, batch_size: int = 128,
           validation: float = 0.2, seed: int = 42, scale: float = 1.0, experiment: str = "nbscale", resume: bool = False,
           precision: str = "auto", namespace: dict | None = None, model=None, on_epoch: Callable[[TrainProgress], None] | None = None,
           on_step: Callable[[TrainProgress], None] | None = None, stop: threading.Event | None = None,

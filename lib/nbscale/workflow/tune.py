@@ -112,7 +112,7 @@ def _run_trial(payload: dict) -> dict:
 
 
 def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: str = "val_accuracy", lowest: bool | None = None,
-         label: str = "label", epochs: int = 3, batch_size: int = 64, validation: float = 0.2, seed: int = 42, scale: float = 1.0,
+         label: str | None = None, epochs: int = 3, batch_size: int = 64, validation: float = 0.2, seed: int = 42, scale: float = 1.0,
          experiment: str = "nbscale-tune", register: str | None = None, alias: str | None = None, namespace: dict | None = None,
          on_round: Callable[[TuneResult], None] | None = None) -> TuneResult:
     """Search `trials` hyperparameter sets of the cell's build_model(hp), `parallel` at a time as Spark tasks."""
