@@ -44,9 +44,10 @@ labextension: setup
 lab: setup labextension
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --no-browser $(ALLOW_ROOT)
 
-# The whole suite: unit, integration (real Spark, MLflow, kernels) and the notebooks via nbval.
+# The whole suite: unit, integration (real Spark, MLflow, kernels) and the notebooks via nbval, on two
+# workers: each test module is one group, the notebooks one, the two cluster modules one (conftest.py).
 test: setup
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests notebooks --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg
 
 # What a developer runs while working: no Spark-heavy suites, no notebooks.
 test-fast: setup

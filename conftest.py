@@ -2,6 +2,8 @@
 import os
 import tempfile
 
+import pytest
+
 # Every test run gets its own data dir: datasets, MLflow's SQLite store, logs; never ~/nbscale-data.
 os.environ["NBSCALE_DATA_DIR"] = tempfile.mkdtemp(prefix="nbscale-test-")
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
@@ -12,3 +14,22 @@ for name in ("NBSCALE_MASTER", "NBSCALE_TRACKING_URI", "MLFLOW_TRACKING_URI", "N
 # The multi-host tutorial needs a real cluster: tests/test_multihost.py runs it under nbval against the
 # network-namespace cluster it builds (with NBSCALE_CLUSTER_MASTER and NBSCALE_SHARED_DIR set).
 collect_ignore = ["notebooks/10-multi-host.ipynb"]
+
+
+# `make test` runs two xdist workers (--dist loadgroup). A module's tests share its fixtures, so each module
+# is one group; the notebooks are one group (each starts clusters and servers of its own, in order); the two
+# modules that run Spark clusters with distributed training are one group, so they never compete for the cores
+# their timing checks (cancel within 10 s) assume. The longest groups go first so neither worker idles at the end.
+SERIAL_GROUPS = {"test_distributed.py": "clusters", "test_multihost.py": "clusters"}
+LONG_FIRST = ["notebooks", "clusters", "test_binder.py"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    def group(item) -> str:
+        name = item.path.name
+        return "notebooks" if name.endswith(".ipynb") else SERIAL_GROUPS.get(name, name)
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=lambda item: LONG_FIRST.index(group(item)) if group(item) in LONG_FIRST else len(LONG_FIRST))

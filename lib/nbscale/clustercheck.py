@@ -294,17 +294,17 @@ def _refuse_mismatches(result: ClusterCheck, mine: dict, python: str, data_dir: 
             continue
         if h["python"].rsplit(".", 1)[0] != python.rsplit(".", 1)[0]:
             raise SparkStartError(f"Executors on {h['host']} run Python {h['python']}, this notebook {python}: PySpark needs the same "
-                                  "minor version on both sides. Install the notebook's environment there, or ship it with "
-                                  "%nbscale cluster env pack.")
+                                  "minor version on both sides. Install the notebook's environment there, or ship an "
+                                  "archive of it with spark.archives (venv-pack, conda-pack).")
         missing = [name.split("|")[0] for name, version in h["versions"].items() if version is None and mine.get(name)]
         if missing:
             raise SparkStartError(f"Executors on {h['host']} lack {', '.join(missing)} (installed here): install the notebook's "
-                                  "environment on every host (same versions), or ship it with %nbscale cluster env pack.")
+                                  "environment on every host (same versions), or ship an archive of it with spark.archives (venv-pack, conda-pack).")
         differ = [f"{name.split('|')[0]} {version} (here {mine[name]})" for name, version in h["versions"].items()
                   if version is not None and mine.get(name) and version != mine[name]]
         if differ:
             raise SparkStartError(f"Executors on {h['host']} have {', '.join(differ)}: models and datasets must be read by the same "
-                                  "versions everywhere — install the notebook's versions there, or ship them with %nbscale cluster env pack.")
+                                  "versions everywhere — install the notebook's versions there, or ship them in an archive with spark.archives (venv-pack, conda-pack).")
         if not h["data_dir"]:
             raise SparkStartError(f"Nbscale.data_dir = {data_dir} is not visible at that path on {h['host']} (its executors cannot "
                                   "read a file the notebook wrote there): on a cluster the data dir must be a shared mount every host "

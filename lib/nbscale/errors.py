@@ -66,11 +66,11 @@ def executor_failure(text: str) -> str | None:
         host, program, why = match.groups()
         return (f"Executors on {host} cannot run Python at {program} ({why.strip().rstrip('.')}): executors run the notebook's "
                 "interpreter path — install the same environment at that path on every host, set spark.pyspark.python in "
-                "Nbscale.spark_conf to the Python there, or ship this one with %nbscale cluster env pack.")
+                "Nbscale.spark_conf to the Python there, or ship an archive of it with spark.archives (venv-pack, conda-pack).")
     match = re.search(r"\(([^()\s]+) executor [^)]*\):.*?Python in worker has different version ([\d.]+) than that in driver ([\d.]+)", text, re.S)
     if match:
         return (f"Executors on {match.group(1)} run Python {match.group(2)}, this notebook {match.group(3)}: PySpark needs the same minor "
-                "version on both sides. Install the notebook's environment there, or ship it with %nbscale cluster env pack.")
+                "version on both sides. Install the notebook's environment there, or ship an archive of it with spark.archives (venv-pack, conda-pack).")
     return None
 
 
