@@ -146,21 +146,21 @@ def test_a_dead_kernels_state_is_not_listed(server):
     ("GET", "datasets/nothing", 404, "No dataset named 'nothing'."),
     ("GET", "datasets/..%2F..%2Fetc", 400, "is not a name"),
     ("GET", "runs?limit=0", 400, "ask for 1 to 200 runs"),
-    ("POST", f"jobs/{os.getpid()}/999/cancel", 404, "has no job 999"),
+    ("POST", "jobs/{pid}/999/cancel", 404, "has no job 999"),  # {pid}: this process, filled in by the test (ids stay the same per run)
     ("POST", "jobs/..%2F..%2Ftmp/1/cancel", 400, "is not a process id"),
     ("POST", "servers/1/not-served/stop", 404, "serves no model 'not-served'"),
     ("GET", "logs?path=..%2F..%2Fetc%2Fpasswd", 400, "'..' is not allowed"),
     ("GET", "logs?path=%2Fetc%2Fpasswd", 400, "give a path relative to the data dir"),
     ("GET", "logs?path=no%2Fsuch.log", 404, "No log"),
-    ("GET", "logs?path=" + "a" * 300, 400, "the path is too long"),
-    ("GET", "datasets/" + "a" * 300, 400, "is not a name"),
+    pytest.param("GET", "logs?path=" + "a" * 300, 400, "the path is too long", id="over-long-path"),
+    pytest.param("GET", "datasets/" + "a" * 300, 400, "is not a name", id="over-long-name"),
     ("GET", "datasets/caf%C3%A9", 400, "is not a name"),
-    ("POST", "jobs/" + "9" * 300 + "/1/cancel", 400, "is not a process id"),
+    pytest.param("POST", "jobs/" + "9" * 300 + "/1/cancel", 400, "is not a process id", id="over-long-kernel-id"),
     ("POST", "jobs/%D9%A1/1/cancel", 400, "is not a process id"),  # '١' (Arabic-Indic one) is not job 1
-    ("POST", f"jobs/{os.getpid()}/%D9%A1/cancel", 400, "is not a job number"),
+    ("POST", "jobs/{pid}/%D9%A1/cancel", 400, "is not a job number"),
 ])
 def test_bad_input_is_one_line_and_never_leaves_the_data_dir(server, method, route, code, message):
-    status, body = api(server, method, route)
+    status, body = api(server, method, route.replace("{pid}", str(os.getpid())))
     assert status == code and message in body["message"], (status, body)
 
 

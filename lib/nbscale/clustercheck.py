@@ -119,8 +119,9 @@ def _new_lines(log: Path, offset: int) -> str:
         return ""
 
 
-def wait_for_executors(sc, timeout: float, log: Path, offset: int) -> dict[str, int]:
-    """Executors by host once at least one registered (and the others had a moment); else one line why."""
+def wait_for_executors(sc, timeout: float) -> dict[str, int]:
+    """Executors by host once at least one registered (and the others had a moment); else one line why.
+    (Spark logs executors that exit at INFO level, below the driver log's WARN: the address is the clue.)"""
     deadline = time.monotonic() + timeout
     hosts = executors_by_host(sc)
     while not hosts and time.monotonic() < deadline:
@@ -133,20 +134,13 @@ def wait_for_executors(sc, timeout: float, log: Path, offset: int) -> dict[str, 
             hosts = executors_by_host(sc)
         return hosts
     driver = f"{sc.getConf().get('spark.driver.host')}:{sc.getConf().get('spark.driver.port')}"
-    text = _new_lines(log, offset)
-    exited = re.findall(r"Executor \S+ removed: (.+)", text) or re.findall(r"is now (?:EXITED|FAILED) \((.+?)\)", text)
     if driver.startswith(("127.", "localhost:", "[::1]")):
         raise SparkStartError(f"No executor registered within {timeout:.0f} s: executors cannot reach this notebook at {driver}, a "
                               "loopback address of this machine. Set --host to an address of this machine that the cluster can reach "
                               "(%nbscale connect --master URL --host ADDRESS), or leave Nbscale.host unset to use the one that routes to the master.")
-    if exited:
-        raise SparkStartError(f"No executor registered within {timeout:.0f} s: the cluster started {len(exited)} and each exited "
-                              f"({exited[-1].strip()[:80]}) — executors cannot reach this notebook at {driver}. Set --host to an "
-                              "address of this machine that the cluster can reach (%nbscale connect --master URL --host ADDRESS).")
-    raise SparkStartError(f"No executor registered within {timeout:.0f} s and the cluster started none: it has no worker with free "
-                          f"cores and memory for this application (see the master's web UI), or executors cannot reach this notebook "
-                          f"at {driver}. Free some cores or lower spark.executor.memory in Nbscale.spark_conf; set --host to an address "
-                          "the cluster can reach.")
+    raise SparkStartError(f"No executor registered within {timeout:.0f} s: the executors cannot reach this notebook at {driver}, or the "
+                          "cluster has no worker with free cores and memory for this application (see the master's web UI). Set --host "
+                          "to an address the cluster can reach, free some cores, or lower spark.executor.memory in Nbscale.spark_conf.")
 
 
 # ---- the environment check job ----------------------------------------------------------------
@@ -221,13 +215,13 @@ def _run_bounded(sc, group: str, job, timeout: float):
     return box["value"]
 
 
-def check(session, data_dir: str, log: Path, offset: int, wait_s: float) -> ClusterCheck:
+def check(session, data_dir: str, log: Path, wait_s: float) -> ClusterCheck:
     """Wait for executors, then check every host's Python, stack and view of the data dir.
     Raises one line (NbscaleError) on the first thing that would make later work fail or hang."""
     global _last
     started = time.monotonic()
     sc = session.sparkContext
-    executors = wait_for_executors(sc, wait_s, log, offset)
+    executors = wait_for_executors(sc, wait_s)
     conf = sc.getConf()
     driver_host, driver_port = conf.get("spark.driver.host"), int(conf.get("spark.driver.port"))
     result = ClusterCheck(sc.master, f"{driver_host}:{driver_port}")

@@ -248,7 +248,7 @@ def spark():
                 f"Spark did not start with Nbscale.master = {cfg.master!r}: {reason}. "
                 f"Check Nbscale.spark_conf and Nbscale.driver_memory; the JVM log is {log}."
             ) from None
-        _check_cluster(session, log, log_start)  # before the log level drops: executor losses are INFO lines
+        _check_cluster(session, log)
         if not cfg.master.startswith("sc://"):
             session.sparkContext.setLogLevel("WARN")
         # PySpark logs every SQL error as a multi-line JSON record on stderr before raising it;
@@ -259,7 +259,7 @@ def spark():
         return session
 
 
-def _check_cluster(session, log: Path, log_start: int) -> None:
+def _check_cluster(session, log: Path) -> None:
     """On a cluster master: executors must come and every host must run this stack and see the data
     dir; otherwise the session stops here with the one line saying why (no cell waits forever)."""
     from . import clustercheck
@@ -269,7 +269,7 @@ def _check_cluster(session, log: Path, log_start: int) -> None:
     if not clustercheck.is_cluster(cfg.master):
         return
     try:
-        clustercheck.check(session, cfg.data_dir, log, log_start, cfg.executor_wait)
+        clustercheck.check(session, cfg.data_dir, log, cfg.executor_wait)
     except BaseException:
         try:
             session.stop()
