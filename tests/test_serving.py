@@ -28,13 +28,21 @@ model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_cr
 
 
 def serving_processes() -> list[int]:
+    """Live serving processes of this test run's worker: those whose environment carries this process's data dir
+    (set per process by conftest.py, or this module's, given to the kernels it starts), so the notebooks served by
+    the other xdist worker are not counted."""
+    from nbscale.config import settings
+
+    ours = {f"NBSCALE_DATA_DIR={d}".encode() for d in (os.environ["NBSCALE_DATA_DIR"], settings().data_dir)}
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"nbscale.serving." in cmdline and int(pid) != os.getpid():
+        if b"nbscale.serving." in cmdline and int(pid) != os.getpid() and ours & set(environ) and state != "Z":
             found.append(int(pid))
     return found
 
@@ -440,3 +448,27 @@ def test_every_control_route_of_the_front_needs_the_services_secret(models):
         connection.close()
     finally:
         serving.stop("digits-dense")
+
+
+def test_a_killed_replica_is_started_again_and_the_service_says_how_many_run(models):
+    service = serving.serve("digits-dense@champion", replicas=2)
+    try:
+        first = service.sides[0].replicas[0]
+        killed = first.process.pid
+        os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+        assert "1 of 2 replicas running" in repr(service) or first.process.pid != killed  # the real count, not the wanted one
+        deadline = time.monotonic() + 10
+        while first.process.pid == killed and time.monotonic() < deadline:  # the watchdog looks every second
+            time.sleep(0.1)
+        assert first.process.pid != killed and first.process.poll() is None  # a new process, on the same port
+        deadline = time.monotonic() + 120  # it loads TensorFlow and the model before it answers /ping
+        while time.monotonic() < deadline and not all(r["healthy"] for r in service.stats()["sides"][0]["replicas"]):
+            time.sleep(0.5)
+        assert [r["healthy"] for r in service.stats()["sides"][0]["replicas"]] == [True, True]
+        assert "2 of 2 replicas running, 1 restart" in repr(service)
+        statuses = [post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())[0] for _ in range(20)]
+        assert statuses == [200] * 20
+    finally:
+        serving.stop("digits-dense")
+    assert serving_processes() == []  # the restarted replica stopped with the service

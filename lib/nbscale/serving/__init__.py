@@ -11,6 +11,8 @@ import json
 import os
 import secrets
 import subprocess
+import threading
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,11 +85,59 @@ class Service:
         display(bundle, raw=True)
 
     def __repr__(self) -> str:
-        sides = "; ".join(f"{s.label} ({s.weight:g}%, {len(s.replicas)} replica{'s' * (len(s.replicas) != 1)})" for s in self.sides)
+        sides = "; ".join(f"{s.label} ({s.weight:g}%, {_replicas_line(s.replicas)})" for s in self.sides)
         return f"<Service {self.name} at {self.url}/invocations: {sides}>"
 
 
+def _replicas_line(replicas: list[Replica]) -> str:
+    """The real count: how many of the replicas run now, and how often the watchdog restarted them."""
+    alive = sum(r.alive for r in replicas)
+    restarts = sum(r.restarts for r in replicas)
+    line = f"{alive} of {len(replicas)} replica{'s' * (len(replicas) != 1)} running"
+    if restarts:
+        line += f", {restarts} restart{'s' * (restarts != 1)}"
+    given_up = [r for r in replicas if not r.alive and r.restarts >= RESTARTS]
+    if given_up:
+        line += f"; :{given_up[0].port} keeps dying, not restarted again (log: {given_up[0].log})"
+    return line
+
+
 _services: dict[str, Service] = {}
+# Held while replicas are started, swapped or stopped on purpose, so the watchdog never revives one being retired.
+_changing = threading.RLock()
+RESTARTS = 3  # per replica; then it stays down and the service says so
+WATCH_EVERY_S = 1.0
+_watchdog: threading.Thread | None = None
+
+
+def _ensure_watchdog() -> None:
+    global _watchdog
+    if _watchdog is None or not _watchdog.is_alive():
+        _watchdog = threading.Thread(target=_watch_replicas, name="nbscale-replica-watchdog", daemon=True)
+        _watchdog.start()
+
+
+def _watch_replicas() -> None:
+    """A replica that died (killed, crashed) is started again on its port, with back-off (2, 4, 8 s) and
+    at most RESTARTS times; the front's health check sends it traffic once it answers /ping."""
+    while True:
+        time.sleep(WATCH_EVERY_S)
+        if not _changing.acquire(blocking=False):
+            continue
+        try:
+            for service in list(_services.values()):
+                for side in service.sides:
+                    for replica in side.replicas:
+                        if replica.alive or replica.restarts >= RESTARTS or time.monotonic() < replica.next_try:
+                            continue
+                        replica.restarts += 1
+                        replica.next_try = time.monotonic() + 2 ** (replica.restarts + 1)
+                        replica.process = start_process("nbscale.serving.replica", [replica.uri, settings().host, str(replica.port)],
+                                                        replica.log)
+        except Exception:  # noqa: BLE001 - a failed restart is retried on the next pass (bounded by RESTARTS)
+            pass
+        finally:
+            _changing.release()
 
 
 def _configure(service: Service) -> None:
@@ -115,8 +165,13 @@ def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str |
         raise NbscaleError("--shard-by and --canary do not go together: shard one version, or canary between unsharded ones.")
     if canary is not None and not 0 < weight < 100:
         raise NbscaleError(f"--weight {weight:g} is the canary's share of requests in percent: use a number between 0 and 100.")
+    with _changing:
+        return _serve(ref, replicas, port, canary, weight, shard_by)
+
+
+def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight: float, shard_by: str | None) -> Service:
     if canary is not None:
-        service = _services.get(resolve(canary)[0]) or serve(canary, port=port)
+        service = _services.get(resolve(canary)[0]) or _serve(canary, 1, port, None, weight, None)
         if service.shard_by:
             raise NbscaleError(f"The service of {service.name} is sharded: a canary needs an unsharded one (%serve --stop it first).")
         name, version = resolve(ref)
@@ -155,6 +210,7 @@ def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str |
         stop_processes([r.process for r in side.replicas] + ([service.front] if service.front else []))
         raise
     _services[name] = service
+    _ensure_watchdog()
     from .. import state
 
     state.ensure_publishing()  # the nbscale panel lists it, and can stop it
@@ -178,6 +234,11 @@ def _await_replicas(side: Side) -> None:
 def follow_alias(name: str, alias: str) -> str:
     """After `name@alias` moved, the services serving it switch version blue-green: replicas of the new
     version start and answer /ping, then the front sends traffic to them, then the old ones stop."""
+    with _changing:
+        return _follow_alias(name, alias)
+
+
+def _follow_alias(name: str, alias: str) -> str:
     service = _services.get(name)
     moved = []
     for side in service.sides if service else []:
@@ -208,8 +269,9 @@ def stop(name: str | None = None) -> str:
     stopped = []
     for each in names:
         if each in _services:
-            service = _services.pop(each)
-            stop_processes(service.processes())
+            with _changing:
+                service = _services.pop(each)
+                stop_processes(service.processes())
             stopped.append(f"the service of {each}")
         stopped += stop_streams(each)
     return f"Stopped {', '.join(stopped)}." if stopped else "Nothing was being served."

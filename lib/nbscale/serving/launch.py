@@ -23,6 +23,12 @@ class Replica:
     port: int
     process: subprocess.Popen
     log: Path
+    restarts: int = 0  # times the watchdog started it again after it died
+    next_try: float = 0.0  # monotonic time of the next allowed restart (back-off)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     @property
     def url(self) -> str:
