@@ -114,6 +114,16 @@ def _is_ip(value: str) -> bool:
         return False
 
 
+def _bind_address(host: str) -> str:
+    """The address a host name stands for: the driver binds that interface, never all of them."""
+    if _is_ip(host):
+        return host
+    try:
+        return socket.getaddrinfo(host, None)[0][4][0]
+    except socket.gaierror:
+        return host  # Spark's start then names the name it cannot use
+
+
 def driver_host() -> str:
     """The address executors connect back to: Nbscale.host when chosen or on a local master; on a
     cluster master otherwise the address of this machine's interface that routes to the master
@@ -133,7 +143,7 @@ def spark_conf() -> dict[str, str]:
     host = driver_host()
     conf = {
         "spark.driver.host": host,
-        "spark.driver.bindAddress": host if _is_ip(host) else "0.0.0.0",
+        "spark.driver.bindAddress": _bind_address(host),
         "spark.driver.memory": cfg.driver_memory,
         # nbscale shows its own progress bars; Spark's console bar would garble cell output.
         "spark.ui.showConsoleProgress": "false",
