@@ -44,10 +44,10 @@ labextension: setup
 lab: setup labextension
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --no-browser $(ALLOW_ROOT)
 
-# The whole suite: unit, integration (real Spark, MLflow, kernels) on two workers (a group per module, the
-# two cluster modules one group: conftest.py), then the notebooks via nbval, in order, in one process.
+# The whole suite: unit, integration (real Spark, MLflow, kernels) on two workers (each module on one of them,
+# longest first: conftest.py), then the notebooks via nbval, in order, in one process.
 test: setup
-	$(BIN)/python -m pytest -p no:nbval -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -p no:nbval -n 2 --dist loadfile tests
 	$(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg
 
 # What a developer runs while working: no Spark-heavy suites, no notebooks.

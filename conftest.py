@@ -14,22 +14,11 @@ for name in ("NBSCALE_MASTER", "NBSCALE_TRACKING_URI", "MLFLOW_TRACKING_URI", "N
 collect_ignore = ["notebooks/10-multi-host.ipynb"]
 
 
-# `make test` runs the tests on two xdist workers (--dist loadgroup; groups set here, as xdist's own xdist_group
-# marks would), then the notebooks. A module's tests share its fixtures, so each module is one group; the two modules
-# that run Spark clusters with distributed training are one group, so they never compete for the cores their timing
-# checks (cancel within 10 s) assume. The longest groups go first so neither worker idles at the end.
-SERIAL_GROUPS = {"test_distributed.py": "clusters", "test_multihost.py": "clusters"}
-LONG_FIRST = ["clusters", "test_binder.py", "test_serving.py", "test_workflow.py"]
-
-
-def _group(item) -> str:
-    return SERIAL_GROUPS.get(item.path.name, item.path.name)
+# `make test` runs the tests on two xdist workers (--dist loadfile: a module's tests, which share its fixtures,
+# stay on one worker), then the notebooks in order. The longest modules go first so neither worker idles at the end.
+LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_binder.py", "test_serving.py", "test_workflow.py"]
 
 
 def pytest_collection_modifyitems(config, items):
-    if not getattr(config.option, "loadgroup", False):  # only an xdist worker of --dist loadgroup
-        return
-    items.sort(key=lambda item: LONG_FIRST.index(_group(item)) if _group(item) in LONG_FIRST else len(LONG_FIRST))
-    for item in items:  # the scheduler groups by the id's "@GROUP"
-        if "@" not in item.nodeid.rsplit("]", 1)[-1]:
-            item._nodeid = f"{item.nodeid}@{_group(item)}"
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, so all collect the same order
+        items.sort(key=lambda item: LONG_FIRST.index(item.path.name) if item.path.name in LONG_FIRST else len(LONG_FIRST))
