@@ -45,6 +45,14 @@ def _env(name: str, fallback: str | None = None) -> str | None:
     return os.environ.get(ENV_PREFIX + name, fallback)
 
 
+def _env_count(name: str, fallback: int, unit: str) -> int:
+    """NBSCALE_<name> as a whole number of 1 or more, or one line saying how to write it."""
+    raw = _env(name, str(fallback))
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingError(f"{ENV_PREFIX}{name}={raw!r} is not a whole number of {unit}: write e.g. {fallback}.")
+    return int(raw)
+
+
 def default_tracking_uri(data_dir: str) -> str:
     return "sqlite:///" + str(Path(data_dir) / "mlflow.db")
 
@@ -119,17 +127,11 @@ class Nbscale(SingletonConfigurable):
 
     @default("max_request_mb")
     def _default_max_request_mb(self):
-        raw = _env("MAX_REQUEST_MB", "64")
-        if not raw.isdigit() or int(raw) < 1:
-            raise SettingError(f"NBSCALE_MAX_REQUEST_MB={raw!r} is not a whole number of megabytes: write e.g. 64.")
-        return int(raw)
+        return _env_count("MAX_REQUEST_MB", 64, "megabytes")
 
     @default("executor_wait")
     def _default_executor_wait(self):
-        raw = _env("EXECUTOR_WAIT", "60")
-        if not raw.isdigit() or int(raw) < 1:
-            raise SettingError(f"NBSCALE_EXECUTOR_WAIT={raw!r} is not a whole number of seconds: write e.g. 60.")
-        return int(raw)
+        return _env_count("EXECUTOR_WAIT", 60, "seconds")
 
     @default("driver_memory")
     def _default_driver_memory(self):
