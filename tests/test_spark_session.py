@@ -76,6 +76,25 @@ def test_spark_error_becomes_one_line(spark, tmp_path):
     assert message.endswith("Check the path.") and "at org.apache" not in message
 
 
+def test_a_gateway_error_raised_while_an_interrupt_unwinds_is_the_interrupt():
+    """Py4J closes an interrupted connection; PySpark's clean-up call then fails with "Answer from Java side
+    is empty". The cell must end as the user's interrupt, not as a Spark failure (seen in a real kernel)."""
+    from py4j.protocol import Py4JNetworkError
+
+    def cleanup_fails_during_interrupt():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise Py4JNetworkError("Answer from Java side is empty")
+
+    with pytest.raises(KeyboardInterrupt):
+        with spark_errors("Ingesting big"):
+            cleanup_fails_during_interrupt()
+    with pytest.raises(SparkJobError, match="Ingesting big failed: Answer from Java side is empty"):
+        with spark_errors("Ingesting big"):
+            raise Py4JNetworkError("Answer from Java side is empty")  # no interrupt: a real gateway failure
+
+
 def test_new_master_restarts_the_session(spark, settings):
     nbscale.connect(master="local[2]")
     assert active_spark() is None  # the old session stopped; the next use starts the new one

@@ -74,6 +74,19 @@ def executor_failure(text: str) -> str | None:
     return None
 
 
+def caused_by_interrupt(exc: BaseException | None) -> bool:
+    """True when `exc` is a KeyboardInterrupt or was raised while one was being handled. Py4J closes an
+    interrupted connection, so PySpark's own clean-up call (`SCCallSiteSync.__exit__`) can fail next with
+    "Answer from Java side is empty", hiding the interrupt: such an error *is* the user's interrupt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @contextlib.contextmanager
 def spark_errors(doing: str, fix: str = ""):
     """Turn a PySpark / Py4J exception raised while `doing` something into one SparkJobError line."""
@@ -82,6 +95,8 @@ def spark_errors(doing: str, fix: str = ""):
     except NbscaleError:
         raise
     except Exception as exc:  # noqa: BLE001 - we re-raise anything that is not a Spark error
+        if caused_by_interrupt(exc):  # the user's interrupt, turned into a Py4J error by PySpark's clean-up
+            raise KeyboardInterrupt from None
         module = type(exc).__module__ or ""
         if not (module.startswith("pyspark") or module.startswith("py4j")):
             raise

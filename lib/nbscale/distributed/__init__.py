@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import settings
-from ..errors import NbscaleError, executor_failure, first_useful_line
+from ..errors import NbscaleError, caused_by_interrupt, executor_failure, first_useful_line
+from ..jobs.interrupts import cancel_group
 from ..limits import cap
 from ..scheduling import check_pool
 from .jobdir import JobDir
@@ -370,11 +371,11 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
             built.load_weights(str(job.weights))
             model_uri = _log_model(mlf, built, train_split, spec)
         status = "FINISHED"
-    except KeyboardInterrupt:
-        sc.cancelJobGroup(run.group)
-        status = "KILLED"
-        raise
     except BaseException as exc:
+        if caused_by_interrupt(exc):
+            cancel_group(sc, run.group)
+            status = "KILLED"
+            raise KeyboardInterrupt from None
         if stop is not None and stop.is_set():
             status = "KILLED"
             from ..train import TrainingCancelled

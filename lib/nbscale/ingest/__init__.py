@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from ..errors import NbscaleError, spark_errors
 from ..limits import cap
+from ..jobs.interrupts import cancel_on_interrupt
 from ..jobs.progress import ProgressWatcher, SparkProgress
 from ..clustercheck import is_cluster
 from . import readers, staging, store
@@ -139,7 +140,7 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
     spark.conf.set(arrow_batch, str(batch_rows))
     try:
         watcher = ProgressWatcher(sc, group, progress) if progress else contextlib.nullcontext()
-        with watcher, spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
+        with cancel_on_interrupt(sc, group), watcher, spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
             read = _read(spark, options)
             if staged_note:
                 read.notes.append(staged_note)
@@ -150,9 +151,6 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
             finally:
                 for frame in read.cached:
                     frame.unpersist()
-    except KeyboardInterrupt:
-        sc.cancelJobGroup(group)  # ipykernel's SIGINT handler only stops Python; stop the JVM's jobs too
-        raise
     finally:
         sc.setLocalProperty("spark.jobGroup.id", None)
         spark.conf.set(arrow_batch, saved_batch)

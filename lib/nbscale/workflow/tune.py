@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import NbscaleError, first_useful_line
+from ..jobs.interrupts import cancel_on_interrupt
 from ..limits import cap
 
 
@@ -156,12 +157,11 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
                          "tracking_uri": settings().tracking_uri} for t in asked]
             if on_round:
                 on_round(result)
-            sc.setJobGroup(f"nbscale-tune-{parent[:8]}", f"%%tune trials {payloads[0]['number']}-{payloads[-1]['number']}", True)
+            group = f"nbscale-tune-{parent[:8]}"
+            sc.setJobGroup(group, f"%%tune trials {payloads[0]['number']}-{payloads[-1]['number']}", True)
             try:
-                answers = sc.parallelize(payloads, len(payloads)).map(_run_trial).collect()
-            except KeyboardInterrupt:
-                sc.cancelJobGroup(f"nbscale-tune-{parent[:8]}")
-                raise
+                with cancel_on_interrupt(sc, group):
+                    answers = sc.parallelize(payloads, len(payloads)).map(_run_trial).collect()
             finally:
                 sc.setJobGroup("", "", False)
             by_number = {t.number: t for t in result.trials}
