@@ -11,6 +11,7 @@ This module never imports `session` (which calls it): it is handed the SparkSess
 """
 from __future__ import annotations
 
+import os
 import re
 import socket
 import sys
@@ -20,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .datadir import writable
 from .errors import NbscaleError, SparkStartError, executor_failure, first_useful_line
 
 # What a worker process needs to run every nbscale feature, compared with the notebook's:
@@ -173,8 +175,8 @@ def _probe(marker: str, token: str, driver_host: str, driver_port: int, stack: d
                     break
                 except md.PackageNotFoundError:
                     continue
-        try:
-            seen = open(marker).read() == token
+        try:  # a file the notebook just wrote, or (a read-only data dir) the folder's listing as the notebook sees it
+            seen = (open(marker).read() if os.path.isfile(marker) else "\n".join(sorted(os.listdir(marker)))) == token
         except OSError:
             seen = False
         yield {"address": os.environ.get("SPARK_LOCAL_IP") or address, "python": platform.python_version(),
@@ -225,13 +227,17 @@ def check(session, data_dir: str, log: Path, wait_s: float) -> ClusterCheck:
     conf = sc.getConf()
     driver_host, driver_port = conf.get("spark.driver.host"), int(conf.get("spark.driver.port"))
     result = ClusterCheck(sc.master, f"{driver_host}:{driver_port}")
-    marker_dir = Path(data_dir) / ".nbscale-check"
-    marker_dir.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
-    marker = marker_dir / f"{token}.txt"
-    marker.write_text(token)
+    if writable(data_dir):
+        marker = Path(data_dir) / ".nbscale-check" / f"{token}.txt"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(token)
+        written = marker
+    else:
+        marker, written = Path(data_dir), None
+        listing = "\n".join(sorted(os.listdir(marker)))
     slots = max(2, sc.defaultParallelism)
-    probe = _probe(str(marker), token, driver_host, driver_port, STACK)
+    probe = _probe(str(marker), token if written else listing, driver_host, driver_port, STACK)
     log_offset = log.stat().st_size if log.exists() else 0
     try:
         rows = _run_bounded(sc, f"nbscale-check-{token[:8]}",
@@ -241,7 +247,8 @@ def check(session, data_dir: str, log: Path, wait_s: float) -> ClusterCheck:
     except Exception as exc:  # noqa: BLE001 - a task that cannot start at all: say which host and why
         raise SparkStartError(executor_failure(str(exc)) or f"The cluster environment check failed: {first_useful_line(str(exc))}") from None
     finally:
-        marker.unlink(missing_ok=True)
+        if written:
+            written.unlink(missing_ok=True)
     # A host whose tasks failed and were retried elsewhere still counts: its failures are in the driver log.
     failed = executor_failure(_new_lines(log, log_offset))
     if failed:

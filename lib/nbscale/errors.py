@@ -6,6 +6,7 @@ Library functions raise these; the IPython extension prints them as a single lin
 from __future__ import annotations
 
 import contextlib
+import errno
 import re
 
 from traitlets import TraitError
@@ -87,6 +88,14 @@ def caused_by_interrupt(exc: BaseException | None) -> bool:
     return False
 
 
+# A write that the disk refused: the one cause a user can act on, whatever Spark's first line says.
+_DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EROFS: "the folder is read-only"}
+_DISK_MESSAGES = {"No space left on device": "the disk is full (No space left on device)",
+                  "Disk quota exceeded": "the disk quota is used up (Disk quota exceeded)",
+                  "Read-only file system": "the folder is on a read-only file system"}
+_DISK_FIX = "Free space there, or point Nbscale.data_dir at a folder with room."
+
+
 @contextlib.contextmanager
 def spark_errors(doing: str, fix: str = ""):
     """Turn a PySpark / Py4J exception raised while `doing` something into one SparkJobError line."""
@@ -98,9 +107,14 @@ def spark_errors(doing: str, fix: str = ""):
         if caused_by_interrupt(exc):  # the user's interrupt, turned into a Py4J error by PySpark's clean-up
             raise KeyboardInterrupt from None
         module = type(exc).__module__ or ""
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:  # nbscale's own writes (a manifest, a rename)
+            raise SparkJobError(f"{doing} failed: {_DISK_ERRNOS[exc.errno]} ({exc.filename or exc.strerror}). {_DISK_FIX}") from None
         if not (module.startswith("pyspark") or module.startswith("py4j")):
             raise
         text = getattr(exc, "getMessage", lambda: str(exc))() or str(exc)
+        disk = next((why for marker, why in _DISK_MESSAGES.items() if marker in text), None)
+        if disk:  # Spark's own line is "[TASK_WRITE_FAILED] Task failed while writing rows": the cause is further down
+            raise SparkJobError(f"{doing} failed: {disk}. {_DISK_FIX}") from None
         environment = executor_failure(text)
         if environment:
             raise SparkJobError(f"{doing} failed: {environment}") from None

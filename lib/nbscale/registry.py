@@ -7,6 +7,7 @@ import html
 import re
 from dataclasses import dataclass
 
+from .datadir import require_writable_store
 from .errors import NbscaleError
 
 NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
@@ -110,6 +111,7 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
     from .train.task import TASK_TAG
 
     _check_name(name)
+    require_writable_store(f"Registering {name}")
     if (run_id is None) == (best is None):
         raise NbscaleError("Say which run: --run RUN_ID, or --best METRIC (with --experiment) to pick the best one.")
     client = _client()

@@ -20,7 +20,7 @@ POOL_PROPERTY = "spark.scheduler.pool"
 SPARK_DEFAULT_POOL = "default"  # Spark's own pool for jobs that name none (weight 1)
 
 
-def allocation_file(data_dir: str, pools: dict[str, int]) -> Path:
+def allocation_file(data_dir: str | Path, pools: dict[str, int]) -> Path:
     """Spark's fair-scheduler allocation file for `pools`, under the data dir."""
     entries = "".join(f"  <pool name={quoteattr(name)}><schedulingMode>FAIR</schedulingMode><weight>{weight}</weight>"
                       "<minShare>0</minShare></pool>\n" for name, weight in sorted(pools.items()))

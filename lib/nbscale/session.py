@@ -25,6 +25,7 @@ from pathlib import Path
 from .config import CLUSTER_KERNEL_MASTER_ENV, settings
 from .errors import JavaMissingError, SettingError, SparkStartError, first_useful_line
 from . import limits
+from .datadir import work_dir
 from .scheduling import allocation_file
 
 MIN_JAVA = 17
@@ -139,7 +140,7 @@ def driver_host() -> str:
 def spark_conf() -> dict[str, str]:
     """The Spark settings nbscale starts its session with (user's spark_conf wins)."""
     cfg = settings()
-    data = Path(cfg.data_dir)
+    work = work_dir(cfg.data_dir)  # the data dir, or a scratch folder when it is read-only
     host = driver_host()
     conf = {
         "spark.driver.host": host,
@@ -147,12 +148,12 @@ def spark_conf() -> dict[str, str]:
         "spark.driver.memory": cfg.driver_memory,
         # nbscale shows its own progress bars; Spark's console bar would garble cell output.
         "spark.ui.showConsoleProgress": "false",
-        "spark.sql.warehouse.dir": str(data / "spark-warehouse"),
+        "spark.sql.warehouse.dir": str(work / "spark-warehouse"),
         "spark.sql.session.timeZone": "UTC",
         # Fair sharing between a notebook's concurrent jobs: a background training (in its own --pool)
         # does not starve the cells run meanwhile.
         "spark.scheduler.mode": "FAIR",
-        "spark.scheduler.allocation.file": str(allocation_file(cfg.data_dir, cfg.pools)),
+        "spark.scheduler.allocation.file": str(allocation_file(work, cfg.pools)),
         # %ingest --encoding cp1252 (or any Java charset): Spark 4 alone takes only ISO-8859-1, US-ASCII, UTF-8/16/32.
         "spark.sql.legacy.javaCharsets": "true",
     }
@@ -162,7 +163,7 @@ def spark_conf() -> dict[str, str]:
 
 
 def driver_log() -> Path:
-    return Path(settings().data_dir) / "logs" / "spark-driver.log"
+    return work_dir() / "logs" / "spark-driver.log"
 
 
 @contextlib.contextmanager
@@ -233,7 +234,6 @@ def spark():
         find_java()
         check_master(cfg.master)
         stop_spark()
-        Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         host = driver_host()
         if _is_ip(host):
             os.environ["SPARK_LOCAL_IP"] = host  # the Spark UI and block manager bind here too
@@ -246,7 +246,7 @@ def spark():
         builder = builder.remote(cfg.master) if cfg.master.startswith("sc://") else builder.master(cfg.master)
         for name, value in spark_conf().items():
             builder = builder.config(name, value)
-        os.environ["SPARK_LOCAL_DIRS"] = str(Path(cfg.data_dir) / "spark-tmp")  # shuffle/spill files
+        os.environ["SPARK_LOCAL_DIRS"] = str(work_dir(cfg.data_dir) / "spark-tmp")  # shuffle/spill files
         log = driver_log()
         log_start = log.stat().st_size if log.exists() else 0
         try:

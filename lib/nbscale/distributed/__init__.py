@@ -243,6 +243,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run.
     `precision` auto is mixed float16 when the workers get GPUs (--gpus-per-worker), else float32."""
     from .. import feed
+    from ..datadir import require_writable
     from ..ingest import dataset as find_dataset
     from ..session import mlflow, spark
     from ..train import (TrainProgress, TrainResult, _backup_dir, _build_model, _log_model, _log_params, open_run, precision_policy,
@@ -255,6 +256,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     if pool:
         check_pool(pool)
     version = find_dataset(data)
+    require_writable(f"Distributed training on {version.ref}")  # the job folder the workers share, the runs
     spec = feed.spec_for(version, label, batch_size, scale, seed)
     policy = precision_policy(precision, tensor_cores=gpus_per_worker > 0)  # the workers' GPUs, not the driver's
     built = _build_model(code, namespace, None, seed, policy)  # the cell's errors show here, before any worker starts

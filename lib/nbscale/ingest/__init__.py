@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 from datetime import datetime, timezone
 
+from ..datadir import require_writable
 from ..errors import NbscaleError, spark_errors
 from ..limits import cap
 from ..jobs.interrupts import cancel_on_interrupt
@@ -121,6 +122,7 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
         source, builtin = BUILTINS[source]()
         format, schema, header = builtin.get("format", format), builtin.get("schema", schema), builtin.get("header", header)
     _check_options(format, cache, mode, shards, batch_rows)
+    require_writable(f"Ingesting {name}")
     fmt = format or readers.detect_format(source)
     if encoding is not None:
         readers.check_encoding(encoding)

@@ -268,6 +268,7 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
     current batch (the run is marked KILLED, its epoch backups kept for `resume=True`). `precision`:
     auto (mixed float16 on a GPU with tensor cores, else float32), mixed or float32."""
     from .. import feed
+    from ..datadir import require_writable
     from ..ingest import dataset as find_dataset
     from ..session import mlflow
 
@@ -275,6 +276,7 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
         raise NbscaleError(f"--epochs {epochs} and --batch-size {batch_size} must each be 1 or more.")
     epochs = cap("epochs", epochs)
     version = find_dataset(data)
+    require_writable(f"Training on {version.ref}")  # logs, checkpoints, the run and its model
     spec = feed.spec_for(version, label, batch_size, scale, seed)
     built = _build_model(code, namespace, model, seed, precision_policy(precision))
     _check_labels(built, spec, version)

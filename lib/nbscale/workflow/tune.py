@@ -123,6 +123,7 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
 
     from .. import feed
     from ..config import settings
+    from ..datadir import require_writable
     from ..distributed.shipping import capture
     from ..ingest import dataset
     from ..session import experiment_id, mlflow, spark
@@ -132,6 +133,7 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
     if trials < 1 or parallel < 1 or batch_size < 1:
         raise NbscaleError(f"--trials {trials}, --parallel {parallel} and --batch-size {batch_size} must each be 1 or more.")
     lowest, rule = direction(metric, lowest)
+    require_writable(f"Tuning on {data}")
     parallel = cap("parallel", parallel)
     version = dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)

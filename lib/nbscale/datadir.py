@@ -1,0 +1,69 @@
+"""The data dir may be read-only (a team's published datasets, a read-only mount): reading it must work.
+
+nbscale's own working files (the fair-scheduler pools, the driver log, Spark's spill files) then go to a
+scratch folder of this user, and anything that would write a dataset, run or model says in one line that
+the data dir is read-only — before any work starts, so nothing is half-written.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from .config import settings
+from .errors import NbscaleError
+
+# Errors that mean "this folder cannot take writes", as opposed to a bug.
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class ReadOnlyDataDir(NbscaleError):
+    """Something had to write into a data dir that takes no writes."""
+
+
+def writable(folder: str | Path) -> bool:
+    """Whether a file can be created in `folder` (created if missing). A real write, not `os.access`:
+    root passes permission checks, and only the write itself meets a read-only mount."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".nbscale-write-probe-"):
+            return True
+    except OSError as exc:
+        if exc.errno in READ_ONLY_ERRNOS:
+            return False
+        raise
+
+
+def work_dir(data_dir: str | None = None) -> Path:
+    """Where nbscale keeps its own working files: the data dir, or, when that is read-only, a private
+    folder of this user under the system temp dir (one per data dir)."""
+    data = Path(data_dir or settings().data_dir)
+    if writable(data):
+        return data
+    key = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
+    scratch = Path(tempfile.gettempdir()) / f"nbscale-{os.getuid()}" / key
+    scratch.mkdir(parents=True, exist_ok=True)
+    scratch.parent.chmod(0o700)
+    return scratch
+
+
+def require_writable(doing: str, data_dir: str | None = None) -> None:
+    """Refuse `doing` (e.g. "Ingesting pairs") in one line when the data dir takes no writes — and the
+    folder of the MLflow store when that is a SQLite file elsewhere."""
+    data = Path(data_dir or settings().data_dir)
+    if not writable(data):
+        raise ReadOnlyDataDir(f"{doing} needs to write into the data dir {data}, which is read-only: datasets, runs and models "
+                              "there can be read but not added. Point Nbscale.data_dir (--data-dir, NBSCALE_DATA_DIR) "
+                              "at a writable folder to write.")
+    require_writable_store(doing)
+
+
+def require_writable_store(doing: str) -> None:
+    """Refuse `doing` in one line when the MLflow store is a SQLite file in a read-only folder."""
+    uri = settings().tracking_uri
+    if uri.startswith("sqlite:///") and not writable(Path(uri[len("sqlite:///"):]).parent):
+        raise ReadOnlyDataDir(f"{doing} needs to write into the MLflow store {uri}, whose folder is read-only. Point "
+                              "Nbscale.tracking_uri at a writable SQLite file or a tracking server.")
