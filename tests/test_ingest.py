@@ -1,5 +1,6 @@
 """%%ingest with a real Spark session: every source format, the versions, and every bad input."""
 import gzip
+import shutil
 import http.server
 import struct
 import threading
@@ -322,6 +323,55 @@ def test_dirty_headers_and_lines_load_as_named_columns_with_a_word_on_the_card()
     assert dotted.manifest["label_balance"] == {"1": 1, "3": 1, "5": 1}
     # The ingested name is a Spark SQL view of its latest version.
     assert nbscale.spark().sql("SELECT COUNT(*) AS n FROM dotted").first()["n"] == 3
+
+
+def test_short_long_quoted_and_mistyped_rows_add_up_with_their_reasons():
+    result = ingest("rows", str(DIRTY / "rows.csv"), label="label")
+    assert result.manifest["counts"] == {"read": 12, "loaded": 9, "quarantined": 3}
+    types = dict(map(tuple, result.manifest["schema"]))
+    assert types["id"] == "int" and types["price"] == "double"  # one 'oops' does not make the column text
+    reasons = sorted(r["reason"] for r in result.dataset.quarantine.collect())
+    assert reasons == ["long row (5 of 4 fields)", "short row (3 of 4 fields)", "type: price = 'oops' is not DOUBLE"]
+    names = {r["name"] for r in result.dataset.df.collect()}
+    assert {"pear, green", 'lime "sour"'} <= names  # a quoted separator and doubled quotes (RFC 4180) stay in one field
+
+
+def test_image_folder_from_a_mac_archive_with_empty_and_truncated_files():
+    """The first file is truncated (the dataset's size comes from the first image that decodes), one is
+    empty (Spark's scan skips 0-byte files: quarantined here), `._1.png` is macOS metadata (skipped, said)."""
+    result = ingest("macpets", str(DIRTY / "images"), label="label")
+    m = result.manifest
+    assert m["counts"] == {"read": 6, "loaded": 4, "quarantined": 2} and m["image_shape"] == [6, 8, 1]
+    reasons = sorted(r["reason"] for r in result.dataset.quarantine.collect())
+    assert reasons == ["empty file (0 bytes)", "not a readable image (OSError)"]
+    assert any("skipped 1 macOS metadata file(s) (._*, e.g. cat/._1.png)" in n for n in m["notes"])
+    with pytest.raises(NbscaleError, match=r"None of the first 2 images decodes \(0-truncated.png"):
+        ingest("nothing", _only_broken_images())
+
+
+def _only_broken_images() -> str:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp()) / "broken"
+    (folder / "cat").mkdir(parents=True)
+    shutil.copy(DIRTY / "images" / "cat" / "0-truncated.png", folder / "cat")
+    (folder / "cat" / "x.png").write_bytes(b"not a png")
+    return str(folder)
+
+
+def test_a_truncated_manifest_is_named_and_blocks_nothing(tmp_path):
+    first = ingest("sales", str(DIRTY / "bom-crlf.csv"), label="label")
+    broken = store.root() / "sales" / "v2"
+    broken.mkdir()
+    shutil.copy(DIRTY / "truncated-manifest.json", broken / "manifest.json")
+    listed = {row["dataset"]: row for row in nbscale.ingest.datasets()}
+    assert listed["sales@v1"]["rows"] == 2 and listed["sales@v2"]["format"] == "damaged"
+    assert "sales@v2" in listed["sales@v2"]["source"] and "manifest" in listed["sales@v2"]["source"]
+    with pytest.raises(store.BrokenVersion, match=r"sales@v2 cannot be read: .* The newest readable version is sales@v1\."):
+        nbscale.ingest.dataset("sales")  # never a silent step back to v1
+    assert nbscale.ingest.dataset("sales@v1").df.count() == 2
+    again = ingest("sales", str(DIRTY / "bom-crlf.csv"), label="label")
+    assert again.dataset.version == 3 and first.dataset.version == 1
 
 
 def test_paths_with_spaces_quoted_or_one_per_line(tmp_path):

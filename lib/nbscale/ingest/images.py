@@ -1,7 +1,9 @@
 """A folder of images, one sub-folder per class (`pets/cat/1.png`, `pets/dog/2.jpg`, …).
 
 Spark lists the files; each task decodes at most --batch-rows images at a time with Pillow.
-Files that do not decode, or whose size differs from the first image's, are quarantined."""
+Files that do not decode (empty, truncated, not an image), or whose size differs from the first image
+that decodes, are quarantined with the reason. macOS metadata files beside the images (`._x.png`,
+AppleDouble, not images) are skipped and counted on the card."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +12,27 @@ from ..errors import NbscaleError
 from .readers import URI_RE, Read, items
 
 PATTERN = "*.{png,PNG,jpg,JPG,jpeg,JPEG,bmp,BMP,gif,GIF}"
+SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+REFERENCE_TRIES = 100  # images tried for the dataset's size and mode before refusing the folder
+
+
+def _reference(files: list[Path]) -> tuple[str, int, int]:
+    """Mode and size of the first image that decodes: the size every other image must have."""
+    from PIL import Image
+
+    failures = []
+    for path in files[:REFERENCE_TRIES]:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return ("L" if image.mode in ("L", "1", "I;16") else "RGB"), image.size[0], image.size[1]
+        except Exception as exc:  # noqa: BLE001 - any decoder error: try the next file
+            failures.append(f"{path.name} ({type(exc).__name__})")
+    raise NbscaleError(f"None of the first {len(failures)} images decodes ({', '.join(failures[:3])}): check that the folder holds "
+                       "PNG/JPEG/BMP/GIF images.")
 
 
 def read_images(spark, source: str, batch_rows: int) -> Read:
-    from PIL import Image
     from pyspark.sql import functions as F
 
     first = items(source)[0]
@@ -23,13 +42,15 @@ def read_images(spark, source: str, batch_rows: int) -> Read:
     folder = Path(first).expanduser()
     if not folder.is_dir():
         raise NbscaleError(f"--format images needs a folder with one sub-folder per class; {str(folder)!r} is not a folder.")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.parent != folder and p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".gif"})
+    listed = sorted(p for p in folder.rglob("*") if p.is_file() and p.parent != folder and p.suffix.lower() in SUFFIXES)
+    apple = [p for p in listed if p.name.startswith("._")]
+    files = [p for p in listed if not p.name.startswith("._")]
     if not files:
         raise NbscaleError(f"{folder} has no images in class sub-folders (e.g. {folder}/cat/1.png): check the path.")
     classes = sorted({p.parent.name for p in files})
-    with Image.open(files[0]) as first:
-        mode = "L" if first.mode in ("L", "1", "I;16") else "RGB"
-        width, height = first.size
+    # Spark's file scan skips 0-byte files: they are quarantined here, or the counts would not add up.
+    empty = [p for p in files if p.stat().st_size == 0]
+    mode, width, height = _reference([p for p in files if p.stat().st_size > 0])
     channels = 1 if mode == "L" else 3
 
     def decode(batches):
@@ -60,12 +81,18 @@ def read_images(spark, source: str, batch_rows: int) -> Read:
                 out["_bad"].append(bad)
             yield pd.DataFrame(out)
 
-    raw = spark.read.format("binaryFile").option("recursiveFileLookup", "true").option("pathGlobFilter", PATTERN).load(str(folder))
+    raw = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").option("pathGlobFilter", PATTERN).load(str(folder))
+           .where(~F.col("path").rlike(r"/\._[^/]*$")))
     decoded = raw.select("path", "content").mapInPandas(
         decode, "image array<float>, label int, label_name string, path string, _bad string").cache()
     good = decoded.where(F.col("_bad").isNull()).drop("_bad")
     quarantine = decoded.where(F.col("_bad").isNotNull()).select(F.col("path").alias("source"), F.col("path").alias("raw"), F.col("_bad").alias("reason"))
+    if empty:
+        quarantine = quarantine.unionByName(spark.createDataFrame(
+            [(f"file:{p}", f"file:{p}", "empty file (0 bytes)") for p in empty], "source string, raw string, reason string"))
     notes = [f"classes: {', '.join(f'{i}={c}' for i, c in enumerate(classes))}",
              f"batching: images decoded at most {batch_rows} at a time per task"]
+    if apple:
+        notes.append(f"skipped {len(apple)} macOS metadata file(s) (._*, e.g. {apple[0].relative_to(folder)}): not images")
     return Read(good, quarantine, len(files), [str(f) for f in files[:50]], notes, image_shape=[height, width, channels],
                 cached=[decoded])

@@ -118,7 +118,8 @@ def read_csv(spark, source: str, schema: str | None, header: bool, sep: str, enc
     from pyspark.sql.types import StringType, StructField, StructType
 
     files = expand(source)
-    options = {"header": header, "sep": sep, "mode": "PERMISSIVE", **({"encoding": check_encoding(encoding)} if encoding else {})}
+    # escape '"': a quote inside a quoted field is doubled (RFC 4180, what spreadsheets write); Spark's default is '\\'.
+    options = {"header": header, "sep": sep, "escape": '"', "mode": "PERMISSIVE", **({"encoding": check_encoding(encoding)} if encoding else {})}
     records = _line_records(spark, files, header, encoding)  # first: a source that is not UTF-8 stops before any parsing
     notes: list[str] = []
     promoted: dict[str, str] = {}
@@ -205,7 +206,7 @@ def _type_reason(promoted: dict[str, str], names: list[str], sep: str):
     from pyspark.sql import functions as F
 
     ddl = ", ".join(f"`{n}` STRING" for n in names)
-    cells = F.from_csv(F.col(CORRUPT), ddl, {"sep": sep})
+    cells = F.from_csv(F.col(CORRUPT), ddl, {"sep": sep, "escape": '"'})
     checks = [F.when(cells[name].isNotNull() & (F.trim(cells[name]) != "") & cells[name].try_cast(kind.lower()).isNull(),
                      F.format_string(f"type: {name} = '%s' is not {kind}", cells[name]))
               for name, kind in promoted.items()]

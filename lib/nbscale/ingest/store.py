@@ -119,6 +119,11 @@ def resolve(ref: str) -> Version:
     if wanted is not None and int(wanted) not in have:
         raise NbscaleError(f"{name} has no version v{wanted} (versions: {', '.join(f'v{v}' for v in have)}).")
     version = Version(name, int(wanted) if wanted is not None else have[-1])
+    try:
+        version.manifest  # a damaged version is named here, in one line, not later from inside Spark
+    except BrokenVersion as broken:
+        readable = latest_readable(name)[0] if wanted is None else None
+        raise BrokenVersion(f"{broken} The newest readable version is {readable.ref}." if readable else str(broken)) from None
     from ..workflow.memo import record_read  # a running %%step learns what it reads
 
     record_read(name, version.version, pinned=wanted is not None)
