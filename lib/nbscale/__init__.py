@@ -5,8 +5,7 @@ PySpark and MLflow are imported only when a function first needs them.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402, F401
 from .config import Nbscale, settings  # noqa: E402 - traitlets only
 from .errors import NbscaleError  # noqa: E402
 

@@ -7,6 +7,7 @@ import html
 import re
 from dataclasses import dataclass
 
+from . import events
 from .datadir import require_writable_store
 from .errors import NbscaleError
 
@@ -50,9 +51,9 @@ def _metrics_line(metrics: dict[str, float]) -> str:
 
 
 def _client():
-    from .session import mlflow
+    from .session import tracking_client
 
-    return mlflow().MlflowClient()
+    return tracking_client()
 
 
 def _check_name(name: str) -> None:
@@ -155,9 +156,7 @@ def set_alias(name: str, alias: str, version: int) -> ModelsCard:
 
 
 def _serving_follows(name: str, alias: str) -> str:
-    from . import serving
-
-    return serving.follow_alias(name, alias)
+    return "; ".join(line for line in events.emit(events.ALIAS_MOVED, name=name, alias=alias) if line)
 
 
 def versions(name: str | None = None) -> list[ModelVersionInfo]:

@@ -10,24 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import html
-from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 from .config import settings
 from .errors import NbscaleError
 
 POOL_PROPERTY = "spark.scheduler.pool"
 SPARK_DEFAULT_POOL = "default"  # Spark's own pool for jobs that name none (weight 1)
-
-
-def allocation_file(data_dir: str | Path, pools: dict[str, int]) -> Path:
-    """Spark's fair-scheduler allocation file for `pools`, under the data dir."""
-    entries = "".join(f"  <pool name={quoteattr(name)}><schedulingMode>FAIR</schedulingMode><weight>{weight}</weight>"
-                      "<minShare>0</minShare></pool>\n" for name, weight in sorted(pools.items()))
-    path = Path(data_dir) / "spark-pools.xml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'<?xml version="1.0"?>\n<allocations>\n{entries}</allocations>\n')
-    return path
 
 
 def check_pool(name: str) -> str:

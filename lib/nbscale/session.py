@@ -19,6 +19,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from xml.sax.saxutils import quoteattr
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,7 +27,6 @@ from .config import CLUSTER_KERNEL_MASTER_ENV, settings
 from .errors import JavaMissingError, SettingError, SparkStartError, first_useful_line
 from . import limits
 from .datadir import work_dir
-from .scheduling import allocation_file
 
 MIN_JAVA = 17
 _INSTALL_JAVA = "install Java 17 (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME to one"
@@ -135,6 +135,16 @@ def driver_host() -> str:
     if cfg.host_was_chosen() or not is_cluster(cfg.master):
         return cfg.host
     return route_address(cfg.master) or cfg.host
+
+
+def allocation_file(folder: Path, pools: dict[str, int]) -> Path:
+    """Spark's fair-scheduler allocation file for `pools` (Nbscale.pools; see nbscale.scheduling), in `folder`."""
+    entries = "".join(f"  <pool name={quoteattr(name)}><schedulingMode>FAIR</schedulingMode><weight>{weight}</weight>"
+                      "<minShare>0</minShare></pool>\n" for name, weight in sorted(pools.items()))
+    path = Path(folder) / "spark-pools.xml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'<?xml version="1.0"?>\n<allocations>\n{entries}</allocations>\n')
+    return path
 
 
 def spark_conf() -> dict[str, str]:
@@ -381,6 +391,11 @@ def mlflow():
         os.environ.setdefault(name, value)
     _mlflow.set_tracking_uri(uri)
     return _mlflow
+
+
+def tracking_client():
+    """An MLflow client of Nbscale.tracking_uri (runs, registered models, aliases)."""
+    return mlflow().MlflowClient()
 
 
 # A tracking server that stops answering fails a call in seconds (MLflow's default: 7 retries with backoff).

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import events
 from .config import settings
 
 INTERVAL_S = 0.5
@@ -113,3 +114,6 @@ def ensure_publishing() -> None:
         _thread = threading.Thread(target=loop, name="nbscale-state", daemon=True)
         _thread.start()
         atexit.register(lambda: shutil.rmtree(kernel_dir(), ignore_errors=True))  # a kernel that ends leaves nothing listed
+
+
+events.subscribe(events.WORK_STARTED, ensure_publishing)

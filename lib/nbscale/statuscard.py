@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from . import __version__
+from .version import __version__
 from .config import settings
 from .errors import NbscaleError
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import events
 from ..config import settings
 from ..errors import NbscaleError
 
@@ -124,9 +125,7 @@ def resolve(ref: str) -> Version:
     except BrokenVersion as broken:
         readable = latest_readable(name)[0] if wanted is None else None
         raise BrokenVersion(f"{broken} The newest readable version is {readable.ref}." if readable else str(broken)) from None
-    from ..workflow.memo import record_read  # a running %%step learns what it reads
-
-    record_read(name, version.version, pinned=wanted is not None)
+    events.emit(events.DATASET_RESOLVED, name=name, version=version.version, pinned=wanted is not None)  # a running %%step learns what it reads
     return version
 
 

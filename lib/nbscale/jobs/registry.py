@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .. import events
 from ..errors import NbscaleError
 
 _ids = itertools.count(1)
@@ -67,9 +68,7 @@ def start(kind: str, title: str, work: Callable[[Job], object]) -> Job:
 
     job.thread = threading.Thread(target=run, name=f"nbscale-job-{job.id}", daemon=True)
     job.thread.start()
-    from .. import state
-
-    state.ensure_publishing()  # the nbscale panel lists it, and can cancel it
+    events.emit(events.WORK_STARTED)  # the kernel's state publisher: the nbscale panel lists it, and can cancel it
     return job
 
 

@@ -43,6 +43,16 @@ def load(ipython) -> None:
     ipython.register_magics(ServingMagics)
     ipython.register_magics(WorkflowMagics)
     ipython.set_custom_exc((NbscaleError,), _one_line_error)
+    # Kernel services: the panel's view of this kernel's jobs and services starts with the first of them.
+    from .. import state  # noqa: F401 - subscribes to events.WORK_STARTED
+    # A model service shows as its live card (the widgets layer renders what the library returns).
+    ipython.display_formatter.ipython_display_formatter.for_type_by_name("nbscale.serving", "Service", _show_service)
+
+
+def _show_service(service) -> None:
+    from ..widgets.servecard import show_service
+
+    show_service(service)
 
 
 def unload(ipython) -> None:

@@ -42,22 +42,24 @@ class NbscaleMagics(Magics):
         %nbscale cluster up --workers 2            a Spark standalone master + workers on 127.0.0.1
         %nbscale cluster down | status
         """
-        import nbscale
+        from ..connection import connect
+        from ..session import spark
+        from ..statuscard import status
 
         args = parse_argstring(self.nbscale, line)
         if args.action == "connect":
-            return nbscale.connect(master=args.master, tracking_uri=args.tracking_uri, data_dir=args.data_dir, host=args.host)
+            return connect(master=args.master, tracking_uri=args.tracking_uri, data_dir=args.data_dir, host=args.host)
         if args.action == "start":
-            self.shell.user_ns["spark"] = nbscale.spark()
-            return nbscale.status()
+            self.shell.user_ns["spark"] = spark()
+            return status()
         if args.action == "cluster":
             from .. import cluster
 
             if args.cluster_action == "up":
-                status = cluster.up(workers=args.workers, cores=args.cores, memory=args.memory, port=args.port)
+                started = cluster.up(workers=args.workers, cores=args.cores, memory=args.memory, port=args.port)
                 if args.connect:
-                    nbscale.connect(master=status.master_url)
-                return status
+                    connect(master=started.master_url)
+                return started
             if args.cluster_action == "down":
                 print("Cluster stopped." if cluster.down() else "No nbscale cluster was running.")
                 return None
@@ -67,4 +69,4 @@ class NbscaleMagics(Magics):
 
             print("Spark session stopped." if stop_spark() else "No Spark session was running.")
             return None
-        return nbscale.status()
+        return status()

@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import events
 from ..config import settings
 from ..datadir import require_writable
 from ..errors import NbscaleError
@@ -74,16 +75,6 @@ class Service:
         from .card import render
 
         return render(self, self.stats())
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        from ..widgets.servecard import ServeCard
-
-        # The live widget where widgets run; the card as HTML and a line of text where they do not.
-        bundle = ServeCard(self).widget._repr_mimebundle_()
-        bundle.update({"text/html": self._repr_html_(), "text/plain": repr(self)})
-        display(bundle, raw=True)
 
     def __repr__(self) -> str:
         sides = "; ".join(f"{s.label} ({s.weight:g}%, {_replicas_line(s.replicas)})" for s in self.sides)
@@ -213,9 +204,7 @@ def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight
         raise
     _services[name] = service
     _ensure_watchdog()
-    from .. import state
-
-    state.ensure_publishing()  # the nbscale panel lists it, and can stop it
+    events.emit(events.WORK_STARTED)  # the kernel's state publisher: the nbscale panel lists it, and can stop it
     return service
 
 
@@ -238,6 +227,9 @@ def follow_alias(name: str, alias: str) -> str:
     version start and answer /ping, then the front sends traffic to them, then the old ones stop."""
     with _changing:
         return _follow_alias(name, alias)
+
+
+events.subscribe(events.ALIAS_MOVED, follow_alias)
 
 
 def _follow_alias(name: str, alias: str) -> str:

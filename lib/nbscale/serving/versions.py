@@ -7,7 +7,7 @@ from ..errors import NbscaleError
 
 def resolve(ref: str) -> tuple[str, int]:
     """"name@alias", "name/3" or "name" (its latest version) -> (name, version), checked in the registry."""
-    from ..registry import _client
+    from ..session import tracking_client as _client
 
     client = _client()
     name, _, alias = ref.partition("@")
@@ -35,7 +35,7 @@ def trained_feed(name: str, version, data: str | None = None, otherwise: str = "
     applied to dataset version `data` (default: the one it was trained on)."""
     from .. import feed
     from ..ingest import dataset
-    from ..registry import _client
+    from ..session import tracking_client as _client
 
     run_id = (_client().get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
     params = _client().get_run(run_id).data.params if run_id else {}

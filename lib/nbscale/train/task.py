@@ -20,9 +20,9 @@ def task_of_version(name: str, version) -> str:
     """The task recorded with a registered version (or its training run). A version without one is refused:
     showing its outputs as classes or as values would be a guess."""
     from ..errors import NbscaleError
-    from ..registry import _client
+    from ..session import tracking_client
 
-    client = _client()
+    client = tracking_client()
     tags = client.get_model_version(name, str(version)).tags or {}
     task = tags.get(TASK_TAG)
     if not task and tags.get("nbscale.run_id"):

@@ -32,3 +32,13 @@ class ServeCard:
 
     def refresh(self) -> None:
         self.body.value = self.service._repr_html_()
+
+
+def show_service(service) -> None:
+    """How a Service displays in a kernel with nbscale loaded: the live widget where widgets run; the card
+    as HTML and a line of text where they do not."""
+    from IPython.display import display
+
+    bundle = ServeCard(service).widget._repr_mimebundle_()
+    bundle.update({"text/html": service._repr_html_(), "text/plain": repr(service)})
+    display(bundle, raw=True)

@@ -19,16 +19,20 @@ import re
 import types
 from pathlib import Path
 
+from .. import events
 from ..config import settings
 
 _reads: contextvars.ContextVar[dict | None] = contextvars.ContextVar("nbscale_step_reads", default=None)
 
 
 def record_read(name: str, version: int, pinned: bool) -> None:
-    """Called by the dataset store on every resolve: the running step (if any) read this version."""
+    """On every resolve in the dataset store: the running step (if any) read this version."""
     reads = _reads.get()
     if reads is not None:
         reads[name] = version if pinned else f"latest={version}"
+
+
+events.subscribe(events.DATASET_RESOLVED, record_read)
 
 
 @contextlib.contextmanager
