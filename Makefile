@@ -47,7 +47,7 @@ lab: setup labextension
 # The whole suite: unit, integration (real Spark, MLflow, kernels) on two workers (each module on one of them,
 # longest first: conftest.py), then the notebooks via nbval, in order, in one process.
 test: setup
-	$(BIN)/python -m pytest -p no:nbval -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -p no:nbval -n 2 --dist loadfile --durations=30 tests
 	$(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg
 
 # What a developer runs while working: no Spark-heavy suites, no notebooks.

@@ -39,7 +39,7 @@ def main() -> None:
     import nbscale
 
     t0 = time.perf_counter()
-    spark = nbscale.spark()
+    nbscale.spark()
     t1 = time.perf_counter()
     rows = nbscale.datasets.digits().groupBy("label").count().collect()
     t2 = time.perf_counter()

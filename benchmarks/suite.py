@@ -78,7 +78,7 @@ def main() -> int:
         peak, at_peak = [0, 0], []
         done = threading.Event()
 
-        def sample():
+        def sample(done=done, peak=peak, at_peak=at_peak):  # this notebook's, bound now
             while not done.wait(0.5):
                 rss, pss, each = tagged_memory(tag)
                 peak[0] = max(peak[0], rss)

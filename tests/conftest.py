@@ -1,3 +1,4 @@
+import contextlib
 import os
 import socket
 import subprocess
@@ -9,18 +10,36 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def settings():
-    """The process-wide settings, restored after the test (tests may change them)."""
+@contextlib.contextmanager
+def restored_settings():
+    """The process-wide settings; every value comes back after the block, also when it fails (a module
+    whose set-up fails must not leave its data dir or master to the next module on the same worker)."""
     from nbscale.config import settings as current
 
     cfg = current()
     saved, chosen = cfg.as_dict(), cfg.host_was_chosen()
-    yield cfg
-    for name, value in saved.items():
-        if getattr(cfg, name) != value:
-            setattr(cfg, name, value)
-    cfg.host_chosen = chosen
+    try:
+        yield cfg
+    finally:
+        for name, value in saved.items():
+            if getattr(cfg, name) != value:
+                setattr(cfg, name, value)
+        cfg.host_chosen = chosen
+
+
+@contextlib.contextmanager
+def module_data_dir(tmp_path_factory, name: str):
+    """A module's own, empty data dir (its datasets, runs and models meet no other module's) for the block."""
+    with restored_settings() as cfg:
+        cfg.data_dir = str(tmp_path_factory.mktemp(name))
+        yield cfg
+
+
+@pytest.fixture
+def settings():
+    """The process-wide settings, restored after the test (tests may change them)."""
+    with restored_settings() as cfg:
+        yield cfg
 
 
 @pytest.fixture(scope="session")

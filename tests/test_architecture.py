@@ -7,14 +7,14 @@ import pytest
 LIBRARY = ("nbscale.ingest", "nbscale.feed", "nbscale.train", "nbscale.distributed", "nbscale.registry", "nbscale.serving",
            "nbscale.workflow", "nbscale.datasets", "nbscale.lineage")
 ENGINES = ("nbscale.session", "nbscale.config", "nbscale.errors", "nbscale.events", "nbscale.datadir", "nbscale.limits",
-           "nbscale.processes", "nbscale.version")
+           "nbscale.processes", "nbscale.version", "nbscale.files")
 LAYERS = ("nbscale.magics", "nbscale.widgets", "nbscale.state", grimp.Layer(*LIBRARY, independent=False),
           grimp.Layer(*ENGINES, independent=False))
 
 
 @pytest.fixture(scope="module")
 def graph():
-    return grimp.build_graph("nbscale")
+    return grimp.build_graph("nbscale", cache_dir=None)
 
 
 def packages(graph) -> list[str]:
@@ -33,8 +33,33 @@ def test_layers_point_one_way(graph):
 
 def test_the_checks_see_an_up_call():
     """The store calling the workflow engine again (the cycle the events module replaced) is caught by both."""
-    graph = grimp.build_graph("nbscale")  # its own: the other tests' graph stays as the code is
+    graph = grimp.build_graph("nbscale", cache_dir=None)  # its own: the other tests' graph stays as the code is
     graph.add_import(importer="nbscale.ingest.store", imported="nbscale.workflow.memo")
     assert graph.nominate_cycle_breakers("nbscale")
     graph.add_import(importer="nbscale.session", imported="nbscale.widgets.servecard")
     assert graph.find_illegal_dependencies_for_layers(layers=LAYERS)
+
+
+def test_modules_are_attributes_of_the_package_imported_on_first_use():
+    """`import nbscale; nbscale.ingest.ingest(...)` as the README writes it, and the import itself stays light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nbscale\n"
+            "light = not {'pyspark', 'tensorflow', 'mlflow', 'nbscale.ingest'} & set(sys.modules)\n"
+            "print(light, callable(nbscale.ingest.ingest), callable(nbscale.serving.serve), 'nbscale.ingest' in sys.modules)\n"
+            "try:\n    nbscale.no_such_module\nexcept AttributeError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    assert out == ["True True True True", "module 'nbscale' has no attribute 'no_such_module'"]
+
+
+def test_the_linter_passes():
+    """ruff with the rules in pyproject.toml ([tool.ruff]): a `noqa` must name a rule that is checked."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    checked = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "lib", "tests", "benchmarks", "conftest.py"],
+                             cwd=root, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

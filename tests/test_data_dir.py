@@ -29,6 +29,13 @@ def mounts():
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
+def kernel_env(data_dir: Path) -> dict:
+    """This process's environment for a kernel, with its own data dir and the default MLflow store there
+    (an earlier test on this worker may have left MLFLOW_TRACKING_URI pointing at a server now gone)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "NBSCALE_TRACKING_URI", "NBSCALE_MASTER")}
+    return dict(env, NBSCALE_DATA_DIR=str(data_dir))
+
+
 def files_under(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
@@ -37,7 +44,7 @@ def test_a_read_only_data_dir_is_read_and_every_write_is_refused_in_one_line(tmp
     source = tmp_path / "small.csv"
     source.write_text(SMALL)
     data = tmp_path / "data"
-    with Kernel("nbscale-local", env=dict(os.environ, NBSCALE_DATA_DIR=str(data))) as kernel:
+    with Kernel("nbscale-local", env=kernel_env(data)) as kernel:
         made = kernel.run(f"%%ingest small --label label\n{source}")
         assert made.status == "ok", made.text()
         # The same folder, mounted read-only: a published dataset a team reads but must not change.
@@ -68,16 +75,16 @@ def test_a_read_only_data_dir_is_read_and_every_write_is_refused_in_one_line(tmp
 
 
 def test_a_full_disk_is_named_and_the_previous_version_stays(tmp_path, mounts):
-    data = mounts("-t", "tmpfs", "-o", "size=6m", "tmpfs", target=tmp_path / "small-disk")
+    data = mounts("-t", "tmpfs", "-o", "size=3m", "tmpfs", target=tmp_path / "small-disk")
     small, big = tmp_path / "small.csv", tmp_path / "big.csv"
     small.write_text("a,b,label\n0.5,1.5,0\n2.5,3.5,1\n")
-    # 800 000 rows of random doubles (~13 MB of Parquet, which cannot compress them): more than 6 MiB holds.
+    # 400 000 rows of random doubles (~6.5 MB of Parquet, which cannot compress them): more than 3 MiB holds.
     draw = random.Random(7).random
     with open(big, "w") as out:
         out.write("a,b,label\n")
-        for start in range(0, 800_000, 100_000):
+        for start in range(0, 400_000, 100_000):
             out.write("".join(f"{draw()},{draw()},{i % 2}\n" for i in range(start, start + 100_000)))
-    with Kernel("nbscale-local", env=dict(os.environ, NBSCALE_DATA_DIR=str(data))) as kernel:
+    with Kernel("nbscale-local", env=kernel_env(data)) as kernel:
         first = kernel.run(f"%%ingest pairs --label label\n{small}")
         assert first.status == "ok", first.text()
         full = kernel.run(f"%%ingest pairs --label label\n{big}")

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from conftest import free_port
+from conftest import free_port, module_data_dir
 
 from nbscale import cluster
 from nbscale.errors import NbscaleError, SettingError
@@ -21,20 +21,18 @@ model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_cr
 
 @pytest.fixture(scope="module", autouse=True)
 def standalone(tmp_path_factory):
-    from nbscale.config import settings
     from nbscale.session import stop_spark
 
-    cfg = settings()
-    saved = cfg.data_dir, cfg.master, cfg.tracking_uri
-    cfg.data_dir = str(tmp_path_factory.mktemp("distributed-data"))
-    status = cluster.up(workers=2, cores=2, memory="3g", port=free_port())
-    cfg.master = status.master_url
-    ingest("digits", "nbscale:digits", label="label")
-    ingest("tiny", "SELECT * FROM digits LIMIT 6")
-    yield status
-    stop_spark()
-    cluster.down()
-    cfg.data_dir, cfg.master, cfg.tracking_uri = saved
+    with module_data_dir(tmp_path_factory, "distributed-data") as cfg:
+        status = cluster.up(workers=2, cores=2, memory="3g", port=free_port())
+        try:
+            cfg.master = status.master_url
+            ingest("digits", "nbscale:digits", label="label")
+            ingest("tiny", "SELECT * FROM digits LIMIT 6")
+            yield status
+        finally:
+            stop_spark()
+            cluster.down()
 
 
 def client():

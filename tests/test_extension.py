@@ -36,6 +36,23 @@ def test_magic_help_lists_the_flags(ip):
         assert flag in doc
 
 
+def test_every_magic_answers_h_and_help_with_its_usage(ip, capsys):
+    """`%serve -h` was "UsageError: unrecognized arguments: -h"; now every magic prints what `%serve?` shows."""
+    magics = {kind: sorted(name for name, fn in table.items() if getattr(fn, "__module__", "").startswith("nbscale."))
+              for kind, table in ip.magics_manager.magics.items()}
+    assert {"ingest", "serve", "register", "jobs", "pool", "nbscale"} <= set(magics["line"])
+    assert {"train", "tune", "step"} <= set(magics["cell"])
+    for kind, names in magics.items():
+        for name in names:
+            for flag in ("-h", "--help"):
+                if kind == "line":
+                    answer = ip.run_line_magic(name, flag)
+                else:
+                    answer = ip.run_cell_magic(name, flag, "this cell must not run")
+                printed = capsys.readouterr().out
+                assert answer is None and printed.lstrip().startswith(f"%{name}"), (name, flag, printed[:200])
+
+
 def test_status_card_says_where_work_goes(ip, settings):
     from importlib.metadata import version
 
@@ -124,7 +141,7 @@ def test_chosen_tracking_uri_stays_when_data_dir_moves(settings, tmp_path):
 def test_bad_spark_conf_env_names_the_variable(monkeypatch):
     monkeypatch.setenv("NBSCALE_SPARK_CONF", "spark.executor.memory=4g")
     with pytest.raises(SettingError, match="NBSCALE_SPARK_CONF=.* is not a JSON object"):
-        Nbscale().spark_conf
+        _ = Nbscale().spark_conf
 
 
 def test_data_dir_that_is_a_file_is_refused(tmp_path):

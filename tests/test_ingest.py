@@ -1,7 +1,7 @@
 """%%ingest with a real Spark session: every source format, the versions, and every bad input."""
 import gzip
-import shutil
 import http.server
+import shutil
 import struct
 import threading
 from functools import partial
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import module_data_dir
 
 import nbscale
 from nbscale.errors import NbscaleError, SparkJobError
@@ -21,13 +22,8 @@ CSV = 'id,name,score\n1,alice,3.5\n2,bob,notanumber\n3,carol\n4,dave,1.0,extra\n
 
 @pytest.fixture(scope="module", autouse=True)
 def spark(tmp_path_factory):
-    from nbscale.config import settings
-
-    cfg = settings()
-    saved = cfg.data_dir
-    cfg.data_dir = str(tmp_path_factory.mktemp("ingest-data"))  # a clean dataset store for this module
-    yield nbscale.spark()
-    cfg.data_dir = saved
+    with module_data_dir(tmp_path_factory, "ingest-data"):  # a clean dataset store for this module
+        yield nbscale.spark()
 
 
 def write(path: Path, text: str) -> str:

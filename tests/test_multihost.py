@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cluster.hosts import Hosts
+from conftest import restored_settings
 
 import nbscale
 from nbscale.errors import NbscaleError
@@ -34,25 +35,15 @@ def build_model(hp):
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def _reset(cfg, saved: dict) -> None:
-    from nbscale.session import stop_spark
-
-    stop_spark()
-    for name, value in saved.items():
-        if getattr(cfg, name) != value:
-            setattr(cfg, name, value)
-    cfg.host_chosen = False
-
-
 @pytest.fixture(scope="module")
 def hosts():
-    from nbscale.config import settings
+    from nbscale.session import stop_spark
 
-    cfg = settings()
-    saved = cfg.as_dict()
-    with Hosts(2, cores=2, memory="3g") as built:
-        yield built
-        _reset(cfg, saved)
+    with restored_settings(), Hosts(2, cores=2, memory="3g") as built:
+        try:
+            yield built
+        finally:
+            stop_spark()  # before the hosts go, and before the settings come back
 
 
 @pytest.fixture(scope="module")

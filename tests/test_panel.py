@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, free_port, wait_until_answers
+from conftest import ROOT, free_port, module_data_dir, wait_until_answers
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -31,28 +31,26 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from nbscale.config import settings
-
     browser = chromium()
-    cfg = settings()
-    saved = cfg.data_dir
-    cfg.data_dir = str(tmp_path_factory.mktemp("panel-data"))
-    root = tmp_path_factory.mktemp("panel-notebooks")
-    notebook = json.loads((ROOT / "notebooks" / "00-quickstart.ipynb").read_text())
-    notebook["cells"] = [{"cell_type": "code", "id": "first", "metadata": {}, "execution_count": None, "outputs": [], "source": []}]
-    (root / "panel.ipynb").write_text(json.dumps(notebook))
-    port = free_port()
-    log = open(root.parent / "lab.log", "w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
-         f"--IdentityProvider.token={TOKEN}", "--ServerApp.allow_unauthenticated_access=False", f"--ServerApp.root_dir={root}"],
-        env=dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    wait_until_answers(f"{base}/nbscale/api/status?token={TOKEN}", process, 90, why=lambda: log.seek(0) or log.read())
-    yield base, browser
-    process.terminate()
-    process.wait(30)
-    cfg.data_dir = saved
+    with module_data_dir(tmp_path_factory, "panel-data") as cfg:
+        root = tmp_path_factory.mktemp("panel-notebooks")
+        notebook = json.loads((ROOT / "notebooks" / "00-quickstart.ipynb").read_text())
+        notebook["cells"] = [{"cell_type": "code", "id": "first", "metadata": {}, "execution_count": None, "outputs": [], "source": []}]
+        (root / "panel.ipynb").write_text(json.dumps(notebook))
+        port = free_port()
+        log = open(root.parent / "lab.log", "w+")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
+             f"--IdentityProvider.token={TOKEN}", "--ServerApp.allow_unauthenticated_access=False", f"--ServerApp.root_dir={root}"],
+            env=dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until_answers(f"{base}/nbscale/api/status?token={TOKEN}", process, 90, why=lambda: log.seek(0) or log.read())
+            yield base, browser
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def test_the_panel_shows_the_work_cancels_a_job_and_inserts_a_magic(lab, tmp_path):

@@ -1,5 +1,6 @@
 """%register / %models against a real MLflow store, with models from real %%train runs on digits."""
 import pytest
+from conftest import module_data_dir
 
 from nbscale.errors import NbscaleError
 from nbscale.ingest import ingest
@@ -15,16 +16,11 @@ model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_cr
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from nbscale.config import settings
-
-    cfg = settings()
-    saved = cfg.data_dir, cfg.tracking_uri
-    cfg.data_dir = str(tmp_path_factory.mktemp("registry-data"))
-    ingest("digits", "nbscale:digits", label="label")
-    small = train(MODEL, data="digits", epochs=1, batch_size=64, scale=16, experiment="select", namespace={"hidden": 2})
-    large = train(MODEL, data="digits", epochs=3, batch_size=64, scale=16, experiment="select", namespace={"hidden": 64})
-    yield small, large
-    cfg.data_dir, cfg.tracking_uri = saved
+    with module_data_dir(tmp_path_factory, "registry-data"):
+        ingest("digits", "nbscale:digits", label="label")
+        small = train(MODEL, data="digits", epochs=1, batch_size=64, scale=16, experiment="select", namespace={"hidden": 2})
+        large = train(MODEL, data="digits", epochs=3, batch_size=64, scale=16, experiment="select", namespace={"hidden": 64})
+        yield small, large
 
 
 def test_register_the_best_run_and_move_aliases(trained, ip, capfd):

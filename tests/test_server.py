@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import ROOT, free_port, wait_until_answers
+from conftest import ROOT, free_port, restored_settings, wait_until_answers
 
 pytestmark = pytest.mark.slow
 TOKEN = "nbscale-server-test"
@@ -20,26 +20,24 @@ ROUTES = [("GET", "status"), ("GET", "datasets"), ("GET", "datasets/x"), ("GET",
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from nbscale.config import settings
-
-    cfg = settings()
-    saved = cfg.data_dir
-    cfg.data_dir = str(tmp_path_factory.mktemp("server-data") / "data")
-    port = free_port()
-    # The same stores as this process (an earlier test may have left MLFLOW_TRACKING_URI in the environment).
-    env = dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri)
-    log = open(tmp_path_factory.mktemp("server-log") / "server.log", "w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
-         f"--IdentityProvider.token={TOKEN}", "--ServerApp.allow_unauthenticated_access=False",
-         '--ServerApp.jpserver_extensions={"nbscale.server": True}', f"--ServerApp.root_dir={ROOT}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    wait_until_answers(f"{base}/nbscale/api/status?token={TOKEN}", process, 60, why=lambda: log.seek(0) or log.read())
-    yield base
-    process.terminate()
-    process.wait(30)
-    cfg.data_dir = saved
+    with restored_settings() as cfg:
+        cfg.data_dir = str(tmp_path_factory.mktemp("server-data") / "data")  # its parent holds what lies outside it
+        port = free_port()
+        # The same stores as this process (an earlier test may have left MLFLOW_TRACKING_URI in the environment).
+        env = dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri)
+        log = open(tmp_path_factory.mktemp("server-log") / "server.log", "w+")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
+             f"--IdentityProvider.token={TOKEN}", "--ServerApp.allow_unauthenticated_access=False",
+             '--ServerApp.jpserver_extensions={"nbscale.server": True}', f"--ServerApp.root_dir={ROOT}"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until_answers(f"{base}/nbscale/api/status?token={TOKEN}", process, 60, why=lambda: log.seek(0) or log.read())
+            yield base
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def call(method: str, url: str, token: str | None = None):
@@ -132,7 +130,7 @@ def test_a_dead_kernels_state_is_not_listed(server):
     from pathlib import Path
 
     from nbscale.config import settings
-    from nbscale.state import write_json
+    from nbscale.files import write_json
 
     ghost = Path(settings().data_dir) / "kernels" / "999999"  # a kernel SIGKILLed: its files stay, its heartbeat stops
     write_json(ghost / "jobs.json", [{"id": 1, "title": "ghost", "state": "running"}])

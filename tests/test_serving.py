@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import module_data_dir
 
 import nbscale
 from nbscale import serving
@@ -49,21 +50,18 @@ def serving_processes() -> list[int]:
 
 @pytest.fixture(scope="module", autouse=True)
 def models(tmp_path_factory):
-    from nbscale.config import settings
-
-    cfg = settings()
-    saved = cfg.data_dir
-    cfg.data_dir = str(tmp_path_factory.mktemp("serve-data"))
-    ingest("digits", "nbscale:digits", label="label")
-    first = train(DENSE, data="digits", epochs=3, batch_size=64, scale=16.0, experiment="serve")
-    second = train(DENSE, data="digits", epochs=1, batch_size=64, scale=16.0, seed=7, experiment="serve")
-    register("digits-dense", run_id=first.run_id, alias="champion")
-    register("digits-dense", run_id=second.run_id, alias="challenger")
-    pixels = np.asarray(dataset("digits").to_pandas(50).drop(columns=["label"]), dtype=np.float32) / 16
-    yield {"x": pixels, "champion": first.model, "run_ids": [first.run_id, second.run_id]}
-    serving.stop() if serving.services() else None
-    nbscale.session.stop_spark()
-    cfg.data_dir = saved
+    with module_data_dir(tmp_path_factory, "serve-data"):
+        try:
+            ingest("digits", "nbscale:digits", label="label")
+            first = train(DENSE, data="digits", epochs=3, batch_size=64, scale=16.0, experiment="serve")
+            second = train(DENSE, data="digits", epochs=1, batch_size=64, scale=16.0, seed=7, experiment="serve")
+            register("digits-dense", run_id=first.run_id, alias="champion")
+            register("digits-dense", run_id=second.run_id, alias="challenger")
+            pixels = np.asarray(dataset("digits").to_pandas(50).drop(columns=["label"]), dtype=np.float32) / 16
+            yield {"x": pixels, "champion": first.model, "run_ids": [first.run_id, second.run_id]}
+        finally:
+            serving.stop() if serving.services() else None
+            nbscale.session.stop_spark()
     assert serving_processes() == []  # nothing served outlives the tests
 
 
@@ -400,7 +398,7 @@ def test_a_regression_model_predicts_values_everywhere_not_class_0(models):
     assert "probabilities" not in frame.columns and str(frame["prediction"].dtype) == "float64"
     assert frame["prediction"].nunique() > 100  # values, not an argmax over one output (always 0)
     assert np.corrcoef(frame["prediction"], frame["label"])[0, 1] > 0.5
-    service = serving.serve("digits-value@champion")
+    serving.serve("digits-value@champion")
     try:
         answer = serving.predict("digits-value", models["x"][:5])
         assert answer.task == "regression" and "5 values (regression) from digits-value v1" in repr(answer)

@@ -85,7 +85,7 @@ def test_a_gateway_error_raised_while_an_interrupt_unwinds_is_the_interrupt():
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
-            raise Py4JNetworkError("Answer from Java side is empty")
+            raise Py4JNetworkError("Answer from Java side is empty")  # noqa: B904 - as PySpark's clean-up raises it
 
     with pytest.raises(KeyboardInterrupt):
         with spark_errors("Ingesting big"):

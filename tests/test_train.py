@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import module_data_dir
 
 import nbscale
 from nbscale import feed
@@ -30,22 +31,17 @@ def build_model():
 
 @pytest.fixture(scope="module", autouse=True)
 def digits(tmp_path_factory):
-    from nbscale.config import settings
-
-    cfg = settings()
-    saved = cfg.data_dir, cfg.tracking_uri
-    cfg.data_dir = str(tmp_path_factory.mktemp("train-data"))
-    ingest("digits", "nbscale:digits", label="label")
-    table = np.loadtxt(gzip.open(nbscale.datasets.digits_csv(), "rt"), delimiter=",")
-    folder = tmp_path_factory.mktemp("idx")
-    for name, array in (("images-idx3-ubyte", table[:, :64].reshape(-1, 8, 8)), ("labels-idx1-ubyte", table[:, 64])):
-        array = array.astype(np.uint8)
-        (folder / name).write_bytes(bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
-    ingest("digit_images", f"{folder}/images-idx3-ubyte {folder}/labels-idx1-ubyte", shards=4)
-    (folder / "unlabelled.csv").write_text("a,b,label\n1,2,0\n3,4,\n5,6,1\n7,8,1\n")
-    ingest("unlabelled", str(folder / "unlabelled.csv"), label="label")
-    yield
-    cfg.data_dir, cfg.tracking_uri = saved
+    with module_data_dir(tmp_path_factory, "train-data"):
+        ingest("digits", "nbscale:digits", label="label")
+        table = np.loadtxt(gzip.open(nbscale.datasets.digits_csv(), "rt"), delimiter=",")
+        folder = tmp_path_factory.mktemp("idx")
+        for name, array in (("images-idx3-ubyte", table[:, :64].reshape(-1, 8, 8)), ("labels-idx1-ubyte", table[:, 64])):
+            array = array.astype(np.uint8)
+            (folder / name).write_bytes(bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+        ingest("digit_images", f"{folder}/images-idx3-ubyte {folder}/labels-idx1-ubyte", shards=4)
+        (folder / "unlabelled.csv").write_text("a,b,label\n1,2,0\n3,4,\n5,6,1\n7,8,1\n")
+        ingest("unlabelled", str(folder / "unlabelled.csv"), label="label")
+        yield
 
 
 def runs(status: str):

@@ -3,6 +3,7 @@ survives a kernel restart, failures that keep upstream results (real Spark, real
 import os
 
 import pytest
+from conftest import restored_settings
 
 from nbscale import workflow
 from nbscale.errors import NbscaleError
@@ -12,15 +13,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(autouse=True)
 def fresh(tmp_path):
-    from nbscale.config import settings
-
-    cfg = settings()
-    saved = cfg.data_dir
-    cfg.data_dir = str(tmp_path / "data")
-    workflow.reset()
-    yield
-    workflow.reset()
-    cfg.data_dir = saved
+    with restored_settings() as cfg:
+        cfg.data_dir = str(tmp_path / "data")
+        workflow.reset()
+        yield
+        workflow.reset()
 
 
 def overlap(a, b) -> bool:

@@ -5,9 +5,11 @@ PySpark and MLflow are imported only when a function first needs them.
 """
 from __future__ import annotations
 
-from .version import __version__  # noqa: E402, F401
-from .config import Nbscale, settings  # noqa: E402 - traitlets only
-from .errors import NbscaleError  # noqa: E402
+from .version import __version__
+from .config import Nbscale, settings  # traitlets only
+from .errors import NbscaleError
+
+__all__ = ["Nbscale", "NbscaleError", "__version__", "connect", "settings", "spark", "status"]
 
 
 def spark():
@@ -44,9 +46,11 @@ def unload_ipython_extension(ipython):
 
 
 def __getattr__(name):
-    # `nbscale.datasets` etc. without importing them at `%load_ext`.
-    if name in {"datasets", "session"}:
-        import importlib
+    # `nbscale.ingest.ingest(...)`, `nbscale.serving.serve(...)`: each module on first use (PEP 562), so
+    # `import nbscale` and `%load_ext` import none of them (nor PySpark, TensorFlow or MLflow).
+    import importlib
+    import importlib.util
 
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'nbscale' has no attribute {name!r}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import limits
 from .config import settings
 from .errors import NbscaleError
+from .files import write_json
 from .processes import free_port
 
 HOST = "127.0.0.1"
@@ -139,7 +140,7 @@ def up(workers: int = 1, cores: int = 2, memory: str = "2g", port: int = 7077) -
     pids = {"master": _launch(["org.apache.spark.deploy.master.Master", "--host", HOST, "--port", str(port),
                                "--webui-port", str(ui_port)], master_log, env)}
     state = {"master_url": f"spark://{HOST}:{port}", "ui_url": f"http://{HOST}:{ui_port}", "pids": pids}
-    (home / "cluster.json").write_text(json.dumps(state))
+    write_json(home / "cluster.json", state)
     try:
         _wait_for(master_log, "I have been elected leader", pids["master"], "master")
         for i in range(workers):
@@ -148,7 +149,7 @@ def up(workers: int = 1, cores: int = 2, memory: str = "2g", port: int = 7077) -
                 ["org.apache.spark.deploy.worker.Worker", "--host", HOST, "--cores", str(cores), "--memory", memory,
                  "--webui-port", str(free_port(HOST)), "--work-dir", str(home / "work" / f"worker-{i + 1}"), state["master_url"]],
                 log, env)
-            (home / "cluster.json").write_text(json.dumps(state))
+            write_json(home / "cluster.json", state)
             _wait_for(log, "Successfully registered with master", pids[f"worker-{i + 1}"], f"worker {i + 1}")
     except BaseException:
         down()  # no half cluster stays behind

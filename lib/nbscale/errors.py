@@ -111,7 +111,7 @@ def spark_errors(doing: str, fix: str = ""):
             raise SparkJobError(f"{doing} failed: {_DISK_ERRNOS[exc.errno]} ({exc.filename or exc.strerror}). {_DISK_FIX}") from None
         if not (module.startswith("pyspark") or module.startswith("py4j")):
             raise
-        text = getattr(exc, "getMessage", lambda: str(exc))() or str(exc)
+        text = (exc.getMessage() if hasattr(exc, "getMessage") else "") or str(exc)
         disk = next((why for marker, why in _DISK_MESSAGES.items() if marker in text), None)
         if disk:  # Spark's own line is "[TASK_WRITE_FAILED] Task failed while writing rows": the cause is further down
             raise SparkJobError(f"{doing} failed: {disk}. {_DISK_FIX}") from None

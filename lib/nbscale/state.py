@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import events
 from .config import settings
+from .files import write_json
 
 INTERVAL_S = 0.5
 HEARTBEAT = "heartbeat"  # touched every interval: a folder whose heartbeat stopped is a dead kernel's
@@ -27,14 +28,6 @@ _lock = threading.Lock()
 
 def kernel_dir(data_dir: str | None = None, pid: int | None = None) -> Path:
     return Path(data_dir or settings().data_dir) / "kernels" / str(pid or os.getpid())
-
-
-def write_json(path: Path, value) -> None:
-    """Whole or not at all: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(value))
-    partial.replace(path)
 
 
 def jobs_now() -> list[dict]:

@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import NbscaleError
+from ..files import write_atomic
 
 DIGITS_PIXELS = 64  # 8x8 grey levels 0..16
 DIGITS_COLUMNS = [f"pixel_{i}" for i in range(DIGITS_PIXELS)] + ["label"]
@@ -36,10 +37,8 @@ def digits_idx(folder: Path) -> tuple[Path, Path]:
     table = np.loadtxt(gzip.open(digits_csv(), "rt"), delimiter=",").astype(np.uint8)
     folder.mkdir(parents=True, exist_ok=True)
     for path, array in ((images, table[:, :DIGITS_PIXELS].reshape(-1, 8, 8)), (labels, table[:, DIGITS_PIXELS])):
-        partial = path.with_name(f".{path.name}.partial")
         header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-        partial.write_bytes(header + array.tobytes())
-        partial.replace(path)  # whole or absent: a reader never sees half a file
+        write_atomic(path, header + array.tobytes())
     return images, labels
 
 

@@ -6,11 +6,9 @@ to log to MLflow, so workers never need to reach the notebook or the tracking se
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
-
 
 # TensorFlow's start-up lines on a machine without CUDA: true, and no news to the reader of the card.
 _NOISE = re.compile(r"absl::InitializeLog|cudart_stub|cuInit|cuda_platform|cuda_dnn|cuda_fft|cuda_blas|computation placer")
@@ -104,13 +102,6 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):  # not written yet, or being replaced
         return None
-
-
-def write_json(path: Path, value: dict) -> None:
-    """Replace atomically: readers on other threads or machines never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
 
 
 def append_json(path: Path, value: dict) -> None:

@@ -15,7 +15,8 @@ import time
 import traceback
 
 from ..processes import die_with_parent
-from .jobdir import JobDir, append_json, write_json
+from ..files import write_json
+from .jobdir import JobDir, append_json
 
 PROGRESS_EVERY_S = 0.5
 

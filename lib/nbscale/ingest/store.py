@@ -100,7 +100,7 @@ def latest_readable(name: str) -> tuple[Version | None, list[str]]:
     for number in reversed(versions(name)):
         version = Version(name, number)
         try:
-            version.manifest
+            _ = version.manifest  # reading it is the check
             return version, skipped
         except BrokenVersion:
             skipped.append(version.ref)
@@ -121,7 +121,7 @@ def resolve(ref: str) -> Version:
         raise NbscaleError(f"{name} has no version v{wanted} (versions: {', '.join(f'v{v}' for v in have)}).")
     version = Version(name, int(wanted) if wanted is not None else have[-1])
     try:
-        version.manifest  # a damaged version is named here, in one line, not later from inside Spark
+        _ = version.manifest  # a damaged version is named here, in one line, not later from inside Spark
     except BrokenVersion as broken:
         readable = latest_readable(name)[0] if wanted is None else None
         raise BrokenVersion(f"{broken} The newest readable version is {readable.ref}." if readable else str(broken)) from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .help import accepts_help
+
 
 @magics_class
 class NbscaleMagics(Magics):
@@ -11,6 +13,7 @@ class NbscaleMagics(Magics):
         super().__init__(shell)
         self.settings = settings
 
+    @accepts_help
     @magic_arguments()
     @argument(
         "action",

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .help import accepts_help
 from IPython.display import HTML
 
 
@@ -15,6 +17,7 @@ def _unquote(value: str | None) -> str | None:
 
 @magics_class
 class IngestMagics(Magics):
+    @accepts_help
     @magic_arguments()
     @argument("name", help="Dataset name; each ingest publishes its next version NAME@vK.")
     @argument("source", nargs="*", help="Line form only: the source. In a %%ingest cell the body is the source: "
@@ -52,6 +55,7 @@ class IngestMagics(Magics):
             self.shell.user_ns[args.output] = result.dataset
         return result
 
+    @accepts_help
     @magic_arguments()
     @argument("name", nargs="?", help="Only this dataset's versions.")
     @line_magic

@@ -6,6 +6,8 @@ import time
 
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .help import accepts_help
 from IPython.display import HTML
 
 
@@ -26,6 +28,7 @@ def _progress(job) -> str:
 
 @magics_class
 class JobsMagics(Magics):
+    @accepts_help
     @magic_arguments()
     @argument("action", nargs="?", default="list", choices=["list", "cancel", "kill", "wait"],
               help="list (default); cancel JOB; kill JOB RANK: kill one worker of a distributed job (it resumes); "
@@ -77,6 +80,7 @@ class JobsMagics(Magics):
             return None
         return HTML(jobs_card(registry.jobs()))
 
+    @accepts_help
     @magic_arguments()
     @argument("name", nargs="?", help="Run this notebook's next Spark jobs in this fair-scheduler pool ('default': Spark's own).")
     @line_magic

@@ -4,9 +4,12 @@ from __future__ import annotations
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .help import accepts_help
+
 
 @magics_class
 class RegistryMagics(Magics):
+    @accepts_help
     @magic_arguments()
     @argument("--name", required=True, help="Registered model name, e.g. fashion-cnn.")
     @argument("--run", help="Register this run's model (the id on a training card).")
@@ -24,6 +27,7 @@ class RegistryMagics(Magics):
         args = parse_argstring(self.register, line)
         return register(args.name, run_id=args.run, best=args.best, experiment=args.experiment, alias=args.alias, lowest=args.lowest)
 
+    @accepts_help
     @magic_arguments()
     @argument("name", nargs="?", help="Only this registered model.")
     @argument("--alias", help="Move this alias of NAME to --version (a rollback moves it back).")
@@ -41,6 +45,7 @@ class RegistryMagics(Magics):
             return set_alias(args.name, args.alias, args.version)
         return models(args.name)
 
+    @accepts_help
     @magic_arguments()
     @argument("ref", help="A model version (NAME@ALIAS, NAME/3, NAME) or a dataset version (NAME@v2, NAME@latest).")
     @line_magic

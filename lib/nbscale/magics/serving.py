@@ -4,9 +4,12 @@ from __future__ import annotations
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .help import accepts_help
+
 
 @magics_class
 class ServingMagics(Magics):
+    @accepts_help
     @magic_arguments()
     @argument("model", nargs="?", help="What to serve: NAME@ALIAS, NAME/VERSION or NAME (latest version).")
     @argument("--replicas", type=int, default=1, help="Server processes behind the service's one URL (balanced, health-checked).")
@@ -42,6 +45,7 @@ class ServingMagics(Magics):
         return serving.serve(args.model, replicas=args.replicas, port=args.port, canary=args.canary, weight=args.weight,
                              shard_by=args.shard_by)
 
+    @accepts_help
     @magic_arguments()
     @argument("model", help="A served model: NAME (or NAME@ALIAS) of a %%serve'd service.")
     @argument("data", nargs="+", help="A Python expression giving the rows, e.g. test_images[:8].")
@@ -53,6 +57,7 @@ class ServingMagics(Magics):
         args = parse_argstring(self.predict, line)
         return serving.predict(args.model, self.shell.ev(" ".join(args.data)))
 
+    @accepts_help
     @magic_arguments()
     @argument("model", help="Registered model to score with: NAME@ALIAS, NAME/VERSION or NAME.")
     @argument("--data", required=True, help="Dataset version to score: NAME, NAME@latest or NAME@vK.")

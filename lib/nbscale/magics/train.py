@@ -4,6 +4,8 @@ from __future__ import annotations
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .help import accepts_help
+
 from ..widgets.placeholder import Placeholder
 
 
@@ -27,6 +29,7 @@ def _trainer(options: dict):
 
 @magics_class
 class TrainMagics(Magics):
+    @accepts_help
     @magic_arguments()
     @argument("--data", required=True, help="Dataset version to train on: NAME, NAME@latest or NAME@vK.")
     @argument("--label", help="Label column (default: the one given at %%ingest --label, else 'label').")
@@ -114,6 +117,7 @@ class TrainMagics(Magics):
             live.attach(job, distributed="workers" in options)
         return job
 
+    @accepts_help
     @magic_arguments()
     @argument("--data", help="Dataset to preselect (default: the first one).")
     @argument("--workers", type=int, default=2, help="Workers to preselect (default 2).")

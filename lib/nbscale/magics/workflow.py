@@ -4,6 +4,8 @@ from __future__ import annotations
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .help import accepts_help
+
 
 @magics_class
 class WorkflowMagics(Magics):
@@ -16,6 +18,7 @@ class WorkflowMagics(Magics):
 
         return run
 
+    @accepts_help
     @magic_arguments()
     @argument("name", help="The step's name, e.g. train_cnn.")
     @argument("--after", default="", help="Comma-separated upstream steps this one waits for (fan-in).")
@@ -33,6 +36,7 @@ class WorkflowMagics(Magics):
             workflow.run_step(step.name, self.shell.user_ns, self._runner())
         print(step.line())
 
+    @accepts_help
     @magic_arguments()
     @argument("action", nargs="?", default="show", choices=["show", "run", "reset"])
     @argument("--forget-memo", action="store_true", help="With reset: also delete the steps' memo records.")
@@ -50,6 +54,7 @@ class WorkflowMagics(Magics):
             return None
         return PipelineView(workflow.steps())
 
+    @accepts_help
     @magic_arguments()
     @argument("--data", required=True, help="Dataset version the trials train on.")
     @argument("--trials", type=int, default=6)

@@ -152,7 +152,7 @@ def _checked_kernel(kernel: str) -> int:
 
 
 def _request(kernel: str, request: dict) -> dict:
-    from ..state import write_json
+    from ..files import write_json
 
     _checked_kernel(kernel)
     folder = inside(Path(settings().data_dir), f"kernels/{kernel}")

@@ -153,7 +153,7 @@ def make_app(front: Front):
         answers = await asyncio.gather(*[forward(side.replicas[shard], side, json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode(),
                                                  {"content-type": "application/json"}) for shard, rows in groups.items()])
         merged: list = [None] * sum(map(len, order.values()))
-        for (shard, rows), answer in zip(groups.items(), answers):
+        for (shard, _rows), answer in zip(groups.items(), answers):
             if answer is None or answer.status_code != 200:
                 side.errors += 1
                 if answer is None:

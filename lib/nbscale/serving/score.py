@@ -56,7 +56,7 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
     if where:
         with spark_errors(f"Selecting rows of {source.ref} with {where!r}", "Write a Spark SQL condition on its columns, e.g. label = 3."):
             df = df.where(where)
-            df.schema  # analysed now: an unknown column fails here, not halfway through the write
+            _ = df.schema  # analysed now: an unknown column fails here, not halfway through the write
     scored = with_predictions(df, spec, predict, task_of_version(name, version))
     expected = df.count()
     with store.staging(to) as staged:

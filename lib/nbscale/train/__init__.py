@@ -332,7 +332,7 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
         except (KeyboardInterrupt, TrainingCancelled):
             _end_run(mlf, "KILLED")
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - any failure ends the run FAILED, then is raised again
             kept = keep_if_unlogged(exc, built, run_id)
             _end_run(mlf, "FAILED")
             raise (kept or _one_line(exc)) from None

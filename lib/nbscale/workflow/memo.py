@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import events
 from ..config import settings
+from ..files import write_atomic, write_json
 
 _reads: contextvars.ContextVar[dict | None] = contextvars.ContextVar("nbscale_step_reads", default=None)
 
@@ -173,9 +174,11 @@ def save(step: str, record: dict, outputs: dict) -> list[str]:
         except Exception:  # noqa: BLE001 - any object may refuse pickling
             lost.append(name)
     place = folder(step)
-    place.mkdir(parents=True, exist_ok=True)
-    (place / "outputs.pkl").write_bytes(cloudpickle.dumps(kept))
-    (place / "memo.json").write_text(json.dumps({**record, "outputs": sorted(kept), "lost": lost}))
+    # The record goes first and comes back last: a crash in between leaves no record, never an old
+    # record beside new outputs (a hit that would restore outputs of other inputs).
+    (place / "memo.json").unlink(missing_ok=True)
+    write_atomic(place / "outputs.pkl", cloudpickle.dumps(kept))
+    write_json(place / "memo.json", {**record, "outputs": sorted(kept), "lost": lost})
     return lost
 
 

@@ -1,0 +1,94 @@
+"""The pure logic under the services, tested on its own in milliseconds (no JVM, no processes): routing
+weights, shard routing, path containment, error lines, memo keys, events."""
+import os
+from collections import Counter
+
+import pytest
+
+from nbscale import events
+from nbscale.errors import NbscaleError, first_useful_line
+from nbscale.server.views import inside
+from nbscale.serving.front import Front, shard_of, shard_rows
+from nbscale.workflow.memo import fingerprint
+
+
+def front(weights: dict) -> Front:
+    return Front({"name": "m", "secret": "s", "sides": [{"label": label, "weight": w, "replicas": [f"http://r-{label}"]}
+                                                       for label, w in weights.items()]})
+
+
+def test_weighted_routing_is_exact_and_the_others_are_fallbacks():
+    routing = front({"v1": 90, "v2": 10})
+    picks = [routing.pick() for _ in range(100)]
+    assert Counter(order[0].label for order in picks) == {"v1": 90, "v2": 10}  # smooth round robin: exact, not random
+    assert all(sorted(s.label for s in order) == ["v1", "v2"] for order in picks)
+    assert [routing.pick()[0].label for _ in range(10)].count("v2") == 1  # spread, not bunched
+    drained = front({"v1": 100, "v2": 0})
+    assert {drained.pick()[0].label for _ in range(20)} == {"v1"}
+
+
+def test_shard_rows_routes_each_key_to_one_shard_and_keeps_row_order():
+    payload = {"dataframe_split": {"columns": ["user", "x"], "data": [["a", 1], ["b", 2], ["a", 3]]}}
+    groups, columns, order = shard_rows(payload, "user", 4)
+    assert columns == ["x"] and sorted(p for positions in order.values() for p in positions) == [0, 1, 2]
+    assert groups[shard_of("a", 4)][:2] == [[1], [3]] and shard_of("a", 4) == shard_of("a", 4)
+    records = shard_rows({"dataframe_records": [{"user": "a", "x": 1}]}, "user", 4)
+    assert records[1] == ["x"]
+    with pytest.raises(ValueError, match="no column 'user'"):
+        shard_rows({"dataframe_split": {"columns": ["x"], "data": [[1]]}}, "user", 2)
+    with pytest.raises(ValueError, match="send dataframe_split or dataframe_records"):
+        shard_rows({"inputs": [[1]]}, "user", 2)
+
+
+def test_paths_stay_inside_their_root(tmp_path):
+    root = tmp_path / "data"
+    (root / "datasets").mkdir(parents=True)
+    (tmp_path / "data-other").mkdir()
+    os.symlink(tmp_path / "data-other", root / "link")
+    assert inside(root, "datasets") == (root / "datasets").resolve()
+    for bad, says in (("/etc/passwd", "relative"), ("../data-other", "'..'"), ("link/x", "outside"), ("a" * 300, "too long"),
+                      ("", "relative"), ("C:/x", "relative")):
+        with pytest.raises(NbscaleError, match=says):
+            inside(root, bad)
+
+
+def test_a_java_error_becomes_its_first_useful_line():
+    text = ("An error occurred while calling o42.csv.\n"
+            "org.apache.spark.sql.AnalysisException: [PATH_NOT_FOUND] Path does not exist:\n"
+            "  file:/tmp/nothing.csv. SQLSTATE: 42K03\n"
+            "\tat org.apache.spark.sql.errors.QueryCompilationErrors$.dataPathNotExistError(QueryCompilationErrors.scala:1)\n")
+    assert first_useful_line(text) == "AnalysisException: [PATH_NOT_FOUND] Path does not exist: file:/tmp/nothing.csv. SQLSTATE: 42K03"
+    assert len(first_useful_line("x" * 1000)) == 300 and first_useful_line("") == "unknown error"
+
+
+def test_memo_keys_follow_content_not_identity():
+    config = {"lr": 0.1}
+    before = fingerprint(config)
+    config["lr"] = 0.2  # changed in place: same object, another key
+    assert fingerprint(config) != before and fingerprint({"lr": 0.2}) == fingerprint(config)
+
+    def helper(x):
+        return x * 2
+
+    def changed(x):
+        return x * 3
+
+    assert fingerprint(helper) != fingerprint(changed)
+
+
+def test_events_reach_their_subscribers_once_in_order():
+    heard = []
+
+    def first(**details):
+        heard.append(("first", details))
+        return "moved"
+
+    def second(**details):
+        heard.append(("second", details))
+
+    events.subscribe("test-topic", first)
+    events.subscribe("test-topic", first)  # twice is once
+    events.subscribe("test-topic", second)
+    assert events.emit("test-topic", name="m") == ["moved"]  # None results are dropped
+    assert heard == [("first", {"name": "m"}), ("second", {"name": "m"})]
+    assert events.emit("nobody-listens") == []
