@@ -95,3 +95,24 @@ def test_a_full_disk_is_named_and_the_previous_version_stays(tmp_path, mounts):
         after = kernel.run("from nbscale.ingest import store\n"
                            "print(store.versions('pairs'), [p.name for p in (store.root() / 'pairs').glob('.staging-*')])")
         assert after.text().strip() == "[1] []", after.text()
+
+
+def test_the_scratch_folder_is_this_users_own(tmp_path, mounts, monkeypatch):
+    """Working files of a read-only data dir go under the temp dir, never into a folder someone else made there."""
+    import tempfile
+
+    from nbscale.datadir import work_dir
+    from nbscale.errors import NbscaleError
+
+    (tmp_path / "data").mkdir()
+    read_only = mounts("--bind", "-o", "ro", str(tmp_path / "data"), target=tmp_path / "ro")
+    subprocess.run(["mount", "-o", "remount,ro,bind", str(read_only)], check=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+    scratch = work_dir(str(read_only))
+    assert scratch.parent == tmp_path / "temp" / f"nbscale-{os.getuid()}" and scratch.is_dir()
+    assert (scratch.parent.stat().st_mode & 0o777) == 0o700 and work_dir(str(read_only)) == scratch  # one per data dir
+    assert work_dir(str(tmp_path / "data")) == tmp_path / "data"  # a writable data dir is its own work dir
+    os.chown(scratch.parent, 65534, 65534)  # as if another user had made it first
+    with pytest.raises(NbscaleError, match="is not this user's own folder"):
+        work_dir(str(read_only))

@@ -43,10 +43,14 @@ def work_dir(data_dir: str | None = None) -> Path:
     data = Path(data_dir or settings().data_dir)
     if writable(data):
         return data
-    key = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
-    scratch = Path(tempfile.gettempdir()) / f"nbscale-{os.getuid()}" / key
-    scratch.mkdir(parents=True, exist_ok=True)
-    scratch.parent.chmod(0o700)
+    mine = Path(tempfile.gettempdir()) / f"nbscale-{os.getuid()}"
+    mine.mkdir(mode=0o700, exist_ok=True)
+    # A shared temp dir: a folder of that name made (or linked) by someone else must not receive our files.
+    if mine.is_symlink() or mine.stat().st_uid != os.getuid():
+        raise NbscaleError(f"{mine} is not this user's own folder: remove it, or point Nbscale.data_dir at a writable folder.")
+    mine.chmod(0o700)
+    scratch = mine / hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
+    scratch.mkdir(exist_ok=True)
     return scratch
 
 
