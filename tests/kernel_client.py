@@ -29,8 +29,12 @@ class Executed:
 
 class Kernel:
     def __init__(self, name: str, env: dict | None = None):
+        env = dict(env if env is not None else os.environ)
+        # mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into this process's environment: a kernel must not
+        # inherit an earlier test's tracking server (stopped, or hung on purpose); NBSCALE_TRACKING_URI chooses one.
+        env.pop("MLFLOW_TRACKING_URI", None)
         self.manager = KernelManager(kernel_name=name)
-        self.manager.start_kernel(env=env if env is not None else os.environ.copy())
+        self.manager.start_kernel(env=env)
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=120)
