@@ -29,13 +29,6 @@ def mounts():
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
-def kernel_env(data_dir: Path) -> dict:
-    """This process's environment for a kernel, with its own data dir and the default MLflow store there
-    (an earlier test on this worker may have left MLFLOW_TRACKING_URI pointing at a server now gone)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "NBSCALE_TRACKING_URI", "NBSCALE_MASTER")}
-    return dict(env, NBSCALE_DATA_DIR=str(data_dir))
-
-
 def files_under(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
@@ -44,7 +37,7 @@ def test_a_read_only_data_dir_is_read_and_every_write_is_refused_in_one_line(tmp
     source = tmp_path / "small.csv"
     source.write_text(SMALL)
     data = tmp_path / "data"
-    with Kernel("nbscale-local", env=kernel_env(data)) as kernel:
+    with Kernel("nbscale-local", env=dict(os.environ, NBSCALE_DATA_DIR=str(data))) as kernel:
         made = kernel.run(f"%%ingest small --label label\n{source}")
         assert made.status == "ok", made.text()
         # The same folder, mounted read-only: a published dataset a team reads but must not change.
@@ -84,7 +77,7 @@ def test_a_full_disk_is_named_and_the_previous_version_stays(tmp_path, mounts):
         out.write("a,b,label\n")
         for start in range(0, 400_000, 100_000):
             out.write("".join(f"{draw()},{draw()},{i % 2}\n" for i in range(start, start + 100_000)))
-    with Kernel("nbscale-local", env=kernel_env(data)) as kernel:
+    with Kernel("nbscale-local", env=dict(os.environ, NBSCALE_DATA_DIR=str(data))) as kernel:
         first = kernel.run(f"%%ingest pairs --label label\n{small}")
         assert first.status == "ok", first.text()
         full = kernel.run(f"%%ingest pairs --label label\n{big}")

@@ -49,8 +49,9 @@ def read_images(spark, source: str, batch_rows: int) -> Read:
         raise NbscaleError(f"{folder} has no images in class sub-folders (e.g. {folder}/cat/1.png): check the path.")
     classes = sorted({p.parent.name for p in files})
     # Spark's file scan skips 0-byte files: they are quarantined here, or the counts would not add up.
-    empty = [p for p in files if p.stat().st_size == 0]
-    mode, width, height = _reference([p for p in files if p.stat().st_size > 0])
+    sizes = {p: p.stat().st_size for p in files}
+    empty = [p for p in files if sizes[p] == 0]
+    mode, width, height = _reference([p for p in files if sizes[p] > 0])
     channels = 1 if mode == "L" else 3
 
     def decode(batches):
