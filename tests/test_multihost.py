@@ -199,7 +199,7 @@ def test_score_tune_and_serve_a_model_trained_on_the_cluster(hosts, connected):
 
     search = tune(SEARCH, data="digits", trials=2, parallel=2, epochs=1, scale=16, experiment="mh-tune",
                   register="mh-digits", alias="champion")
-    assert [t.state for t in search.trials] == ["done", "done"]
+    assert [(t.state, t.error) for t in search.trials] == [("done", "")] * 2
     parent = nbscale.session.mlflow().MlflowClient().get_run(search.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in runs_of("mh-tune"))

@@ -156,6 +156,52 @@ def test_a_short_epoch_fails_the_run_loudly():
     assert len(runs("FAILED")) >= 1 and len(runs("RUNNING")) == 0
 
 
+RACER = """
+import sys, time, warnings
+from pathlib import Path
+import mlflow
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from nbscale.train import log_input_once
+
+uri, experiment, go = sys.argv[1:]
+mlflow.set_tracking_uri(uri)
+with mlflow.start_run(experiment_id=experiment):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = MetaDataset(resolve_dataset_source(Path(go).parent.as_uri()), name="digits@v1", digest="0123abcd")
+    Path(go + "." + str(__import__("os").getpid())).touch()
+    while not Path(go).exists():
+        time.sleep(0.002)
+    log_input_once(mlflow, dataset)
+"""
+
+
+def test_trainings_that_start_together_all_link_their_dataset(tmp_path):
+    # The trials of a %%tune round log the same dataset at the same moment from separate processes; MLflow's
+    # look-up-then-insert let one of them fail with a UNIQUE constraint (13 of 18 processes without the retry).
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = mlflow.MlflowClient(uri).create_experiment("together")  # creates the tables once, before the race
+    (tmp_path / "racer.py").write_text(RACER)
+    go = tmp_path / "go"
+    racers = [subprocess.Popen([sys.executable, str(tmp_path / "racer.py"), uri, experiment, str(go)], stderr=subprocess.PIPE, text=True)
+              for _ in range(6)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < len(racers) and time.monotonic() < deadline and all(r.poll() is None for r in racers):
+        time.sleep(0.1)
+    go.touch()
+    errors = [r.communicate(timeout=120)[1].strip().splitlines()[-1:] for r in racers]
+    assert [r.returncode for r in racers] == [0] * 6, errors
+    found = mlflow.MlflowClient(uri).search_runs([experiment])
+    assert len(found) == 6 and {tuple(i.dataset.name for i in r.inputs.dataset_inputs) for r in found} == {("digits@v1",)}
+
+
 @pytest.mark.parametrize("code, options, message", [
     (DENSE, {"data": "nothing"}, "No dataset named 'nothing'"),
     (DENSE, {"data": "digits@v7"}, "digits has no version v7"),

@@ -191,7 +191,7 @@ def test_tune_runs_trials_as_spark_tasks_under_one_parent_and_selects_the_best(i
     result = ip.run_cell_magic("tune", "--data digits --trials 6 --parallel 2 --epochs 2 --scale 16 --experiment search "
                                        "--register digits-tuned --alias champion -o search", SEARCH)
     assert ip.user_ns["search"] is result and len(result.trials) == 6
-    assert [t.state for t in result.trials] == ["done"] * 6 and len({str(t.params) for t in result.trials}) == 6
+    assert [(t.state, t.error) for t in result.trials] == [("done", "")] * 6 and len({str(t.params) for t in result.trials}) == 6
     best = result.best
     assert best.value == max(t.value for t in result.trials) and best.value > 0.5
     client = nbscale.session.mlflow().MlflowClient()

@@ -428,8 +428,26 @@ def _log_params(mlf, model, version, spec, epochs, validation, train_split, val_
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(Path(version.path).as_uri())
     dataset = MetaDataset(source, name=version.ref, digest=hashlib.sha1(version.ref.encode()).hexdigest()[:8])
-    with _logging_inputs:  # the store inserts a dataset row once: side-by-side trainings would collide on it
-        mlf.log_input(dataset, context="training")
+    log_input_once(mlf, dataset)
+
+
+# How stores word "that row exists already" (SQLite, PostgreSQL, MySQL; a tracking server passes the text on).
+_DUPLICATE_ROW = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "IntegrityError")
+
+
+def log_input_once(mlf, dataset, attempts: int = 4) -> None:
+    """Link `dataset` to the active run. MLflow's store looks the dataset row up, then inserts it: two
+    trainings of one dataset starting together (the trials of a %%tune round, on any host) can both miss it
+    and one insert fails. The row then exists, so the next try links to it; a lock only covers this process."""
+    for attempt in range(attempts):
+        try:
+            with _logging_inputs:
+                mlf.log_input(dataset, context="training")
+            return
+        except Exception as exc:
+            if attempt == attempts - 1 or not any(mark in str(exc) for mark in _DUPLICATE_ROW):
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 _quieting = threading.RLock()

@@ -61,7 +61,7 @@ class TuneResult:
 
     def __repr__(self) -> str:
         best = self.best
-        lines = [f"trial {t.number} {t.params} -> {_fmt(t.value)} [{t.state}]" for t in self.trials]
+        lines = [f"trial {t.number} {t.params} -> {_fmt(t.value)} [{t.state}{': ' + t.error if t.error else ''}]" for t in self.trials]
         lines.append(f"best: trial {best.number}, {self.metric} {best.value:.4f}" if best else "best: none")
         return "\n".join(lines + ([self.registered] if self.registered else []))
 
