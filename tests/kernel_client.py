@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 from jupyter_client.manager import KernelManager
@@ -28,12 +29,16 @@ class Executed:
 
 
 class Kernel:
-    def __init__(self, name: str, env: dict | None = None):
+    def __init__(self, name: str, env: dict | None = None, prefix: list[str] | None = None):
+        """`prefix`: a command the kernel runs under (e.g. `unshare` to give it its own view of the disk)."""
         env = dict(env if env is not None else os.environ)
         # mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into this process's environment: a kernel must not
         # inherit an earlier test's tracking server (stopped, or hung on purpose); NBSCALE_TRACKING_URI chooses one.
         env.pop("MLFLOW_TRACKING_URI", None)
         self.manager = KernelManager(kernel_name=name)
+        if prefix:  # jupyter_client swaps a leading "python" for this interpreter only when it comes first
+            argv = self.manager.kernel_spec.argv
+            self.manager.kernel_spec.argv = [*prefix, *([sys.executable, *argv[1:]] if argv[0] == "python" else argv)]
         self.manager.start_kernel(env=env)
         self.client = self.manager.client()
         self.client.start_channels()

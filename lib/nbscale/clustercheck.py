@@ -11,6 +11,7 @@ This module never imports `session` (which calls it): it is handed the SparkSess
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -77,15 +78,22 @@ class ClusterCheck:
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    over_connect: bool = False  # the driver is a Spark Connect server's; executors are known by the tasks they ran
+
     @property
     def cores(self) -> int:
-        return sum(h["cores"] for h in self.hosts)
+        return sum(h.get("cores") or 0 for h in self.hosts)
 
     def lines(self) -> list[str]:
-        out = [f"{len(self.hosts)} host(s), {self.cores} executor cores; executors reach this notebook at {self.driver}"]
+        if self.over_connect:
+            out = [f"{len(self.hosts)} host(s) ran the check's tasks; the driver is the Spark Connect server's ({self.driver}), "
+                   "the data dir is on the cluster"]
+        else:
+            out = [f"{len(self.hosts)} host(s), {self.cores} executor cores; executors reach this notebook at {self.driver}"]
         for h in self.hosts:
             seen = "sees the data dir" if h.get("data_dir") else "does NOT see the data dir"
-            out.append(f"{h['host']}: {h['executors']} executor(s), {h['cores']} cores, Python {h.get('python', '?')}, {seen}")
+            runs = "" if self.over_connect else f"{h['executors']} executor(s), {h['cores']} cores, "
+            out.append(f"{h['host']}: {runs}Python {h.get('python', '?')}, {seen}")
         return out + self.problems
 
 
@@ -318,3 +326,115 @@ def describe() -> dict | None:
         return None
     return {"master": _last.master, "driver": _last.driver, "hosts": _last.hosts, "problems": _last.problems,
             "seconds": round(_last.seconds, 1), "lines": _last.lines()}
+
+
+# ---- over Spark Connect -----------------------------------------------------------------------
+def check_over_connect(session, master: str, data_dir: str, wait_s: float, tasks: int = 8) -> ClusterCheck:
+    """The same check for a Spark Connect client, which has no SparkContext: DataFrame tasks (mapInPandas)
+    write the marker into the data dir *on the cluster* (or read its listing, when it takes no writes)
+    and then report each host's Python, stack and view of it. Bounded: no executor means one line."""
+    global _last
+    started = time.monotonic()
+    server = master_address(master) or ("127.0.0.1", 15002)
+    token = uuid.uuid4().hex
+    marker = f"{data_dir.rstrip('/')}/.nbscale-check/{token}.txt"
+
+    def write_marker(batches):  # on one executor: the marker, or the listing of a data dir that takes no writes
+        import os as _os
+
+        import pandas as pd
+
+        for _ in batches:
+            pass
+        try:
+            _os.makedirs(_os.path.dirname(marker), exist_ok=True)
+            with open(marker, "w") as f:
+                f.write(token)
+            answer = ""
+        except OSError:
+            try:
+                answer = "\n".join(sorted(_os.listdir(data_dir)))
+            except OSError as exc:
+                answer = f"\0{exc.strerror or exc}"
+        yield pd.DataFrame({"answer": [answer]})
+
+    tag = f"nbscale-check-{token[:8]}"
+    (answer,) = _run_tagged(session, tag, lambda: session.range(1, numPartitions=1).mapInPandas(write_marker, "answer string").first(),
+                            wait_s + CHECK_TIMEOUT_S)  # the first task also waits for the application's executors
+    if answer.startswith("\0"):
+        raise SparkStartError(f"Nbscale.data_dir = {data_dir} cannot be used on the cluster ({answer[1:]}): over Spark Connect the data "
+                              "dir is a folder of the cluster, every host at the same path — %nbscale connect --data-dir /shared/path.")
+    probe = _probe(marker if not answer else data_dir, token if not answer else answer, server[0], server[1], STACK)
+
+    def report(batches):
+        import json as js
+
+        import pandas as pd
+
+        for _ in batches:
+            pass
+        for row in probe(None):
+            yield pd.DataFrame([{"address": row["address"], "python": row["python"], "versions": js.dumps(row["versions"]),
+                                 "data_dir": bool(row["data_dir"])}])
+
+    rows = _run_tagged(session, tag, lambda: session.range(tasks, numPartitions=tasks).mapInPandas(
+        report, "address string, python string, versions string, data_dir boolean").collect(), CHECK_TIMEOUT_S)
+    if not answer:
+        _run_tagged(session, tag, lambda: session.range(1, numPartitions=1).mapInPandas(_remover(marker), "answer string").collect(),
+                    CHECK_TIMEOUT_S)
+    result = ClusterCheck(master, f"{server[0]}:{server[1]}", over_connect=True)
+    if answer:
+        result.problems.append(f"the data dir {data_dir} takes no writes on the cluster: datasets there can be read, not added")
+    by_host: dict[str, dict] = {}
+    for row in rows:
+        by_host.setdefault(row["address"], {"host": row["address"], "python": row["python"], "versions": json.loads(row["versions"]),
+                                            "data_dir": row["data_dir"]})
+    result.hosts = [by_host[host] for host in sorted(by_host)]
+    result.seconds = time.monotonic() - started
+    _refuse_mismatches(result, _local_versions(), ".".join(map(str, sys.version_info[:3])), data_dir)
+    _last = result
+    return result
+
+
+def _remover(path: str):
+    def remove(batches):
+        import os as _os
+
+        import pandas as pd
+
+        for _ in batches:
+            pass
+        try:
+            _os.unlink(path)
+        except OSError:
+            pass
+        yield pd.DataFrame({"answer": [""]})
+
+    return remove
+
+
+def _run_tagged(session, tag: str, job, timeout: float):
+    """`job()` in a thread whose Connect operations carry `tag`; interrupted when it outlives `timeout`."""
+    box: dict = {}
+
+    def target():
+        session.addTag(tag)
+        try:
+            box["value"] = job()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+        finally:
+            session.removeTag(tag)
+
+    thread = threading.Thread(target=target, name="nbscale-cluster-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        session.interruptTag(tag)
+        thread.join(10)
+        raise SparkStartError(f"The cluster environment check did not finish within {timeout:.0f} s (no executor ran it): the Spark "
+                              "Connect server's application has no executors — see its cluster's master web UI, then %nbscale connect again.")
+    if "error" in box:
+        error = box["error"]
+        raise SparkStartError(f"The cluster environment check failed over Spark Connect: {first_useful_line(str(error))}") from None
+    return box["value"]

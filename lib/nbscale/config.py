@@ -247,3 +247,8 @@ class Nbscale(SingletonConfigurable):
 def settings() -> Nbscale:
     """The process-wide settings (the same object `%config Nbscale` edits)."""
     return Nbscale.instance()
+
+
+def over_connect(master: str | None = None) -> bool:
+    """The notebook is a Spark Connect client (`sc://`): the driver and the data dir are on the cluster."""
+    return (master if master is not None else settings().master).startswith("sc://")

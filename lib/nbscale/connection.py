@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from .config import Nbscale, default_tracking_uri, settings
+from .datadir import local_dir
+from .config import over_connect
 from .errors import NbscaleError
 from .session import check_master, check_tracking_uri, driver_host, stop_spark
 
@@ -23,6 +25,10 @@ def connect(master: str | None = None, tracking_uri: str | None = None, data_dir
     if "data_dir" in given and "tracking_uri" not in given and cfg.tracking_uri == default_tracking_uri(cfg.data_dir):
         del current["tracking_uri"]  # the default store follows the data dir
     candidate = Nbscale(**{**current, **given})
+    if over_connect(candidate.master) and "tracking_uri" not in given and candidate.tracking_uri == default_tracking_uri(candidate.data_dir):
+        # Over Spark Connect the data dir is on the cluster, out of this machine's reach: the default store
+        # becomes a SQLite file of this machine (runs on the cluster need a server both reach: --tracking-uri).
+        candidate.tracking_uri = default_tracking_uri(str(local_dir(candidate.master)))
     if "master" in given:
         check_master(candidate.master)
     if "tracking_uri" in given or "data_dir" in given:
@@ -38,7 +44,7 @@ def connect(master: str | None = None, tracking_uri: str | None = None, data_dir
         stop_spark()
     from .clustercheck import is_cluster
 
-    if spark_moves and is_cluster(cfg.master):
+    if spark_moves and (is_cluster(cfg.master) or over_connect(cfg.master)):
         # A cluster is checked now, in this cell, within bounded waits: executors come, every host runs
         # this stack and sees the data dir. On failure the old settings come back, as for any bad value.
         from .session import spark

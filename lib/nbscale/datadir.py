@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import settings
+from .config import over_connect, settings
 from .errors import NbscaleError
 
 # Errors that mean "this folder cannot take writes", as opposed to a bug.
@@ -43,26 +43,31 @@ def work_dir(data_dir: str | None = None) -> Path:
     data = Path(data_dir or settings().data_dir)
     if writable(data):
         return data
+    scratch = _own_temp_folder() / hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
+    scratch.mkdir(exist_ok=True)
+    return scratch
+
+
+def local_dir(master: str | None = None) -> Path:
+    """This machine's folder for nbscale's local files (downloads, the panel's state, model servers): the
+    data dir — or, on a Spark Connect master, where the data dir is a folder on the cluster, a folder of
+    this user under the system temp dir."""
+    if not over_connect(master):
+        return Path(settings().data_dir)
+    local = _own_temp_folder() / "connect"
+    local.mkdir(exist_ok=True)
+    return local
+
+
+def _own_temp_folder() -> Path:
     mine = Path(tempfile.gettempdir()) / f"nbscale-{os.getuid()}"
     mine.mkdir(mode=0o700, exist_ok=True)
     # A shared temp dir: a folder of that name made (or linked) by someone else must not receive our files.
     if mine.is_symlink() or mine.stat().st_uid != os.getuid():
         raise NbscaleError(f"{mine} is not this user's own folder: remove it, or point Nbscale.data_dir at a writable folder.")
     mine.chmod(0o700)
-    scratch = mine / hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
-    scratch.mkdir(exist_ok=True)
-    return scratch
+    return mine
 
-
-def require_writable(doing: str, data_dir: str | None = None) -> None:
-    """Refuse `doing` (e.g. "Ingesting pairs") in one line when the data dir takes no writes — and the
-    folder of the MLflow store when that is a SQLite file elsewhere."""
-    data = Path(data_dir or settings().data_dir)
-    if not writable(data):
-        raise ReadOnlyDataDir(f"{doing} needs to write into the data dir {data}, which is read-only: datasets, runs and models "
-                              "there can be read but not added. Point Nbscale.data_dir (--data-dir, NBSCALE_DATA_DIR) "
-                              "at a writable folder to write.")
-    require_writable_store(doing)
 
 
 def require_writable_store(doing: str) -> None:

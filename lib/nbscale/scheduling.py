@@ -29,8 +29,11 @@ def check_pool(name: str) -> str:
 
 def use_pool(name: str | None) -> str | None:
     """Run this thread's next Spark jobs in pool `name` (None or "default": Spark's default pool); the previous one."""
+    from .datahost import classic_only
     from .session import spark
 
+    if name not in (None, SPARK_DEFAULT_POOL):
+        classic_only(f"Spark pool {name!r}", "fair-scheduler pools are a setting of the SparkContext, which a Connect client does not have")
     sc = spark().sparkContext
     previous = sc.getLocalProperty(POOL_PROPERTY)
     sc.setLocalProperty(POOL_PROPERTY, None if name in (None, SPARK_DEFAULT_POOL) else check_pool(name))

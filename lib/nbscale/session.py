@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,9 +25,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from .config import CLUSTER_KERNEL_MASTER_ENV, settings
-from .errors import JavaMissingError, SettingError, SparkStartError, first_useful_line
+from .errors import JavaMissingError, SettingError, SparkStartError, connect_server_gone, first_useful_line
 from . import limits
-from .datadir import work_dir
+from .datadir import local_dir, work_dir
+from .config import over_connect
 
 MIN_JAVA = 17
 _INSTALL_JAVA = "install Java 17 (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME to one"
@@ -172,8 +174,14 @@ def spark_conf() -> dict[str, str]:
     return conf
 
 
+def connect_conf() -> dict[str, str]:
+    """Over Spark Connect the server owns the driver and its static settings: only session settings go."""
+    return {"spark.sql.session.timeZone": "UTC", "spark.sql.legacy.javaCharsets": "true", **settings().spark_conf}
+
+
 def driver_log() -> Path:
-    return work_dir() / "logs" / "spark-driver.log"
+    # Over Spark Connect the data dir is on the cluster; this machine's log goes to its own folder.
+    return (local_dir() if over_connect() else work_dir()) / "logs" / "spark-driver.log"
 
 
 @contextlib.contextmanager
@@ -219,6 +227,8 @@ def _settings_key() -> tuple:
 
 def _alive(session) -> bool:
     try:
+        if over_connect():
+            return not session.is_stopped
         return not session.sparkContext._jsc.sc().isStopped()
     except Exception:  # noqa: BLE001 - a dead gateway raises anything; dead is the answer
         return False
@@ -239,7 +249,9 @@ def spark():
     with _lock:
         key = _settings_key()
         if _spark is not None and _spark_key == key and _alive(_spark):
-            return _spark
+            if not over_connect() or _connect_session_answers(_spark):
+                return _spark
+            _spark = _spark_key = None  # the server restarted (its sessions are gone): a new session, no goodbye to the old
         cfg = settings()
         find_java()
         check_master(cfg.master)
@@ -253,21 +265,27 @@ def spark():
         from pyspark.sql import SparkSession
 
         builder = SparkSession.builder.appName(cfg.app_name)
-        builder = builder.remote(cfg.master) if cfg.master.startswith("sc://") else builder.master(cfg.master)
-        for name, value in spark_conf().items():
+        connect = over_connect()
+        builder = builder.remote(cfg.master) if connect else builder.master(cfg.master)
+        for name, value in (connect_conf() if connect else spark_conf()).items():
             builder = builder.config(name, value)
-        os.environ["SPARK_LOCAL_DIRS"] = str(work_dir(cfg.data_dir) / "spark-tmp")  # shuffle/spill files
+        if not connect:
+            os.environ["SPARK_LOCAL_DIRS"] = str(work_dir(cfg.data_dir) / "spark-tmp")  # shuffle/spill files
         log = driver_log()
         log_start = log.stat().st_size if log.exists() else 0
         try:
             with native_output_to(log):
-                session = builder.getOrCreate()
+                # Over Connect, getOrCreate would hand back PySpark's default session, which may be one a
+                # restarted server no longer knows.
+                session = builder.create() if connect else builder.getOrCreate()
         except Exception as exc:  # noqa: BLE001 - any start failure becomes one line
             reason = _jvm_start_error(log, log_start) or first_useful_line(exc)
             raise SparkStartError(
                 f"Spark did not start with Nbscale.master = {cfg.master!r}: {reason}. "
                 f"Check Nbscale.spark_conf and Nbscale.driver_memory; the JVM log is {log}."
             ) from None
+        if connect:
+            _bound_connect_retries(session)
         _check_cluster(session, log)
         if not cfg.master.startswith("sc://"):
             session.sparkContext.setLogLevel("WARN")
@@ -279,6 +297,39 @@ def spark():
         return session
 
 
+CONNECT_RETRY_S = 30
+CONNECT_RECHECK_S = 5  # a Connect session that answered this recently is taken as alive without asking again
+_connect_answered_at = 0.0
+
+
+def _connect_session_answers(session) -> bool:
+    """Whether the Connect server still knows `session` (one small RPC, at most every CONNECT_RECHECK_S). A
+    server that does not answer at all is one line here, instead of a hang in whatever comes next."""
+    global _connect_answered_at
+    if time.monotonic() - _connect_answered_at < CONNECT_RECHECK_S:
+        return True
+    try:
+        # An execution, not an analysis: a restarted server answers analyses for an unknown session and only
+        # refuses its executions (INVALID_HANDLE.SESSION_CHANGED). SELECT 1 runs on the server alone, no job.
+        session.sql("SELECT 1").collect()
+    except Exception as exc:  # noqa: BLE001 - any failure means this session cannot be used
+        if connect_server_gone(exc):
+            raise SparkStartError(f"The Spark Connect server at {settings().master} does not answer (it stopped, or the network to it "
+                                  f"dropped; retried for about {CONNECT_RETRY_S} s): check the server, then run the cell again.") from None
+        return False
+    _connect_answered_at = time.monotonic()
+    return True
+
+
+def _bound_connect_retries(session) -> None:
+    """PySpark's Connect client retries an unreachable server for at least 10 minutes (its DefaultPolicy), a
+    silent cell all that time: nbscale gives up after about CONNECT_RETRY_S and says so (errors.spark_errors)."""
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    # 50 ms x4 each time, capped at 8 s: 0.05+0.2+0.8+3.2+8+8+8 ~ 28 s (plus jitter) before the cell fails.
+    session.client.set_retry_policies([DefaultPolicy(max_retries=7, max_backoff=8000)])
+
+
 def _check_cluster(session, log: Path) -> None:
     """On a cluster master: executors must come and every host must run this stack and see the data
     dir; otherwise the session stops here with the one line saying why (no cell waits forever)."""
@@ -286,6 +337,13 @@ def _check_cluster(session, log: Path) -> None:
 
     clustercheck.forget()
     cfg = settings()
+    if over_connect(cfg.master):
+        try:
+            clustercheck.check_over_connect(session, cfg.master, cfg.data_dir, cfg.executor_wait)
+        except BaseException:
+            session.stop()
+            raise
+        return
     if not clustercheck.is_cluster(cfg.master):
         return
     try:

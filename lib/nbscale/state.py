@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import events
 from .config import settings
+from .datadir import local_dir
 from .files import write_json
 
 INTERVAL_S = 0.5
@@ -27,7 +28,7 @@ _lock = threading.Lock()
 
 
 def kernel_dir(data_dir: str | None = None, pid: int | None = None) -> Path:
-    return Path(data_dir or settings().data_dir) / "kernels" / str(pid or os.getpid())
+    return (Path(data_dir) if data_dir else local_dir()) / "kernels" / str(pid or os.getpid())
 
 
 def jobs_now() -> list[dict]:

@@ -55,7 +55,9 @@ class Status:
 
     def rows(self) -> list[tuple[str, str, str | None]]:
         """(label, text, link) rows shared by the text and HTML renderings."""
-        if self.spark_started:
+        if self.spark_started and self.master.startswith("sc://"):
+            spark = (f"{self.master} — Spark Connect session open (the driver and its UI are on the cluster)", None)
+        elif self.spark_started:
             spark = (f"{self.master} — running ({self.spark_app_id}), UI {self.spark_ui}", self.spark_ui)
         else:
             spark = (f"{self.master or '(not set)'} — not started (starts on first use)", None)

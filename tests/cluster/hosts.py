@@ -27,6 +27,7 @@ from pathlib import Path
 
 MASTER_PORT = 7077
 MASTER_UI_PORT = 8080
+CONNECT_PORT = 15002
 START_TIMEOUT_S = 120
 
 
@@ -97,6 +98,7 @@ class Hosts:
         self.notebook_ip = ""
         self._namespaces: list[str] = []
         self._links: list[str] = []
+        self._connect_pids: list[int] = []
 
     # ---- life cycle ------------------------------------------------------------------------
     def __enter__(self) -> "Hosts":
@@ -171,10 +173,7 @@ class Hosts:
             f'--webui-port 8081 --work-dir /tmp/spark-work {self.master_url} > "{host.worker_log}" 2>&1 &\n'
             "wait\n"
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_", "PYSPARK_", "NBSCALE_"))}
-        env.update(SPARK_LOCAL_IP=host.ip, SPARK_LOCAL_DIRS="/tmp/spark-local", SPARK_WORKER_DIR="/tmp/spark-work",
-                   SPARK_LOG_DIR=str(host.home), SPARK_PID_DIR=str(host.home),
-                   SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false", SPARK_DAEMON_MEMORY="256m")
+        env = self._host_env(host)
         with open(host.home / "host.log", "ab") as log:
             proc = subprocess.Popen(["ip", "netns", "exec", host.name, "unshare", "--mount", "--propagation", "private",
                                      "sh", "-c", script], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -183,16 +182,61 @@ class Hosts:
         if master:
             self._wait(host.master_log, "I have been elected leader", host)
 
-    def _wait(self, log: Path, text: str, host: Host) -> None:
+    @staticmethod
+    def _host_env(host: Host) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_", "PYSPARK_", "NBSCALE_", "MLFLOW_"))}
+        env.update(SPARK_LOCAL_IP=host.ip, SPARK_LOCAL_DIRS="/tmp/spark-local", SPARK_WORKER_DIR="/tmp/spark-work",
+                   SPARK_LOG_DIR=str(host.home), SPARK_PID_DIR=str(host.home),
+                   SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false", SPARK_DAEMON_MEMORY="256m")
+        return env
+
+    def _wait(self, log: Path, text: str, host: Host, pid: int | None = None) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if text in (log.read_text(errors="replace") if log.exists() else ""):
                 return
-            if host.pid is None or not _alive(host.pid):
+            if not _alive(pid or host.pid or 0):
                 break
             time.sleep(0.3)
-        tail = (log.read_text(errors="replace")[-1500:] if log.exists() else "") + (host.home / "host.log").read_text(errors="replace")[-800:]
+        logged = log.read_text(errors="replace") if log.exists() else ""
+        first_error = next((line for line in logged.splitlines() if "Exception" in line or " ERROR " in line), "")
+        tail = first_error + "\n...\n" + logged[-1500:] + (host.home / "host.log").read_text(errors="replace")[-800:]
         raise HostsUnavailable(f"{host.name} ({host.ip}): {text!r} not seen in {log} within {START_TIMEOUT_S} s:\n{tail}")
+
+    def start_connect(self, port: int = CONNECT_PORT) -> str:
+        """A Spark Connect server on host 1 (the driver of one application on this cluster), from the
+        project's own PySpark (its jars include spark-connect): the URL a laptop outside the cluster uses."""
+        import sys
+
+        host = self.hosts[0]
+        log = host.home / "connect.log"
+        argv = [str(spark_class()), "org.apache.spark.deploy.SparkSubmit", "--class",
+                "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", self.master_url, "--name", "nbscale-connect",
+                "--conf", f"spark.connect.grpc.binding.port={port}", "--conf", f"spark.driver.host={host.ip}",
+                "--conf", f"spark.driver.bindAddress={host.ip}", "--driver-memory", "1g",
+                "--conf", "spark.ui.showConsoleProgress=false", "spark-internal"]
+        env = self._host_env(host)
+        env.pop("SPARK_DAEMON_MEMORY")  # the master's and workers' heap, not this driver's
+        env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(["nsenter", "-t", str(host.pid), "-m", "-n", "--", *argv], stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self._connect_pids.append(proc.pid)
+        self._wait(log, "Spark Connect server started", host, proc.pid)
+        return f"sc://{host.ip}:{port}"
+
+    def stop_connect(self) -> None:
+        for pid in self._connect_pids:
+            _kill_group(pid, signal.SIGKILL)
+            for _ in range(100):
+                if not _group_alive(pid):
+                    break
+                time.sleep(0.1)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self._connect_pids = []
 
     def workers(self) -> list[dict]:
         """The master's view of its workers (over the bridge, as any client of the cluster would ask)."""
@@ -214,6 +258,7 @@ class Hosts:
                     pass
 
     def stop(self) -> None:
+        self.stop_connect()
         for host in reversed(self.hosts):
             if host.pid is not None:
                 _kill_group(host.pid, signal.SIGTERM)

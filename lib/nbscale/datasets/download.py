@@ -10,14 +10,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..config import settings
 from ..errors import NbscaleError
 
 CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
-    return Path(settings().data_dir) / "downloads"
+    from ..datadir import local_dir
+
+    return local_dir() / "downloads"  # on this machine: over Spark Connect an ingest uploads what it needs
 
 
 def md5_of(path: Path) -> str:

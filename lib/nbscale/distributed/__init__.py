@@ -243,7 +243,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run.
     `precision` auto is mixed float16 when the workers get GPUs (--gpus-per-worker), else float32."""
     from .. import feed
-    from ..datadir import require_writable
+    from ..datahost import classic_only, require_writable
     from ..ingest import dataset as find_dataset
     from ..session import mlflow, spark
     from ..train import (TrainProgress, TrainResult, _backup_dir, _build_model, _log_model, _log_params, open_run, precision_policy,
@@ -251,6 +251,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     from . import launcher, shipping
     from .card import render_job
 
+    classic_only("%%train --workers", "its live card reads the job's folder in the data dir, which this machine does not see")
     tasks, min_workers = _check_options(strategy, workers, epochs, parameter_servers, min_workers, batch_size)
     epochs = cap("epochs", epochs)
     if pool:

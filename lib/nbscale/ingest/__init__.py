@@ -6,15 +6,16 @@ import dataclasses
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 from datetime import datetime, timezone
 
-from ..datadir import require_writable
-from ..errors import NbscaleError, spark_errors
+from ..config import over_connect
+from ..datadir import local_dir
+from ..datahost import on_data_host, require_writable
+from ..errors import NbscaleError, connect_server_gone, spark_errors
 from ..limits import cap
-from ..jobs.interrupts import cancel_on_interrupt
-from ..jobs.progress import ProgressWatcher, SparkProgress
+from ..jobs.progress import SparkProgress
+from ..jobs.work import spark_work
 from ..clustercheck import is_cluster
 from . import readers, staging, store
 from .dataset import Dataset, IngestResult
@@ -28,10 +29,9 @@ def _digits():
 
 
 def _digit_images():
-    from ..config import settings
     from ..datasets import digits_idx
 
-    images, labels = digits_idx(Path(settings().data_dir) / "cache" / "digits-idx")
+    images, labels = digits_idx(local_dir() / "cache" / "digits-idx")
     return f"{images} {labels}", {"format": "idx"}
 
 
@@ -130,32 +130,53 @@ def ingest(name: str, source: str, *, format: str | None = None, label: str | No
                             schema, header, sep, allow_schema_change, encoding)
     spark = current_spark()
     staged_note = None
-    if fmt != "sql" and is_cluster(spark.sparkContext.master):
+    if fmt != "sql" and over_connect():
+        if fmt in ("images", "idx"):
+            raise NbscaleError(f"--format {fmt} is not available over Spark Connect yet (its decoders read files in the notebook's "
+                               "process): ingest it on a classic master (spark://...), or convert it to Parquet first.")
+        with spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
+            source, staged_note = staging.upload_to_cluster(options.source)
+        options = dataclasses.replace(options, source=source)
+    elif fmt != "sql" and is_cluster(spark.sparkContext.master):
         source, staged_note = staging.stage(spark, options.source)
         options = dataclasses.replace(options, source=source)
-    sc = spark.sparkContext
     group = f"nbscale-ingest-{name}-{uuid.uuid4().hex[:8]}"
-    sc.setJobGroup(group, f"%%ingest {name}", interruptOnCancel=True)
-    # Batching: Arrow hands Python-side decoders (IDX, images) at most batch_rows rows at a time.
-    arrow_batch = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    saved_batch = spark.conf.get(arrow_batch)
-    spark.conf.set(arrow_batch, str(batch_rows))
+    with spark_work(spark, group, f"%%ingest {name}", progress), \
+            spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."), \
+            _session_setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows)):
+        # (Batching: Arrow hands Python-side decoders (IDX, images) at most batch_rows rows at a time.)
+        read = _read(spark, options)
+        if staged_note:
+            read.notes.append(staged_note)
+        if builtin:
+            read = _shrink(read, cap("rows", read.records))
+        try:
+            result = _validate_and_publish(spark, read, options)
+        except BaseException as exc:
+            if not connect_server_gone(exc):
+                _unpersist(read.cached)
+            raise
+        _unpersist(read.cached)
+        return result
+
+
+def _unpersist(frames) -> None:
+    for frame in frames:
+        frame.unpersist()
+
+
+@contextlib.contextmanager
+def _session_setting(spark, key: str, value: str):
+    """A Spark session setting for the block, restored after it (unless the Connect server is gone)."""
+    saved = spark.conf.get(key)
+    spark.conf.set(key, value)
     try:
-        watcher = ProgressWatcher(sc, group, progress) if progress else contextlib.nullcontext()
-        with cancel_on_interrupt(sc, group), watcher, spark_errors(f"Ingesting {name}", fix="Check the source and options (see %ingest?)."):
-            read = _read(spark, options)
-            if staged_note:
-                read.notes.append(staged_note)
-            if builtin:
-                read = _shrink(read, cap("rows", read.records))
-            try:
-                return _validate_and_publish(spark, read, options)
-            finally:
-                for frame in read.cached:
-                    frame.unpersist()
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        spark.conf.set(arrow_batch, saved_batch)
+        yield
+    except BaseException as exc:
+        if not connect_server_gone(exc):
+            spark.conf.set(key, saved)
+        raise
+    spark.conf.set(key, saved)
 
 
 def _shrink(read: readers.Read, rows: int) -> readers.Read:
@@ -205,7 +226,7 @@ def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> Ingest
             "files": read.sources[:50],
             "options": o.lineage(),
             "counts": {"read": read.records, "loaded": loaded, "quarantined": quarantined},
-            "shards": shards(staged / "data"),
+            "shards": on_data_host(shards, str(staged / "data")),
             "notes": read.notes,
             "type_failures": read.type_failures,
         }
@@ -222,10 +243,10 @@ def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> Ingest
 def datasets() -> list[dict]:
     """Every dataset version: name, version, rows, schema, source, creation time."""
     rows = []
-    for name in store.names():
-        for number in store.versions(name):
+    for name, manifests in store.catalog().items():
+        for number, text in manifests.items():
             try:
-                m = store.Version(name, number).manifest
+                m = store.Version(name, number).parse_manifest(text)
             except store.BrokenVersion as broken:  # named in the listing; the other versions still show
                 rows.append({"dataset": f"{name}@v{number}", "rows": None, "quarantined": None, "columns": None, "schema": "",
                              "format": "damaged", "source": str(broken), "created": None, "broken": str(broken)})

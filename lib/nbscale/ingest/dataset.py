@@ -50,8 +50,12 @@ class Dataset:
         """Malformed rows of this version (source, raw, reason), or None when there were none."""
         from ..session import spark
 
-        path = self._version.quarantine_path
-        return spark().read.parquet(str(path)) if path.is_dir() else None
+        import os.path
+
+        from ..datahost import on_data_host
+
+        path = str(self._version.quarantine_path)
+        return spark().read.parquet(path) if on_data_host(os.path.isdir, path) else None
 
     def to_pandas(self, n: int | None = 1000):
         df = self.df

@@ -43,12 +43,12 @@ def _short(value):
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
-def shards(data_path: Path) -> list[dict]:
+def shards(data_path: str | Path) -> list[dict]:
     """Rows and row groups of each Parquet file (Petastorm shards by row group)."""
     import pyarrow.parquet as pq
 
     out = []
-    for f in sorted(data_path.glob("*.parquet")):
+    for f in sorted(Path(data_path).glob("*.parquet")):
         meta = pq.ParquetFile(f).metadata
         out.append({"file": f.name, "rows": meta.num_rows, "row_groups": meta.num_row_groups})
     return out

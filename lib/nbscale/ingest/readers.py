@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import over_connect
+from ..datahost import on_data_host
 from ..errors import NbscaleError
 from ..sources import items, joined  # noqa: F401 - readers.items/joined are used across ingest
 
@@ -36,7 +38,7 @@ def detect_format(source: str) -> str:
                         (".parquet", "parquet"), ("-ubyte", "idx"), ("-ubyte.gz", "idx")):
         if first.rstrip("/*").endswith(ending):
             return fmt
-    if Path(first).is_dir() and any(p.is_dir() for p in Path(first).iterdir()):
+    if (holds_folders(first) if Path(first).exists() else on_data_host(holds_folders, first)):
         return "images"
     raise NbscaleError(f"Cannot tell the format of {first!r}: add --format with one of {', '.join(FORMATS)}.")
 
@@ -44,10 +46,19 @@ def detect_format(source: str) -> str:
 URI_RE = re.compile(r"^[A-Za-z][\w+.\-]*://")
 
 
+def holds_folders(path: str) -> bool:
+    return Path(path).is_dir() and any(p.is_dir() for p in Path(path).iterdir())
+
+
 def expand(source: str) -> list[str]:
-    """Local paths and globs (several, separated by whitespace) -> existing files, sorted. A URI with a
-    scheme (hdfs://, s3a://, file://, abfss://...) goes to Spark's filesystem layer unchanged: Spark
-    expands its globs and reads it where the executors are."""
+    """Paths and globs (several, separated by whitespace) -> existing files, sorted, where the data dir is
+    (over Spark Connect, on the cluster). A URI with a scheme (hdfs://, s3a://, file://, abfss://...) goes
+    to Spark's filesystem layer unchanged: Spark expands its globs and reads it where the executors are."""
+    return on_data_host(expand_here, source, not over_connect())
+
+
+def expand_here(source: str, notebook_side: bool = True) -> list[str]:
+    """`expand` on the files of the machine it runs on (`notebook_side`: the notebook's own)."""
     files: list[str] = []
     for item in items(source):
         if URI_RE.match(item):
@@ -55,7 +66,8 @@ def expand(source: str) -> list[str]:
             continue
         matched = sorted(glob.glob(str(Path(item).expanduser()), recursive=True))
         if not matched:
-            raise NbscaleError(f"No file matches {item!r} (relative paths start at {Path.cwd()}): check the path.")
+            where = f"(relative paths start at {Path.cwd()})" if notebook_side else "on this machine or on the cluster"
+            raise NbscaleError(f"No file matches {item!r} {where}: check the path.")
         for path in matched:
             p = Path(path)
             files.extend(sorted(str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", "."))) if p.is_dir() else [str(p)])

@@ -1,5 +1,9 @@
 """Files that only the notebook's machine has, made readable by a cluster's executors.
 
+Over Spark Connect (`upload_to_cluster`) the laptop shares no folder with the cluster: a path that exists
+on the laptop is uploaded through Spark into `<data_dir>/staging/` on the cluster; any other path is the
+cluster's own, read there.
+
 On a cluster, Spark's executors read an ingest's source files on their own hosts. A path on a shared
 mount is read where it is; a file that exists only here (a download, a laptop folder) would be
 "not found" on the executors, or worse, a different file of the same name. nbscale asks the
@@ -16,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from ..config import settings
+from ..datahost import on_data_host, upload
 from . import readers
 
 
@@ -60,7 +65,7 @@ def stage(spark, source: str) -> tuple[str, str | None]:
     files every executor already sees are kept as they are."""
     data = Path(settings().data_dir)
     named = [Path(item).expanduser() for item in readers.items(source) if not readers.URI_RE.match(item)]
-    files = [f for f in readers.expand(source) if not readers.URI_RE.match(f)]  # URIs: Spark's filesystems, read there
+    files = [f for f in readers.expand_here(source) if not readers.URI_RE.match(f)]  # URIs: Spark's filesystems, read there
     if all(Path(f).resolve().is_relative_to(data) for f in files):
         return source, None
     sized = [(f, os.path.getsize(f)) for f in files]
@@ -84,3 +89,66 @@ def stage(spark, source: str) -> tuple[str, str | None]:
     total = sum(s for _, s in sized)
     return readers.joined(staged), (f"{len(files)} file(s), {_size(total)}, exist only on this machine: staged into the shared "
                               f"data dir ({target}) for the cluster's executors")
+
+
+def upload_to_cluster(source: str) -> tuple[str, str | None]:
+    """Over Spark Connect: (source on the cluster, note for the card or None). Items that exist on this
+    machine are uploaded (once per content: same paths, sizes and times -> the same staged copy); the
+    others are paths or URIs of the cluster, read there."""
+    here = [item for item in readers.items(source) if not readers.URI_RE.match(item) and _exists_here(item)]
+    if not here:
+        return source, None
+    local_items = " ".join(here)
+    files = readers.expand_here(local_items)
+    sized = [(f, os.path.getsize(f)) for f in files]
+    key = hashlib.sha1(repr([(f, s, os.path.getmtime(f)) for f, s in sized]).encode()).hexdigest()[:16]
+    target = f"{settings().data_dir}/staging/{key}"
+    total = sum(size for _, size in sized)
+    folders = [Path(item).expanduser() for item in here if Path(item).expanduser().is_dir()]
+    relative = [str(_relative(Path(f), folders)) for f in files]
+    if not on_data_host(os.path.exists, f"{target}/.complete"):
+        partial = f"{target}.{uuid.uuid4().hex[:6]}.part"
+        done = 0
+        try:
+            for (path, size), name in zip(sized, relative):
+                upload(Path(path), f"{partial}/{name}", lambda sent, before=done: _say(before + sent, total))
+                done += size
+            print(file=sys.stderr)
+            on_data_host(_complete, partial, target)
+        except BaseException:
+            on_data_host(_remove, partial)
+            raise
+    kept = [item for item in readers.items(source) if item not in here]
+    tops = sorted({name.split("/", 1)[0] for name in relative})
+    staged = [f"{target}/{top}" for top in tops] + kept
+    return readers.joined(staged), (f"{len(files)} file(s), {_size(total)}, exist only on this machine: uploaded through Spark "
+                                    f"Connect into the cluster's data dir ({target})")
+
+
+def _exists_here(item: str) -> bool:
+    import glob
+
+    return bool(glob.glob(str(Path(item).expanduser()), recursive=True))
+
+
+def _relative(file: Path, folders: list[Path]) -> Path:
+    """A file's name in the staged copy: under its named folder's name, or its own name."""
+    for folder in folders:
+        if file.is_relative_to(folder):
+            return Path(folder.name) / file.relative_to(folder)
+    return Path(file.name)
+
+
+def _say(done: int, total: int) -> None:
+    print(f"\ruploading to the cluster's data dir: {_size(done)} of {_size(total)}", end="", file=sys.stderr)
+
+
+def _complete(partial: str, target: str) -> None:
+    """On the data host: mark the upload whole, then put it in place (a concurrent twin may have won)."""
+    (Path(partial) / ".complete").touch()
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+
+
+def _remove(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

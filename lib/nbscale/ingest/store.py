@@ -1,6 +1,9 @@
 """Versioned datasets on disk: `<data_dir>/datasets/NAME/vK/` holds `data/` (Parquet shards),
 `quarantine/` (malformed rows, when any) and `manifest.json` (lineage).
 
+The file work runs where the data dir is (`on_data_host`: here, or on the cluster over Spark Connect),
+so the functions it runs take the datasets root as an argument and never read the notebook's settings.
+
 A version is published by renaming a finished staging directory into place, so a reader sees a
 whole version or none; a failed or interrupted ingest leaves only a staging directory, which no
 reader lists and the next ingest of that name sweeps away.
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from .. import events
 from ..config import settings
+from ..datahost import on_data_host
 from ..errors import NbscaleError
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
@@ -38,21 +42,49 @@ def check_name(name: str) -> str:
 
 def versions(name: str) -> list[int]:
     """Published versions of `name`, oldest first."""
-    folder = root() / name
-    if not folder.is_dir() or not _inside_store(folder):
+    return on_data_host(_published_versions, str(root()), name)
+
+
+def _published_versions(datasets: str, name: str) -> list[int]:
+    folder = Path(datasets) / name
+    if not folder.is_dir() or not _inside(datasets, folder):
         return []
     found = [int(p.name[1:]) for p in folder.iterdir()
-             if re.fullmatch(r"v\d+", p.name) and (p / "manifest.json").is_file() and _inside_store(p)]
+             if re.fullmatch(r"v\d+", p.name) and (p / "manifest.json").is_file() and _inside(datasets, p)]
     return sorted(found)
 
 
-def _inside_store(path: Path) -> bool:
+def _inside(datasets: str, path: Path) -> bool:
     """False for a folder that a symlink leads out of the data dir's datasets: never listed or read."""
-    return path.resolve().is_relative_to(root().resolve())
+    return path.resolve().is_relative_to(Path(datasets).resolve())
 
 
 def names() -> list[str]:
-    return sorted(p.name for p in root().iterdir() if p.is_dir() and versions(p.name)) if root().is_dir() else []
+    return sorted(catalog())
+
+
+def catalog() -> dict[str, dict[int, str | None]]:
+    """Every published version's manifest text (None where it cannot be read), by name and number: one
+    listing of the store (one Spark task over Connect)."""
+    return on_data_host(_catalog, str(root()))
+
+
+def _catalog(datasets: str) -> dict[str, dict[int, str | None]]:
+    found: dict[str, dict[int, str | None]] = {}
+    if not Path(datasets).is_dir():
+        return found
+    for folder in sorted(Path(datasets).iterdir()):
+        numbers = _published_versions(datasets, folder.name) if folder.is_dir() else []
+        if numbers:
+            found[folder.name] = {number: _read_text_or_none(folder / f"v{number}" / "manifest.json") for number in numbers}
+    return found
+
+
+def _read_text_or_none(path) -> str | None:
+    try:
+        return Path(path).read_text()
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
@@ -78,12 +110,17 @@ class Version:
 
     @property
     def manifest(self) -> dict:
-        path = self.path / "manifest.json"
+        return self.parse_manifest(on_data_host(_read_text_or_none, str(self.path / "manifest.json")))
+
+    def parse_manifest(self, text: str | None) -> dict:
         try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            manifest = json.loads(text) if text is not None else None
+        except ValueError as exc:
             raise BrokenVersion(f"{self.ref} cannot be read: its manifest.json is damaged ({type(exc).__name__}). Move {self.path} "
                                 "aside (or delete it) and use another version; the other versions are intact.") from None
+        if text is None:
+            raise BrokenVersion(f"{self.ref} cannot be read: its manifest.json is damaged (unreadable). Move {self.path} "
+                                "aside (or delete it) and use another version; the other versions are intact.")
         if not isinstance(manifest, dict) or "counts" not in manifest or "schema" not in manifest:
             raise BrokenVersion(f"{self.ref} cannot be read: its manifest.json lacks counts or schema. Move {self.path} aside "
                                 "(or delete it) and use another version; the other versions are intact.")
@@ -134,37 +171,46 @@ def latest(name: str) -> Version | None:
     return Version(name, have[-1]) if have else None
 
 
-def _sweep_stale_staging(folder: Path) -> None:
-    for staging in folder.glob(".staging-*"):
-        if time.time() - staging.stat().st_mtime > STALE_STAGING_S:
-            shutil.rmtree(staging, ignore_errors=True)
+def _new_staging(folder: str) -> str:
+    """A fresh staging folder in `folder`, after sweeping ones a crashed ingest left a day ago or more."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for old in Path(folder).glob(".staging-*"):
+        if time.time() - old.stat().st_mtime > STALE_STAGING_S:
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(folder) / f".staging-{uuid.uuid4().hex}"
+    path.mkdir()
+    return str(path)
+
+
+def remove(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager
 def staging(name: str):
     """A private directory to write a new version into; removed if the block fails."""
-    folder = root() / check_name(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    _sweep_stale_staging(folder)
-    path = folder / f".staging-{uuid.uuid4().hex}"
-    path.mkdir()
+    path = Path(on_data_host(_new_staging, str(root() / check_name(name))))
     try:
         yield path
     except BaseException:  # KeyboardInterrupt too: no half version may stay behind
-        shutil.rmtree(path, ignore_errors=True)
+        on_data_host(remove, str(path))
         raise
 
 
 def publish(name: str, staged: Path, manifest: dict) -> Version:
     """Write the manifest, then rename the staged directory to the next version number."""
-    folder = root() / name
+    return Version(name, on_data_host(_publish, str(root()), name, str(staged), manifest))
+
+
+def _publish(datasets: str, name: str, staged: str, manifest: dict) -> int:
+    folder = Path(datasets) / name
     while True:
-        number = (versions(name) or [0])[-1] + 1
+        number = (_published_versions(datasets, name) or [0])[-1] + 1
         manifest = {**manifest, "name": name, "version": number}
-        (staged / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+        (Path(staged) / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
         try:
             os.rename(staged, folder / f"v{number}")  # atomic; fails if another kernel took the number
-            return Version(name, number)
+            return number
         except OSError:
             if not (folder / f"v{number}").exists():
                 shutil.rmtree(staged, ignore_errors=True)

@@ -33,3 +33,21 @@ def cancel_on_interrupt(sc, group: str):
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise KeyboardInterrupt from None
+
+
+@contextlib.contextmanager
+def interrupt_tag_on_interrupt(spark, tag: str):
+    """The Spark Connect form of `cancel_on_interrupt`: the block's operations carry `tag` (Connect has no
+    job groups), and an interrupt asks the server to interrupt every operation with it."""
+    spark.addTag(tag)
+    try:
+        yield
+    except BaseException as exc:
+        if not caused_by_interrupt(exc):
+            raise
+        spark.interruptTag(tag)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise KeyboardInterrupt from None
+    finally:
+        spark.removeTag(tag)

@@ -98,3 +98,43 @@ class ProgressWatcher:
         except Exception:  # noqa: BLE001 - the work's own outcome matters more than a last poll
             pass
         return False
+
+
+class ConnectProgressWatcher:
+    """Over Spark Connect there is no status tracker: the server streams each operation's stages with its
+    results, and `SparkSession.registerProgressHandler` hands them here. Each operation counts as one job."""
+
+    def __init__(self, spark, on_update: Callable[[SparkProgress], None], interval: float = 0.5):
+        self.spark, self.on_update, self.interval = spark, on_update, interval
+        self._operations: dict[str, tuple[list, bool]] = {}
+        self._started = time.monotonic()
+        self._reported = 0.0
+
+    def __call__(self, stages, inflight_tasks: int, operation_id: str | None, done: bool) -> None:
+        self._operations[operation_id or ""] = (list(stages or []), done)
+        if done or time.monotonic() - self._reported >= self.interval:
+            self._reported = time.monotonic()
+            try:
+                self.on_update(self.poll())
+            except Exception:  # noqa: BLE001 - a failing display must not fail the work
+                pass
+
+    def poll(self, finished: bool = False) -> SparkProgress:
+        operations = list(self._operations.values())
+        tasks_total = sum(s.num_tasks for stages, _ in operations for s in stages)
+        tasks_done = sum(s.num_tasks if done or s.done else s.num_completed_tasks for stages, done in operations for s in stages)
+        running = [s for stages, done in operations if not done for s in stages if not s.done]
+        return SparkProgress(sum(done for _, done in operations), len(operations), tasks_done, tasks_total,
+                             f"stage {running[-1].stage_id}" if running else "", time.monotonic() - self._started, finished)
+
+    def __enter__(self):
+        self.spark.registerProgressHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.spark.removeProgressHandler(self)
+        try:
+            self.on_update(self.poll(finished=True))
+        except Exception:  # noqa: BLE001 - the work's own outcome matters more than a last report
+            pass
+        return False

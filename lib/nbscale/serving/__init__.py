@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import events
 from ..config import settings
-from ..datadir import require_writable
+from ..datahost import require_writable
 from ..errors import NbscaleError
 from ..processes import free_port, port_is_free
 from .launch import Replica, folder_for, start_process, start_replicas, stop_processes, wait_healthy
@@ -157,7 +157,7 @@ def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str |
         raise NbscaleError("--shard-by and --canary do not go together: shard one version, or canary between unsharded ones.")
     if canary is not None and not 0 < weight < 100:
         raise NbscaleError(f"--weight {weight:g} is the canary's share of requests in percent: use a number between 0 and 100.")
-    require_writable(f"Serving {ref}")  # the servers' folders and logs
+    require_writable(f"Serving {ref}", on_this_machine=True)  # the servers' folders and logs
     with _changing:
         return _serve(ref, replicas, port, canary, weight, shard_by)
 

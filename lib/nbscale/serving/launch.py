@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import settings
+from ..datadir import local_dir
 from ..errors import NbscaleError
 from ..processes import free_port, spawn
 
@@ -36,7 +37,7 @@ class Replica:
 
 
 def folder_for(name: str) -> Path:
-    folder = Path(settings().data_dir) / "serving" / name
+    folder = local_dir() / "serving" / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -93,8 +93,12 @@ def stream(model: str, in_dir: str, out_dir: str) -> Stream:
     """Score files arriving in `in_dir` with `model` ("name@alias", "name/N") into `out_dir`."""
     from pyspark.sql import functions as F
 
+    from ..datahost import classic_only
     from ..session import spark
     from .versions import resolve, trained_feed
+
+    classic_only("%stream", "the executors load the model from the MLflow store, which over Connect must be a tracking server "
+                 "that the cluster reaches")
     from ..train.task import task_of_version
     from .score import model_udf, with_predictions
 

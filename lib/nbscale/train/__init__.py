@@ -26,7 +26,9 @@ from .card import render
 
 
 def _native_log() -> Path:
-    return Path(settings().data_dir) / "logs" / "tensorflow.log"
+    from ..datadir import local_dir
+
+    return local_dir() / "logs" / "tensorflow.log"  # this process's own log
 
 
 def keras():
@@ -268,10 +270,12 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
     current batch (the run is marked KILLED, its epoch backups kept for `resume=True`). `precision`:
     auto (mixed float16 on a GPU with tensor cores, else float32), mixed or float32."""
     from .. import feed
-    from ..datadir import require_writable
+    from ..datahost import classic_only, require_writable
     from ..ingest import dataset as find_dataset
     from ..session import mlflow
 
+    classic_only("%%train", "its Petastorm feed reads the dataset's Parquet files from this machine, which does not see the "
+                 "cluster's data dir")
     if epochs < 1 or batch_size < 1:
         raise NbscaleError(f"--epochs {epochs} and --batch-size {batch_size} must each be 1 or more.")
     epochs = cap("epochs", epochs)

@@ -123,13 +123,14 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
 
     from .. import feed
     from ..config import settings
-    from ..datadir import require_writable
+    from ..datahost import classic_only, require_writable
     from ..distributed.shipping import capture
     from ..ingest import dataset
     from ..session import experiment_id, mlflow, spark
 
     from ..registry import direction
 
+    classic_only("%%tune", "its trials are tasks of the SparkContext, which a Connect client does not have")
     if trials < 1 or parallel < 1 or batch_size < 1:
         raise NbscaleError(f"--trials {trials}, --parallel {parallel} and --batch-size {batch_size} must each be 1 or more.")
     lowest, rule = direction(metric, lowest)

@@ -1,0 +1,98 @@
+"""Where the data dir's files are touched: here, or on the cluster when the notebook is a Spark Connect client.
+
+In client mode (and locally) the notebook sees the data dir (a local folder, or a shared mount), so the
+dataset store lists, reads and renames its files directly. A laptop on Spark Connect shares no disk
+with the cluster: `Nbscale.data_dir` then names a folder *on the cluster*, and each of those small file
+operations runs as a one-task Spark job on an executor, which returns its result (or raises its error)
+back here. One function, `on_data_host`, is that switch; the store's file logic is written once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from .config import over_connect, settings
+from .datadir import ReadOnlyDataDir, local_dir, require_writable_store, writable
+from .errors import NbscaleError
+
+T = TypeVar("T")
+CHUNK_BYTES = 8 << 20  # one upload message stays far below Spark Connect's 128 MiB gRPC limit
+
+
+def on_data_host(fn: Callable[..., T], *args) -> T:
+    """`fn(*args)` where the data dir is: here, or in one Spark task on the cluster over Connect. `fn`
+    must be a module-level function of nbscale (the executors import it) taking and returning picklable values."""
+    if not over_connect():
+        return fn(*args)
+    import cloudpickle
+
+    from .session import spark
+
+    payload = cloudpickle.dumps((fn, args))
+
+    def run_there(batches):  # on an executor
+        import cloudpickle as pickler
+        import pandas as pd
+
+        for _ in batches:
+            pass
+        call, arguments = pickler.loads(payload)
+        try:
+            answer = pickler.dumps(("value", call(*arguments)))
+        except Exception as exc:  # noqa: BLE001 - the error travels back and is raised in the notebook
+            answer = pickler.dumps(("error", exc))
+        yield pd.DataFrame({"answer": [answer]})
+
+    rows = spark().range(1, numPartitions=1).mapInPandas(run_there, "answer binary").collect()
+    kind, value = cloudpickle.loads(rows[0]["answer"])
+    if kind == "error":
+        raise value
+    return value
+
+
+def write_chunk(path: str, data: bytes, offset: int) -> int:
+    """Write `data` at `offset` of `path` (the first chunk creates it); its size after. Runs on the data host."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "r+b" if offset else "wb") as f:
+        f.seek(offset)
+        f.write(data)
+    return os.path.getsize(path)
+
+
+def upload(local: Path, remote: str, on_bytes: Callable[[int], None] | None = None) -> None:
+    """Copy the laptop's file `local` to `remote` on the data host, in chunks through Spark."""
+    offset = 0
+    with open(local, "rb") as f:
+        while True:
+            data = f.read(CHUNK_BYTES)
+            if not data and offset:
+                break
+            size = on_data_host(write_chunk, remote, data, offset)
+            if size != offset + len(data):
+                raise NbscaleError(f"Uploading {local} to the cluster wrote {size} bytes where {offset + len(data)} were sent; "
+                                   "nothing was ingested. Try again.")
+            offset += len(data)
+            if on_bytes:
+                on_bytes(offset)
+            if not data:
+                break
+
+
+def require_writable(doing: str, data_dir: str | None = None, on_this_machine: bool = False) -> None:
+    """Refuse `doing` (e.g. "Ingesting pairs") in one line when the data dir takes no writes — and the
+    folder of the MLflow store when that is a SQLite file elsewhere. `on_this_machine`: the work writes
+    into this machine's own folder (model servers), which over Connect is not the cluster's data dir."""
+    data = Path(data_dir or (local_dir() if on_this_machine else settings().data_dir))
+    if not (writable(data) if on_this_machine else on_data_host(writable, str(data))):
+        raise ReadOnlyDataDir(f"{doing} needs to write into the data dir {data}, which is read-only: datasets, runs and models "
+                              "there can be read but not added. Point Nbscale.data_dir (--data-dir, NBSCALE_DATA_DIR) "
+                              "at a writable folder to write.")
+    require_writable_store(doing)
+
+
+def classic_only(doing: str, why: str) -> None:
+    """Refuse, in one line, work that does not run over Spark Connect yet (before anything starts)."""
+    if over_connect():
+        raise NbscaleError(f"{doing} does not run over Spark Connect yet ({settings().master}): {why}. Run it from a notebook "
+                           "inside the cluster's network with a classic master (%nbscale connect --master spark://HOST:7077).")

@@ -1,0 +1,168 @@
+"""A laptop outside the cluster: nbscale over Spark Connect (`sc://`), on the real multi-host bed.
+
+The cluster is two network-namespace hosts (`tests/cluster/hosts.py`) with a Spark Connect server on host 1,
+started from the project's own PySpark. The "laptop" is a real Jupyter kernel in the root network namespace
+whose mount namespace hides the whole test bed — the shared mount included — under an empty tmpfs: the
+notebook and the cluster share nothing but the Connect endpoint. The test process itself sees the shared
+folder, and checks there what the cluster wrote.
+
+Needs root, like the multi-host tests: where the namespaces cannot be built, the tests fail (never skip)."""
+import json
+import time
+import urllib.request
+
+import pyarrow.parquet as pq
+import pytest
+
+from cluster.hosts import Hosts
+from kernel_client import Kernel
+
+pytestmark = pytest.mark.slow
+
+# A query the cluster works on for hours (sha2 keeps Spark from shortcutting the count).
+ENDLESS = "SELECT id, id % 2 AS label FROM range(0, 100000000000, 1, 4) WHERE sha2(cast(id AS string), 256) <> ''"
+PAIRS = "a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n9,10,0\nbad,row\n"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with Hosts(2, cores=2, memory="2g") as hosts:
+        hosts.connect_url = hosts.start_connect()
+        yield hosts
+
+
+@pytest.fixture(scope="module")
+def laptop(cluster, tmp_path_factory):
+    """A kernel that cannot see the cluster's disk (the test bed's folder is an empty tmpfs for it)."""
+    hide = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs -o size=1m nbscale-not-shared "$0" && exec "$@"', str(cluster.base)]
+    with Kernel("nbscale-local", prefix=hide) as kernel:
+        kernel.files = tmp_path_factory.mktemp("laptop")  # the laptop's own files (its /tmp is not the hosts')
+        yield kernel
+
+
+def ok(kernel, code: str, timeout: float = 300) -> str:
+    done = kernel.run(code, timeout=timeout)
+    assert done.status == "ok", done.text()
+    return done.text()
+
+
+def error_line(kernel, code: str, timeout: float = 300) -> str:
+    done = kernel.run(code, timeout=timeout)
+    error = done.error()
+    assert done.status == "error" and error is not None, done.text()
+    message = f"{error['ename']}: {error['evalue']}"
+    assert "\n" not in error["evalue"] and "Traceback" not in error["evalue"] and "java." not in error["evalue"], message
+    return message
+
+
+@pytest.fixture(scope="module")
+def connected(cluster, laptop):
+    data = cluster.shared / "data"
+    started = time.monotonic()
+    card = ok(laptop, f"%nbscale connect --master {cluster.connect_url} --data-dir {data}")
+    return card, time.monotonic() - started
+
+
+def test_connect_checks_the_cluster_hosts_and_the_laptop_sees_none_of_its_disk(cluster, laptop, connected):
+    card, seconds = connected
+    assert "2 host(s) ran the check's tasks" in card and "Spark Connect server" in card, card
+    assert all(host.ip in card for host in cluster.hosts) and "sees the data dir" in card and "does NOT" not in card, card
+    assert ok(laptop, f"import os\nprint(os.path.exists({str(cluster.shared)!r}))").strip() == "False"
+    assert seconds < 180
+
+
+def test_a_laptop_file_is_uploaded_and_published_by_the_cluster(cluster, laptop, connected):
+    source = laptop.files / "pairs.csv"
+    source.write_text(PAIRS)
+    text = ok(laptop, f"%%ingest pairs --label label\n{source}")
+    assert "read 6 = loaded 5 + quarantined 1" in text and "uploaded through Spark Connect" in text, text
+    version = cluster.shared / "data" / "datasets" / "pairs" / "v1"
+    manifest = json.loads((version / "manifest.json").read_text())  # written on the cluster, read here through the shared folder
+    assert manifest["counts"] == {"read": 6, "loaded": 5, "quarantined": 1}
+    assert sum(pq.read_table(f).num_rows for f in (version / "data").glob("*.parquet")) == 5
+    assert manifest["source"].startswith(str(cluster.shared / "data" / "staging"))  # the uploaded copy on the cluster
+    assert not list((cluster.shared / "data" / "datasets" / "pairs").glob(".staging-*"))
+
+
+def test_the_next_version_reports_progress_and_reads_back_through_spark(laptop, connected):
+    source = laptop.files / "pairs.csv"
+    source.write_text(PAIRS + "11,12,1\n")
+    out = ok(laptop, "from nbscale.ingest import ingest, dataset, datasets\n"
+                     "seen = []\n"
+                     f"result = ingest('pairs', {str(source)!r}, label='label', progress=seen.append)\n"
+                     "last = seen[-1]\n"
+                     "print(result.dataset.ref, dataset('pairs').df.count(), len(seen), last.finished, last.tasks_done == last.tasks_total > 0)\n"
+                     "print(sorted(row['dataset'] for row in datasets()))")
+    first, listed = out.strip().splitlines()[-2:]
+    ref, rows, updates, finished, complete = first.split()
+    assert (ref, rows, finished, complete) == ("pairs@v2", "6", "True", "True") and int(updates) >= 1, out
+    assert listed == "['pairs@v1', 'pairs@v2']"
+
+
+def test_a_cluster_path_is_read_there(cluster, laptop, connected):
+    inbox = cluster.shared / "inbox"
+    inbox.mkdir(exist_ok=True)
+    (inbox / "more.csv").write_text("x,label\n1,0\n2,1\n3,0\n")
+    text = ok(laptop, f"%%ingest more --label label\n{inbox / 'more.csv'}")
+    assert "read 3 = loaded 3 + quarantined 0" in text and "uploaded" not in text, text
+    manifest = json.loads((cluster.shared / "data" / "datasets" / "more" / "v1" / "manifest.json").read_text())
+    assert manifest["source"] == str(inbox / "more.csv")
+
+
+def test_bad_input_and_work_connect_cannot_do_yet_are_one_line(cluster, laptop, connected):
+    before = sorted(p.name for p in (cluster.shared / "data" / "datasets").iterdir())
+    assert "No file matches '/nowhere/at/all.csv'" in error_line(laptop, "%%ingest ghost\n/nowhere/at/all.csv")
+    assert "%%train does not run over Spark Connect yet" in error_line(
+        laptop, "%%train --data pairs --epochs 1\nmodel = keras.Sequential([keras.layers.Dense(2, activation='softmax')])")
+    assert "%%tune does not run over Spark Connect yet" in error_line(laptop, "%%tune --data pairs --trials 1\nx = 1")
+    images = laptop.files / "pictures"
+    (images / "cat").mkdir(parents=True)
+    (images / "cat" / "one.png").write_bytes(b"not really")
+    assert "--format images is not available over Spark Connect yet" in error_line(laptop, f"%%ingest pictures\n{images}")
+    assert sorted(p.name for p in (cluster.shared / "data" / "datasets").iterdir()) == before  # nothing half-written
+
+
+def running_jobs(cluster) -> list:
+    """The Connect server's running Spark jobs, from its driver's REST API (as the Spark UI shows them)."""
+    base = f"http://{cluster.hosts[0].ip}:4040/api/v1/applications"
+    with urllib.request.urlopen(base, timeout=5) as page:  # noqa: S310 - the test bed's own driver
+        (app,) = json.load(page)
+    with urllib.request.urlopen(f"{base}/{app['id']}/jobs?status=running", timeout=5) as page:  # noqa: S310
+        return json.load(page)
+
+
+def test_an_interrupt_frees_the_cluster_within_10_seconds(cluster, laptop, connected):
+    laptop.client.execute(f"%%ingest endless\n{ENDLESS}")
+    deadline = time.monotonic() + 120
+    while not running_jobs(cluster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert running_jobs(cluster), "the ingest never started a job on the cluster"
+    laptop.manager.interrupt_kernel()
+    interrupted = time.monotonic()
+    while running_jobs(cluster) and time.monotonic() - interrupted < 30:
+        time.sleep(0.5)
+    freed = time.monotonic() - interrupted
+    assert not running_jobs(cluster) and freed < 10, f"jobs still running {freed:.1f} s after the interrupt"
+    # The cell ends as an interrupt; the next cell works and nothing was published.
+    reply = laptop.client.get_shell_msg(timeout=60)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+    assert not (cluster.shared / "data" / "datasets" / "endless").exists() or not list(
+        (cluster.shared / "data" / "datasets" / "endless").glob("v*"))
+    assert ok(laptop, "import nbscale\nprint(nbscale.spark().range(5).count())").strip() == "5"
+
+
+def test_a_server_gone_mid_cell_is_one_line_and_the_next_cell_works_once_it_is_back(cluster, laptop, connected):
+    laptop.client.execute(f"%%ingest vanishing\n{ENDLESS}")
+    deadline = time.monotonic() + 120
+    while not running_jobs(cluster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    cluster.stop_connect()
+    gone = time.monotonic()
+    reply = laptop.client.get_shell_msg(timeout=180)["content"]
+    waited = time.monotonic() - gone
+    assert reply["status"] == "error" and "the Spark Connect server does not answer" in reply["evalue"], reply
+    assert "\n" not in reply["evalue"] and waited < 90, (waited, reply["evalue"])
+    cluster.connect_url = cluster.start_connect()
+    assert ok(laptop, "import nbscale\nprint(nbscale.spark().range(5).count())").strip() == "5"
+    assert "pairs@v1" in ok(laptop, "print([row['dataset'] for row in nbscale.ingest.datasets()])")
