@@ -11,7 +11,7 @@ for name in ("NBSCALE_MASTER", "NBSCALE_TRACKING_URI", "MLFLOW_TRACKING_URI", "N
 
 # The multi-host tutorial needs a real cluster: tests/test_multihost.py runs it under nbval against the
 # network-namespace cluster it builds (with NBSCALE_CLUSTER_MASTER and NBSCALE_SHARED_DIR set).
-collect_ignore = ["notebooks/10-multi-host.ipynb"]
+collect_ignore = ["notebooks/10-multi-host.ipynb", "notebooks/11-laptop-connect.ipynb"]
 
 
 # `make test` runs the tests on two xdist workers (--dist loadfile: a module's tests, which share its fixtures,

@@ -34,9 +34,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def laptop(cluster, tmp_path_factory):
     """A kernel that cannot see the cluster's disk (the test bed's folder is an empty tmpfs for it)."""
-    hide = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            'mount -t tmpfs -o size=1m nbscale-not-shared "$0" && exec "$@"', str(cluster.base)]
-    with Kernel("nbscale-local", prefix=hide) as kernel:
+    with Kernel("nbscale-local", prefix=hidden_disk(cluster)) as kernel:
         kernel.files = tmp_path_factory.mktemp("laptop")  # the laptop's own files (its /tmp is not the hosts')
         yield kernel
 
@@ -166,3 +164,32 @@ def test_a_server_gone_mid_cell_is_one_line_and_the_next_cell_works_once_it_is_b
     cluster.connect_url = cluster.start_connect()
     assert ok(laptop, "import nbscale\nprint(nbscale.spark().range(5).count())").strip() == "5"
     assert "pairs@v1" in ok(laptop, "print([row['dataset'] for row in nbscale.ingest.datasets()])")
+
+
+def hidden_disk(cluster) -> list[str]:
+    """A command prefix: what follows runs in a mount namespace where the whole test bed is an empty tmpfs."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs -o size=1m nbscale-not-shared "$0" && exec "$@"', str(cluster.base)]
+
+
+def test_the_connect_tutorial_runs_under_nbval_from_a_laptop(cluster):
+    """notebooks/11-laptop-connect.ipynb in a real kernel that sees none of the cluster's disk, outputs compared by nbval."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    inbox = cluster.shared / "tutorial-inbox"
+    inbox.mkdir(exist_ok=True)
+    (inbox / "more.csv").write_text("x1,x2,label\n1,2,0\n3,4,1\n")
+    env = dict(os.environ, NBSCALE_CONNECT_URL=cluster.connect_url, NBSCALE_CLUSTER_DATA_DIR=str(cluster.shared / "tutorial"),
+               NBSCALE_CLUSTER_FILE=str(inbox / "more.csv"))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([*hidden_disk(cluster), sys.executable, "-m", "pytest", "--noconftest", "-p", "nbval", "--nbval", "-q",
+                           "--nbval-sanitize-with", str(ROOT / "tests" / "nbval-sanitize.cfg"),
+                           str(ROOT / "notebooks" / "11-laptop-connect.ipynb")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+    assert json.loads((cluster.shared / "tutorial" / "datasets" / "pairs" / "v1" / "manifest.json").read_text())["counts"]["loaded"] == 400

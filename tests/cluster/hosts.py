@@ -212,7 +212,8 @@ class Hosts:
         log = host.home / "connect.log"
         argv = [str(spark_class()), "org.apache.spark.deploy.SparkSubmit", "--class",
                 "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", self.master_url, "--name", "nbscale-connect",
-                "--conf", f"spark.connect.grpc.binding.port={port}", "--conf", f"spark.driver.host={host.ip}",
+                "--conf", f"spark.connect.grpc.binding.port={port}", "--conf", f"spark.connect.grpc.binding.address={host.ip}",
+                "--conf", f"spark.driver.host={host.ip}",
                 "--conf", f"spark.driver.bindAddress={host.ip}", "--driver-memory", "1g",
                 "--conf", "spark.ui.showConsoleProgress=false", "spark-internal"]
         env = self._host_env(host)
