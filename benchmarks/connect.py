@@ -46,7 +46,7 @@ def measure(master: str, data_dir: str, sources: dict[str, str]) -> dict:
     out = {"connect": timed(lambda: nbscale.connect(master=master, data_dir=data_dir))}
     ingest("warmup", csv_file(os.path.join(tempfile.mkdtemp(), "warmup.csv"), 1000), label="label")  # executors' Python workers start
     for label, source in sources.items():
-        out[f"ingest ({label})"] = timed(lambda: ingest(label.split()[0], source, label="label"))
+        out[f"ingest ({label})"] = timed(lambda label=label, source=source: ingest(label.split()[0], source, label="label"))
     name = next(iter(sources)).split()[0]
     out["store.versions()"] = median_of(lambda: store.versions(name))
     out["dataset().df.count()"] = median_of(lambda: dataset(name).df.count(), 5)

@@ -20,7 +20,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import settings
+from ..config import over_connect, settings
+from ..datahost import on_data_host
 from ..errors import NbscaleError
 from ..sources import quoted
 
@@ -84,10 +85,7 @@ def spec_for(dataset, label: str | None, batch_size: int, scale: float, seed: in
     features = tuple(c for c in types if c not in skip)
     arrays = [c for c in features if types[c] in {f"array<{t}>" for t in NUMERIC}]
     if arrays == list(features) and len(arrays) == 1:  # one vector column: feed it flat
-        import pyarrow.parquet as pq
-
-        first = next(Path(dataset.path).glob("*.parquet"))
-        length = len(pq.read_table(first, columns=arrays).slice(0, 1).column(0)[0])
+        length = on_data_host(_vector_length, str(dataset.path), arrays[0])
         return FeedSpec(dataset.ref, label, features, (length,), scale, batch_size, seed, label_dtype)
     other = [f"{c} ({types[c]})" for c in features if types[c] not in NUMERIC]
     if other:
@@ -113,13 +111,55 @@ def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4) -> tu
     folder = Path(settings().data_dir) / "cache" / "splits" / dataset.name / f"v{dataset.version}-{key}"
     meta = folder / "split.json"
     with _writing:  # trainings started side by side (a workflow's fan-out) write a split once
-        if not meta.is_file():
+        text = on_data_host(_read_or_none, str(meta))
+        if text is None:
             _write_split(dataset, spec, validation, row_groups, folder)
-    rows = json.loads(meta.read_text())
+            text = on_data_host(_read_or_none, str(meta))
+    rows = json.loads(text)
     encoding = rows.get("encoding", "float32")
     train = Split((folder / "train").as_uri(), rows["train"], encoding)
     held = Split((folder / "validation").as_uri(), rows["validation"], encoding) if validation else None
+    if over_connect():  # Petastorm reads files of this machine: bring the split here, through Spark
+        return _pulled(train, folder, "train", row_groups), _pulled(held, folder, "validation", row_groups) if held else None
     return train, held
+
+
+def _vector_length(path: str, column: str) -> int:
+    """Length of the first row's vector in `column` of a version's Parquet files (runs where the data dir is)."""
+    import pyarrow.parquet as pq
+
+    first = next(Path(path).glob("*.parquet"))
+    return len(pq.read_table(first, columns=[column]).slice(0, 1).column(0)[0])
+
+
+def _read_or_none(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _pulled(split_: Split, folder: Path, part: str, row_groups: int) -> Split:
+    """Over Spark Connect: the split's rows fetched through Spark into this machine's cache (once; splits of a
+    version never change), in `row_groups` row groups so shuffling by row group still works, and checked:
+    the copy must hold exactly the rows the split holds."""
+    import pyarrow.parquet as pq
+
+    from ..datadir import local_dir
+    from ..session import spark
+
+    here = local_dir() / "cache" / "splits-pulled" / folder.parent.name / folder.name / part
+    copy = here / "part-0.parquet"
+    if not copy.is_file() or pq.ParquetFile(copy).metadata.num_rows != split_.rows:
+        table = spark().read.parquet(split_.path.removeprefix("file://")).toArrow()
+        if table.num_rows != split_.rows:
+            raise ShortEpochError(f"Fetching the {part} split of {folder.parent.name} through Spark Connect gave {table.num_rows} of its "
+                                  f"{split_.rows} rows: nothing was trained. Run the cell again.")
+        here.mkdir(parents=True, exist_ok=True)
+        partial = here / f".part-0.{uuid.uuid4().hex[:8]}.partial"
+        pq.write_table(table, partial, row_group_size=max(1, math.ceil(table.num_rows / row_groups)))
+        os.replace(partial, copy)
+    return dataclasses.replace(split_, path=here.as_uri())
 
 
 _writing = threading.Lock()
@@ -164,14 +204,20 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
         part.repartition(row_groups).write.parquet(str(staging / name))
         counts.append(spark().read.parquet(str(staging / name)).count())
     info = {"train": counts[0], "validation": counts[1] if validation else 0, "encoding": encoding}
-    (staging / "split.json").write_text(json.dumps(info))
-    if folder.exists() and not (folder / "split.json").is_file():
-        shutil.rmtree(folder)  # left half-written by a crash
+    on_data_host(_publish_split, str(staging), str(folder), json.dumps(info))
+
+
+def _publish_split(staging: str, folder: str, info: str) -> None:
+    """Write split.json, then rename the staged split into place (runs where the data dir is)."""
+    staged, final = Path(staging), Path(folder)
+    (staged / "split.json").write_text(info)
+    if final.exists() and not (final / "split.json").is_file():
+        shutil.rmtree(final)  # left half-written by a crash
     try:
-        os.rename(staging, folder)
+        os.rename(staged, final)
     except OSError:  # another kernel published the same split first: it is identical (seeded); keep that one
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (folder / "split.json").is_file():
+        shutil.rmtree(staged, ignore_errors=True)
+        if not (final / "split.json").is_file():
             raise
 
 
