@@ -21,6 +21,10 @@ pytestmark = pytest.mark.slow
 
 # A query the cluster works on for hours (sha2 keeps Spark from shortcutting the count).
 ENDLESS = "SELECT id, id % 2 AS label FROM range(0, 100000000000, 1, 4) WHERE sha2(cast(id AS string), 256) <> ''"
+MODEL = """
+model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2, activation="softmax")])
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+"""
 PAIRS = "a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n9,10,0\nbad,row\n"
 
 
@@ -111,14 +115,26 @@ def test_a_cluster_path_is_read_there(cluster, laptop, connected):
 def test_bad_input_and_work_connect_cannot_do_yet_are_one_line(cluster, laptop, connected):
     before = sorted(p.name for p in (cluster.shared / "data" / "datasets").iterdir())
     assert "No file matches '/nowhere/at/all.csv'" in error_line(laptop, "%%ingest ghost\n/nowhere/at/all.csv")
-    assert "%%train does not run over Spark Connect yet" in error_line(
-        laptop, "%%train --data pairs --epochs 1\nmodel = keras.Sequential([keras.layers.Dense(2, activation='softmax')])")
+    assert "%%train --workers does not run over Spark Connect yet" in error_line(
+        laptop, "%%train --data pairs --epochs 1 --workers 2\nmodel = keras.Sequential([keras.layers.Dense(2, activation='softmax')])")
     assert "%%tune does not run over Spark Connect yet" in error_line(laptop, "%%tune --data pairs --trials 1\nx = 1")
     images = laptop.files / "pictures"
     (images / "cat").mkdir(parents=True)
     (images / "cat" / "one.png").write_bytes(b"not really")
     assert "--format images is not available over Spark Connect yet" in error_line(laptop, f"%%ingest pictures\n{images}")
     assert sorted(p.name for p in (cluster.shared / "data" / "datasets").iterdir()) == before  # nothing half-written
+
+
+def test_train_on_the_laptop_from_a_split_the_cluster_wrote_and_connect_pulled(cluster, laptop, connected):
+    out = ok(laptop, "import nbscale\nfrom nbscale.train import train\n"
+                     f"result = train({MODEL!r}, data='more', epochs=3, batch_size=1, validation=0.0)\n"
+                     "run = nbscale.session.mlflow().get_run(result.run_id)\n"
+                     "print(run.info.status, run.data.params['train_rows'], sorted(result.metrics))", timeout=600)
+    status, rows, metrics = out.strip().splitlines()[-1].split(" ", 2)
+    assert (status, rows) == ("FINISHED", "3") and "accuracy" in metrics, out
+    assert "more@v1" in ok(laptop, f"%%train --data more --epochs 1 --batch-size 1 --validation 0\n{MODEL}", timeout=600)  # the magic too
+    splits = list((cluster.shared / "data" / "cache" / "splits" / "more").glob("v1-*/split.json"))  # written on the cluster
+    assert len(splits) == 1 and json.loads(splits[0].read_text())["train"] == 3
 
 
 def running_jobs(cluster) -> list:

@@ -254,7 +254,9 @@ def _release(backups: Path) -> None:
 
 def _backup_dir(experiment: str, ref: str, code: str | None) -> Path:
     key = hashlib.sha1(f"{experiment}|{ref}|{code}".encode()).hexdigest()[:12]
-    return Path(settings().data_dir) / "checkpoints" / experiment / key
+    from ..datadir import local_dir
+
+    return local_dir() / "checkpoints" / experiment / key  # the data dir (which distributed workers share), or over Connect this machine's
 
 
 def train(code: str | None = None, *, data: str, label: str | None = None, epochs: int = 5, batch_size: int = 128,
@@ -270,12 +272,10 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
     current batch (the run is marked KILLED, its epoch backups kept for `resume=True`). `precision`:
     auto (mixed float16 on a GPU with tensor cores, else float32), mixed or float32."""
     from .. import feed
-    from ..datahost import classic_only, require_writable
+    from ..datahost import require_writable
     from ..ingest import dataset as find_dataset
     from ..session import mlflow
 
-    classic_only("%%train", "its Petastorm feed reads the dataset's Parquet files from this machine, which does not see the "
-                 "cluster's data dir")
     if epochs < 1 or batch_size < 1:
         raise NbscaleError(f"--epochs {epochs} and --batch-size {batch_size} must each be 1 or more.")
     epochs = cap("epochs", epochs)
@@ -392,7 +392,9 @@ def keep_if_unlogged(exc: BaseException, model, run_id: str) -> NbscaleError | N
 
     if not isinstance(exc, (MlflowException, requests.exceptions.RequestException)) or model.optimizer.iterations.numpy() == 0:
         return None
-    path = Path(settings().data_dir) / "unlogged" / run_id / "model.keras"
+    from ..datadir import local_dir
+
+    path = local_dir() / "unlogged" / run_id / "model.keras"  # where this process can write
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(path))
     return NbscaleError(f"MLflow at {settings().tracking_uri} stopped answering ({first_useful_line(str(exc))[:160]}): the trained model "
