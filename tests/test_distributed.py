@@ -202,7 +202,7 @@ def test_spark_connect_is_refused_in_one_line(settings):
     from nbscale.distributed import train_distributed
 
     settings.master = "sc://127.0.0.1:15002"
-    with pytest.raises(NbscaleError, match="needs a classic Spark master"):
+    with pytest.raises(NbscaleError, match=r"^%%train --workers does not run over Spark Connect yet \(sc://127.0.0.1:15002\)"):
         train_distributed(DENSE, data="digits", workers=2, scale=16, experiment="bad")
 
 

@@ -204,11 +204,6 @@ def _check_options(strategy: str, workers: int, epochs: int, parameter_servers: 
         raise NbscaleError(f"--strategy {strategy!r} is not one nbscale runs: use multiworker (all-reduce) or parameter-server.")
     if workers < 1 or epochs < 1 or parameter_servers < 1 or batch_size < 1:
         raise NbscaleError(f"--workers {workers}, --epochs {epochs}, --ps {parameter_servers}, --batch-size {batch_size} must each be 1 or more.")
-    if settings().master.startswith("sc://"):
-        # The barrier stage itself runs over Spark Connect; following and cancelling it needs the
-        # classic SparkContext (job groups, slot counts), which Connect does not expose.
-        raise NbscaleError("Distributed %%train needs a classic Spark master (spark://, yarn, k8s://, local[N]); over Spark Connect "
-                           f"({settings().master}) it is not supported yet: %nbscale connect --master spark://HOST:7077.")
     min_workers = workers if min_workers is None else min_workers
     if not 1 <= min_workers <= workers:
         raise NbscaleError(f"--min-workers {min_workers} must be between 1 and --workers {workers}.")
@@ -251,6 +246,8 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     from . import launcher, shipping
     from .card import render_job
 
+    # The barrier stage itself runs over Spark Connect; the live card reads the job folder, and following and
+    # cancelling the job use the classic SparkContext (job groups, slot counts).
     classic_only("%%train --workers", "its live card reads the job's folder in the data dir, which this machine does not see")
     tasks, min_workers = _check_options(strategy, workers, epochs, parameter_servers, min_workers, batch_size)
     epochs = cap("epochs", epochs)
