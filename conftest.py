@@ -9,14 +9,14 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 for name in ("NBSCALE_MASTER", "NBSCALE_TRACKING_URI", "MLFLOW_TRACKING_URI", "NBSCALE_KERNEL", "NBSCALE_CLUSTER_MASTER"):
     os.environ.pop(name, None)  # a developer's own settings must not leak into the tests
 
-# The multi-host tutorial needs a real cluster: tests/test_multihost.py runs it under nbval against the
-# network-namespace cluster it builds (with NBSCALE_CLUSTER_MASTER and NBSCALE_SHARED_DIR set).
+# The multi-host tutorials need a real cluster: tests/test_multihost.py (10) and tests/test_connect.py (11, over
+# Spark Connect) run them under nbval against the network-namespace cluster they build.
 collect_ignore = ["notebooks/10-multi-host.ipynb", "notebooks/11-laptop-connect.ipynb"]
 
 
 # `make test` runs the tests on two xdist workers (--dist loadfile: a module's tests, which share its fixtures,
 # stay on one worker), then the notebooks in order. The longest modules go first so neither worker idles at the end.
-LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_binder.py", "test_serving.py", "test_workflow.py"]
+LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_connect.py", "test_binder.py", "test_serving.py", "test_workflow.py"]
 
 
 def pytest_collection_modifyitems(config, items):
