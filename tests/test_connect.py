@@ -8,6 +8,7 @@ folder, and checks there what the cluster wrote.
 
 Needs root, like the multi-host tests: where the namespaces cannot be built, the tests fail (never skip)."""
 import json
+import os
 import time
 import urllib.request
 
@@ -38,8 +39,10 @@ def cluster():
 @pytest.fixture(scope="module")
 def laptop(cluster, tmp_path_factory):
     """A kernel that cannot see the cluster's disk (the test bed's folder is an empty tmpfs for it)."""
-    with Kernel("nbscale-local", prefix=hidden_disk(cluster)) as kernel:
+    home = tmp_path_factory.mktemp("laptop-home")  # ~/.nbscale/connect: the laptop's MLflow store, caches, checkpoints
+    with Kernel("nbscale-local", env=dict(os.environ, HOME=str(home)), prefix=hidden_disk(cluster)) as kernel:
         kernel.files = tmp_path_factory.mktemp("laptop")  # the laptop's own files (its /tmp is not the hosts')
+        kernel.home = home
         yield kernel
 
 
@@ -132,6 +135,7 @@ def test_train_on_the_laptop_from_a_split_the_cluster_wrote_and_connect_pulled(c
                      "print(run.info.status, run.data.params['train_rows'], sorted(result.metrics))", timeout=600)
     status, rows, metrics = out.strip().splitlines()[-1].split(" ", 2)
     assert (status, rows) == ("FINISHED", "3") and "accuracy" in metrics, out
+    assert (laptop.home / ".nbscale" / "connect" / "mlflow.db").is_file()  # the run is in the laptop's own store
     assert "more@v1" in ok(laptop, f"%%train --data more --epochs 1 --batch-size 1 --validation 0\n{MODEL}", timeout=600)  # the magic too
     splits = list((cluster.shared / "data" / "cache" / "splits" / "more").glob("v1-*/split.json"))  # written on the cluster
     assert len(splits) == 1 and json.loads(splits[0].read_text())["train"] == 3
@@ -188,7 +192,7 @@ def hidden_disk(cluster) -> list[str]:
             'mount -t tmpfs -o size=1m nbscale-not-shared "$0" && exec "$@"', str(cluster.base)]
 
 
-def test_the_connect_tutorial_runs_under_nbval_from_a_laptop(cluster):
+def test_the_connect_tutorial_runs_under_nbval_from_a_laptop(cluster, tmp_path):
     """notebooks/11-laptop-connect.ipynb in a real kernel that sees none of the cluster's disk, outputs compared by nbval."""
     import os
     import subprocess
@@ -200,7 +204,7 @@ def test_the_connect_tutorial_runs_under_nbval_from_a_laptop(cluster):
     inbox.mkdir(exist_ok=True)
     (inbox / "more.csv").write_text("x1,x2,label\n1,2,0\n3,4,1\n")
     env = dict(os.environ, NBSCALE_CONNECT_URL=cluster.connect_url, NBSCALE_CLUSTER_DATA_DIR=str(cluster.shared / "tutorial"),
-               NBSCALE_CLUSTER_FILE=str(inbox / "more.csv"))
+               NBSCALE_CLUSTER_FILE=str(inbox / "more.csv"), HOME=str(tmp_path))
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run([*hidden_disk(cluster), sys.executable, "-m", "pytest", "--noconftest", "-p", "nbval", "--nbval", "-q",
                            "--nbval-sanitize-with", str(ROOT / "tests" / "nbval-sanitize.cfg"),

@@ -49,13 +49,13 @@ def work_dir(data_dir: str | None = None) -> Path:
 
 
 def local_dir(master: str | None = None) -> Path:
-    """This machine's folder for nbscale's local files (downloads, the panel's state, model servers): the
-    data dir — or, on a Spark Connect master, where the data dir is a folder on the cluster, a folder of
-    this user under the system temp dir."""
+    """This machine's folder for nbscale's local files (downloads, the panel's state, model servers, and over
+    Connect the default MLflow store): the data dir — or, on a Spark Connect master, where the data dir is a
+    folder on the cluster, `~/.nbscale/connect` (in the home folder, not /tmp: runs must outlive a reboot)."""
     if not over_connect(master):
         return Path(settings().data_dir)
-    local = _own_temp_folder() / "connect"
-    local.mkdir(exist_ok=True)
+    local = Path.home() / ".nbscale" / "connect"
+    local.mkdir(mode=0o700, parents=True, exist_ok=True)
     return local
 
 
