@@ -121,6 +121,8 @@ def test_bad_input_and_work_connect_cannot_do_yet_are_one_line(cluster, laptop, 
     assert "%%train --workers does not run over Spark Connect yet" in error_line(
         laptop, "%%train --data pairs --epochs 1 --workers 2\nmodel = keras.Sequential([keras.layers.Dense(2, activation='softmax')])")
     assert "%%tune does not run over Spark Connect yet" in error_line(laptop, "%%tune --data pairs --trials 1\nx = 1")
+    assert "%pool does not run over Spark Connect yet" in error_line(laptop, "%pool")
+    assert "%score does not run over Spark Connect yet" in error_line(laptop, "%score pairs-model@champion --data pairs")
     images = laptop.files / "pictures"
     (images / "cat").mkdir(parents=True)
     (images / "cat" / "one.png").write_bytes(b"not really")

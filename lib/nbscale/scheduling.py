@@ -16,6 +16,7 @@ from .errors import NbscaleError
 
 POOL_PROPERTY = "spark.scheduler.pool"
 SPARK_DEFAULT_POOL = "default"  # Spark's own pool for jobs that name none (weight 1)
+POOLS_NEED_A_SPARKCONTEXT = "fair-scheduler pools are a setting of the SparkContext, which a Connect client does not have"
 
 
 def check_pool(name: str) -> str:
@@ -33,7 +34,7 @@ def use_pool(name: str | None) -> str | None:
     from .session import spark
 
     if name not in (None, SPARK_DEFAULT_POOL):
-        classic_only(f"Spark pool {name!r}", "fair-scheduler pools are a setting of the SparkContext, which a Connect client does not have")
+        classic_only(f"Spark pool {name!r}", POOLS_NEED_A_SPARKCONTEXT)
     sc = spark().sparkContext
     previous = sc.getLocalProperty(POOL_PROPERTY)
     sc.setLocalProperty(POOL_PROPERTY, None if name in (None, SPARK_DEFAULT_POOL) else check_pool(name))
@@ -76,8 +77,10 @@ def pools() -> PoolsCard:
     import json
     import urllib.request
 
+    from .datahost import classic_only
     from .session import spark
 
+    classic_only("%pool", POOLS_NEED_A_SPARKCONTEXT)
     sc = spark().sparkContext
     weights = {SPARK_DEFAULT_POOL: 1, **settings().pools}
     running = {name: [0, 0] for name in weights}
