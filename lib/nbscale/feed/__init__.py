@@ -120,7 +120,10 @@ def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4) -> tu
     train = Split((folder / "train").as_uri(), rows["train"], encoding)
     held = Split((folder / "validation").as_uri(), rows["validation"], encoding) if validation else None
     if over_connect():  # Petastorm reads files of this machine: bring the split here, through Spark
-        return _pulled(train, folder, "train", row_groups), _pulled(held, folder, "validation", row_groups) if held else None
+        # The copy is named by everything that makes it this split: the server, the cluster folder, the version's creation
+        # (a data dir wiped and re-ingested makes a new v1) and the split's own record.
+        copy = hashlib.sha1(json.dumps([settings().master, str(folder), dataset.manifest.get("created"), text]).encode()).hexdigest()[:16]
+        return _pulled(train, copy, "train", row_groups), _pulled(held, copy, "validation", row_groups) if held else None
     return train, held
 
 
@@ -139,7 +142,7 @@ def _read_or_none(path: str) -> str | None:
         return None
 
 
-def _pulled(split_: Split, folder: Path, part: str, row_groups: int) -> Split:
+def _pulled(split_: Split, copy: str, part: str, row_groups: int) -> Split:
     """Over Spark Connect: the split's rows fetched through Spark into this machine's cache (once; splits of a
     version never change), in `row_groups` row groups so shuffling by row group still works, and checked:
     the copy must hold exactly the rows the split holds."""
@@ -148,17 +151,17 @@ def _pulled(split_: Split, folder: Path, part: str, row_groups: int) -> Split:
     from ..datadir import local_dir
     from ..session import spark
 
-    here = local_dir() / "cache" / "splits-pulled" / folder.parent.name / folder.name / part
-    copy = here / "part-0.parquet"
-    if not copy.is_file() or pq.ParquetFile(copy).metadata.num_rows != split_.rows:
+    here = local_dir() / "cache" / "splits-pulled" / copy / part
+    file = here / "part-0.parquet"
+    if not file.is_file() or pq.ParquetFile(file).metadata.num_rows != split_.rows:
         table = spark().read.parquet(split_.path.removeprefix("file://")).toArrow()
         if table.num_rows != split_.rows:
-            raise ShortEpochError(f"Fetching the {part} split of {folder.parent.name} through Spark Connect gave {table.num_rows} of its "
-                                  f"{split_.rows} rows: nothing was trained. Run the cell again.")
+            raise ShortEpochError(f"Fetching the {part} split through Spark Connect gave {table.num_rows} of its {split_.rows} rows: "
+                                  "nothing was trained. Run the cell again.")
         here.mkdir(parents=True, exist_ok=True)
         partial = here / f".part-0.{uuid.uuid4().hex[:8]}.partial"
         pq.write_table(table, partial, row_group_size=max(1, math.ceil(table.num_rows / row_groups)))
-        os.replace(partial, copy)
+        os.replace(partial, file)
     return dataclasses.replace(split_, path=here.as_uri())
 
 
