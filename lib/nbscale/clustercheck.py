@@ -365,6 +365,9 @@ def check_over_connect(session, master: str, data_dir: str, wait_s: float, tasks
         raise SparkStartError(f"Nbscale.data_dir = {data_dir} cannot be used on the cluster ({answer[1:]}): over Spark Connect the data "
                               "dir is a folder of the cluster, every host at the same path — %nbscale connect --data-dir /shared/path.")
     probe = _probe(marker if not answer else data_dir, token if not answer else answer, server[0], server[1], STACK)
+    # The first task ran on the first executor; the others may still be registering (Connect cannot list them, as
+    # the classic check does): give them the classic check's settling time, so the report's tasks spread over all.
+    time.sleep(SETTLE_S)
 
     def report(batches):
         import json as js
