@@ -178,12 +178,14 @@ def test_a_server_gone_mid_cell_is_one_line_and_the_next_cell_works_once_it_is_b
     while not running_jobs(cluster) and time.monotonic() < deadline:
         time.sleep(0.5)
     cluster.stop_connect()
-    gone = time.monotonic()
-    reply = laptop.client.get_shell_msg(timeout=180)["content"]
-    waited = time.monotonic() - gone
+    try:
+        gone = time.monotonic()
+        reply = laptop.client.get_shell_msg(timeout=180)["content"]
+        waited = time.monotonic() - gone
+    finally:
+        cluster.connect_url = cluster.start_connect()  # whatever happened: the next tests need the server
     assert reply["status"] == "error" and "the Spark Connect server does not answer" in reply["evalue"], reply
     assert "\n" not in reply["evalue"] and waited < 90, (waited, reply["evalue"])
-    cluster.connect_url = cluster.start_connect()
     assert ok(laptop, "import nbscale\nprint(nbscale.spark().range(5).count())").strip() == "5"
     assert "pairs@v1" in ok(laptop, "print([row['dataset'] for row in nbscale.ingest.datasets()])")
 

@@ -14,7 +14,7 @@ from typing import Callable, TypeVar
 
 from .config import over_connect, settings
 from .datadir import ReadOnlyDataDir, local_dir, require_writable_store, writable
-from .errors import NbscaleError
+from .errors import NbscaleError, spark_errors
 
 T = TypeVar("T")
 CHUNK_BYTES = 8 << 20  # one upload message stays far below Spark Connect's 128 MiB gRPC limit
@@ -44,7 +44,8 @@ def on_data_host(fn: Callable[..., T], *args) -> T:
             answer = pickler.dumps(("error", exc))
         yield pd.DataFrame({"answer": [answer]})
 
-    rows = spark().range(1, numPartitions=1).mapInPandas(run_there, "answer binary").collect()
+    with spark_errors("Reaching the data dir on the cluster"):  # e.g. the Connect server went away: one line
+        rows = spark().range(1, numPartitions=1).mapInPandas(run_there, "answer binary").collect()
     kind, value = cloudpickle.loads(rows[0]["answer"])
     if kind == "error":
         raise value

@@ -96,11 +96,14 @@ _DISK_MESSAGES = {"No space left on device": "the disk is full (No space left on
 _DISK_FIX = "Free space there, or point Nbscale.data_dir at a folder with room."
 
 
+SERVER_GONE = "the Spark Connect server does not answer"
+
+
 def connect_server_gone(exc: BaseException) -> bool:
-    """The Spark Connect server does not answer (after the client's bounded retries): clean-up calls to it
-    would only wait out the same retries again."""
+    """The Spark Connect server does not answer (after the client's bounded retries; raw, or as nbscale's
+    line): clean-up calls to it would only wait out the same retries again."""
     text = str(exc)
-    return "RETRIES_EXCEEDED" in text or "StatusCode.UNAVAILABLE" in text
+    return "RETRIES_EXCEEDED" in text or "StatusCode.UNAVAILABLE" in text or SERVER_GONE in text
 
 
 @contextlib.contextmanager
@@ -123,7 +126,7 @@ def spark_errors(doing: str, fix: str = ""):
         if disk:  # Spark's own line is "[TASK_WRITE_FAILED] Task failed while writing rows": the cause is further down
             raise SparkJobError(f"{doing} failed: {disk}. {_DISK_FIX}") from None
         if connect_server_gone(exc):
-            raise SparkJobError(f"{doing} failed: the Spark Connect server does not answer (it stopped, or the network to it "
+            raise SparkJobError(f"{doing} failed: {SERVER_GONE} (it stopped, or the network to it "
                                 "dropped; retried for about 30 s): check the server, then run the cell "
                                 "again.") from None
         environment = executor_failure(text)

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .config import CLUSTER_KERNEL_MASTER_ENV, settings
-from .errors import JavaMissingError, SettingError, SparkStartError, connect_server_gone, first_useful_line
+from .errors import SERVER_GONE, JavaMissingError, SettingError, SparkStartError, connect_server_gone, first_useful_line
 from . import limits
 from .datadir import local_dir, work_dir
 from .config import over_connect
@@ -314,7 +314,7 @@ def _connect_session_answers(session) -> bool:
         session.sql("SELECT 1").collect()
     except Exception as exc:  # noqa: BLE001 - any failure means this session cannot be used
         if connect_server_gone(exc):
-            raise SparkStartError(f"The Spark Connect server at {settings().master} does not answer (it stopped, or the network to it "
+            raise SparkStartError(f"Spark is out of reach: {SERVER_GONE} ({settings().master}; it stopped, or the network to it "
                                   f"dropped; retried for about {CONNECT_RETRY_S} s): check the server, then run the cell again.") from None
         return False
     _connect_answered_at = time.monotonic()

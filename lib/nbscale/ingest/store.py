@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import events
 from ..config import settings
 from ..datahost import on_data_host
-from ..errors import NbscaleError
+from ..errors import NbscaleError, connect_server_gone
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 REF_RE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(@v(?P<version>\d+)|@latest)?$")
@@ -192,8 +192,9 @@ def staging(name: str):
     path = Path(on_data_host(_new_staging, str(root() / check_name(name))))
     try:
         yield path
-    except BaseException:  # KeyboardInterrupt too: no half version may stay behind
-        on_data_host(remove, str(path))
+    except BaseException as exc:  # KeyboardInterrupt too: no half version may stay behind
+        if not connect_server_gone(exc):  # (a server that is gone cannot remove it: the next ingest sweeps it a day later)
+            on_data_host(remove, str(path))
         raise
 
 
