@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .datadir import writable
-from .errors import NbscaleError, SparkStartError, executor_failure, first_useful_line
+from .errors import SERVER_GONE, NbscaleError, SparkStartError, connect_server_gone, executor_failure, first_useful_line
 
 # What a worker process needs to run every nbscale feature, compared with the notebook's:
 # distribution name(s) -> the module that must be importable (metadata alone can outlive a package).
@@ -439,5 +439,8 @@ def _run_tagged(session, tag: str, job, timeout: float):
                               "Connect server's application has no executors — see its cluster's master web UI, then %nbscale connect again.")
     if "error" in box:
         error = box["error"]
+        if connect_server_gone(error):
+            raise SparkStartError(f"Spark is out of reach: {SERVER_GONE} (it stopped, or the network to it dropped; retried for "
+                                  "about 30 s): check the server, then run the cell again.") from None
         raise SparkStartError(f"The cluster environment check failed over Spark Connect: {first_useful_line(str(error))}") from None
     return box["value"]

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .config import CLUSTER_KERNEL_MASTER_ENV, settings
-from .errors import SERVER_GONE, JavaMissingError, SettingError, SparkStartError, connect_server_gone, first_useful_line
+from .errors import JavaMissingError, SettingError, SparkStartError, first_useful_line
 from . import limits
 from .datadir import local_dir, work_dir
 from .config import over_connect
@@ -312,10 +312,10 @@ def _connect_session_answers(session) -> bool:
         # An execution, not an analysis: a restarted server answers analyses for an unknown session and only
         # refuses its executions (INVALID_HANDLE.SESSION_CHANGED). SELECT 1 runs on the server alone, no job.
         session.sql("SELECT 1").collect()
-    except Exception as exc:  # noqa: BLE001 - any failure means this session cannot be used
-        if connect_server_gone(exc):
-            raise SparkStartError(f"Spark is out of reach: {SERVER_GONE} ({settings().master}; it stopped, or the network to it "
-                                  f"dropped; retried for about {CONNECT_RETRY_S} s): check the server, then run the cell again.") from None
+    except Exception:  # noqa: BLE001 - any failure means this session cannot be used
+        # Not even "the server is gone": a server that is back may still be refused by this session's gRPC channel,
+        # whose reconnect backoff grew while the server was away. A new session (a new channel) asks afresh, and its
+        # check says in one line if the server is really gone.
         return False
     _connect_answered_at = time.monotonic()
     return True
