@@ -201,25 +201,33 @@ def _local_versions() -> dict[str, str | None]:
 
 def _run_bounded(sc, group: str, job, timeout: float):
     """Run `job()` (a Spark action) in a thread; cancel its job group when it outlives `timeout`."""
+    return _in_thread(job, timeout, start=lambda: sc.setJobGroup(group, "nbscale: cluster environment check", interruptOnCancel=True),
+                      end=lambda: sc.setLocalProperty("spark.jobGroup.id", None), cancel=lambda: sc.cancelJobGroup(group),
+                      too_late=f"The cluster environment check did not finish within {timeout:.0f} s (its executors never ran it): "
+                               "see the master's web UI for the workers' state, then %nbscale connect again.")
+
+
+def _in_thread(job, timeout: float, start, end, cancel, too_late: str):
+    """`job()` in a thread between `start()` and `end()` (which label its Spark work there); `cancel()` and one
+    line (`too_late`) when it outlives `timeout`; its error, if any, raised here."""
     box: dict = {}
 
     def target():
-        sc.setJobGroup(group, "nbscale: cluster environment check", interruptOnCancel=True)
+        start()
         try:
             box["value"] = job()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             box["error"] = exc
         finally:
-            sc.setLocalProperty("spark.jobGroup.id", None)
+            end()
 
     thread = threading.Thread(target=target, name="nbscale-cluster-check", daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        sc.cancelJobGroup(group)
+        cancel()
         thread.join(10)
-        raise SparkStartError(f"The cluster environment check did not finish within {timeout:.0f} s (its executors never ran it): "
-                              "see the master's web UI for the workers' state, then %nbscale connect again.")
+        raise SparkStartError(too_late)
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -418,29 +426,16 @@ def _remover(path: str):
 
 def _run_tagged(session, tag: str, job, timeout: float):
     """`job()` in a thread whose Connect operations carry `tag`; interrupted when it outlives `timeout`."""
-    box: dict = {}
-
-    def target():
-        session.addTag(tag)
-        try:
-            box["value"] = job()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            box["error"] = exc
-        finally:
-            session.removeTag(tag)
-
-    thread = threading.Thread(target=target, name="nbscale-cluster-check", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        session.interruptTag(tag)
-        thread.join(10)
-        raise SparkStartError(f"The cluster environment check did not finish within {timeout:.0f} s (no executor ran it): the Spark "
-                              "Connect server's application has no executors — see its cluster's master web UI, then %nbscale connect again.")
-    if "error" in box:
-        error = box["error"]
+    try:
+        return _in_thread(job, timeout, start=lambda: session.addTag(tag), end=lambda: session.removeTag(tag),
+                          cancel=lambda: session.interruptTag(tag),
+                          too_late=f"The cluster environment check did not finish within {timeout:.0f} s (no executor ran it): the "
+                                   "Spark Connect server's application has no executors — see its cluster's master web UI, then "
+                                   "%nbscale connect again.")
+    except SparkStartError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure of the check is one line
         if connect_server_gone(error):
             raise SparkStartError(f"Spark is out of reach: {SERVER_GONE} (it stopped, or the network to it dropped; retried for "
                                   "about 30 s): check the server, then run the cell again.") from None
         raise SparkStartError(f"The cluster environment check failed over Spark Connect: {first_useful_line(str(error))}") from None
-    return box["value"]
