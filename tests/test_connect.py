@@ -11,6 +11,7 @@ import json
 import os
 import time
 import urllib.request
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -26,6 +27,7 @@ MODEL = """
 model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2, activation="softmax")])
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 """
+PAIR_MODEL = MODEL.replace("shape=(1,)", "shape=(2,)")
 PAIRS = "a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n9,10,0\nbad,row\n"
 
 
@@ -118,8 +120,8 @@ def test_a_cluster_path_is_read_there(cluster, laptop, connected):
 def test_bad_input_and_work_connect_cannot_do_yet_are_one_line(cluster, laptop, connected):
     before = sorted(p.name for p in (cluster.shared / "data" / "datasets").iterdir())
     assert "No file matches '/nowhere/at/all.csv'" in error_line(laptop, "%%ingest ghost\n/nowhere/at/all.csv")
-    assert "%%train --workers does not run over Spark Connect yet" in error_line(
-        laptop, "%%train --data pairs --epochs 1 --workers 2\nmodel = keras.Sequential([keras.layers.Dense(2, activation='softmax')])")
+    assert "--gpus-per-worker does not run over Spark Connect yet" in error_line(
+        laptop, f"%%train --data more --epochs 1 --workers 2 --gpus-per-worker 1\n{MODEL}")
     assert "%%tune does not run over Spark Connect yet" in error_line(laptop, "%%tune --data pairs --trials 1\nx = 1")
     assert "%pool does not run over Spark Connect yet" in error_line(laptop, "%pool")
     assert "%score does not run over Spark Connect yet" in error_line(laptop, "%score pairs-model@champion --data pairs")
@@ -141,6 +143,65 @@ def test_train_on_the_laptop_from_a_split_the_cluster_wrote_and_connect_pulled(c
     assert "more@v1" in ok(laptop, f"%%train --data more --epochs 1 --batch-size 1 --validation 0\n{MODEL}", timeout=600)  # the magic too
     splits = list((cluster.shared / "data" / "cache" / "splits" / "more").glob("v1-*/split.json"))  # written on the cluster
     assert len(splits) == 1 and json.loads(splits[0].read_text())["train"] == 3
+
+
+def laptop_runs(laptop, code: str, timeout: float = 300) -> str:
+    """`code` in the laptop kernel with `client`, an MLflow client of the laptop's own store."""
+    return ok(laptop, "import nbscale\nclient = nbscale.session.mlflow().MlflowClient()\n" + code, timeout)
+
+
+def test_distributed_training_runs_on_the_cluster_and_its_card_follows_on_the_laptop(cluster, laptop, connected):
+    """The barrier stage runs on the cluster's hosts; the laptop's card and MLflow runs come from the job folder,
+    read through Spark: the workers reach neither the laptop nor its MLflow store."""
+    inbox = cluster.shared / "inbox"
+    inbox.mkdir(exist_ok=True)
+    (inbox / "nums.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(40)))
+    assert "loaded 40" in ok(laptop, f"%%ingest nums --label label\n{inbox / 'nums.csv'}")
+    out = laptop_runs(laptop, "import time\nfrom nbscale.distributed import train_distributed\n"
+                     "seen, runs = [], []\n"
+                     f"result = train_distributed({PAIR_MODEL!r}, data='nums', workers=2, epochs=3, batch_size=2, validation=0.0,\n"
+                     "    experiment='connect-dist', on_start=runs.append, on_epoch=lambda p: seen.append((time.time(), p.epoch, p.html)))\n"
+                     "parent = client.get_run(result.run_id)\n"
+                     "children = client.search_runs([parent.info.experiment_id], \"tags.`mlflow.parentRunId` = '%s'\" % result.run_id)\n"
+                     "import json\nprint(parent.info.status, len(client.get_metric_history(result.run_id, 'loss')), sorted(c.info.status for c in children))\n"
+                     "print(result.job_dir, result.attempts, len({json.loads(d)['digest'] for d in result.digests.values()}), max(e for _, e, _ in seen))\n"
+                     "print(any('epoch' in c and 'worker' in c for _, _, c in seen), result.model_uri)", timeout=600)
+    first, second, third = out.strip().splitlines()[-3:]
+    assert first == "FINISHED 3 ['FINISHED', 'FINISHED']", out  # parent: one loss per epoch; one child run per worker
+    job_dir, attempts, digests, last_epoch = second.split()
+    assert (attempts, digests, last_epoch) == ("1", "1", "3"), out  # one attempt, the workers agree on the weights, every epoch shown
+    states = [json.loads(p.read_text()) for p in (Path(job_dir) / "attempts" / "0").glob("worker-*.json")]  # the cluster's own folder
+    assert sorted(s["host"] for s in states) == sorted(h.ip for h in cluster.hosts)  # one worker per host
+    assert third.startswith("True ") and "/" in third, out  # the live card showed worker progress; the model is logged on the laptop
+    predicted = ok(laptop, f"import mlflow, numpy as np\nprint(mlflow.pyfunc.load_model({third.split()[1]!r}).predict("
+                           "np.array([[1.0, 2.0]], dtype='float32')).shape)")
+    assert predicted.strip().splitlines()[-1] == "(1, 2)"
+
+
+def test_interrupting_distributed_training_frees_every_host_and_marks_the_run_killed(cluster, laptop, connected):
+    laptop.client.execute(f"%%train --data nums --workers 2 --epochs 500 --batch-size 2 --validation 0\n{PAIR_MODEL}")
+    jobs = cluster.shared / "data" / "jobs"
+    before = set(jobs.iterdir()) if jobs.is_dir() else set()
+    deadline = time.monotonic() + 180
+    states: list = []
+    while len([s for s in states if s.get("state") == "training"]) < 2:
+        assert time.monotonic() < deadline, "the distributed training did not start within 180 s"
+        time.sleep(0.5)
+        new = [j for j in jobs.iterdir() if j not in before] if jobs.is_dir() else []
+        states = [json.loads(p.read_text() or "{}") for j in new for p in (j / "attempts" / "0").glob("worker-*.json")]
+    pids = [s["pid"] for s in states]
+    laptop.manager.interrupt_kernel()
+    interrupted = time.monotonic()
+    # The hosts share this machine's pid space: a pid is a worker process on its host.
+    while running_jobs(cluster) or any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                                       for pid in pids):
+        assert time.monotonic() - interrupted < 10, "jobs or worker processes still running 10 s after the interrupt"
+        time.sleep(0.2)
+    reply = laptop.client.get_shell_msg(timeout=60)
+    assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+    statuses = laptop_runs(laptop, "exp = client.get_experiment_by_name('nbscale')\n"
+                                   "print(sorted(r.info.status for r in client.search_runs([exp.experiment_id]) if r.data.params.get('workers')))")
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
 
 
 def running_jobs(cluster) -> list:

@@ -198,12 +198,12 @@ def test_bad_input_is_one_line_and_leaves_no_running_run(options, expected):
     assert time.monotonic() - started < 30
 
 
-def test_spark_connect_is_refused_in_one_line(settings):
+def test_a_pool_over_spark_connect_is_refused_before_anything_starts(settings):
     from nbscale.distributed import train_distributed
 
-    settings.master = "sc://127.0.0.1:15002"
-    with pytest.raises(NbscaleError, match=r"^%%train --workers does not run over Spark Connect yet \(sc://127.0.0.1:15002\)"):
-        train_distributed(DENSE, data="digits", workers=2, scale=16, experiment="bad")
+    settings.master = "sc://127.0.0.1:15002"  # nothing listens there: the refusal comes before any connection
+    with pytest.raises(NbscaleError, match=r"^--pool fast does not run over Spark Connect yet \(sc://127.0.0.1:15002\)"):
+        train_distributed(DENSE, data="digits", workers=2, scale=16, experiment="bad", pool="fast")
 
 
 def test_an_unreachable_master_is_one_line(settings):

@@ -8,9 +8,11 @@ back here. One function, `on_data_host`, is that switch; the store's file logic 
 """
 from __future__ import annotations
 
+import io
 import os
+import shutil
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import BinaryIO, Callable, TypeVar
 
 from .config import over_connect, settings
 from .datadir import ReadOnlyDataDir, local_dir, require_writable_store, writable
@@ -63,21 +65,55 @@ def write_chunk(path: str, data: bytes, offset: int) -> int:
 
 def upload(local: Path, remote: str, on_bytes: Callable[[int], None] | None = None) -> None:
     """Copy the laptop's file `local` to `remote` on the data host, in chunks through Spark."""
-    offset = 0
     with open(local, "rb") as f:
+        _send(f, remote, str(local), on_bytes)
+
+
+def put_bytes(remote: str, data: bytes) -> None:
+    """Write `data` as the file `remote` on the data host (in chunks over Connect; here directly)."""
+    _send(io.BytesIO(data), remote, "the data")
+
+
+def _send(source: BinaryIO, remote: str, what: str, on_bytes: Callable[[int], None] | None = None) -> None:
+    offset = 0
+    while True:
+        data = source.read(CHUNK_BYTES)
+        if not data and offset:
+            break
+        size = on_data_host(write_chunk, remote, data, offset)
+        if size != offset + len(data):
+            raise NbscaleError(f"Copying {what} to {remote} on the cluster wrote {size} bytes where {offset + len(data)} were sent; "
+                               "nothing was kept of it. Try again.")
+        offset += len(data)
+        if on_bytes:
+            on_bytes(offset)
+        if not data:
+            break
+
+
+def read_chunk(path: str, offset: int, size: int) -> bytes:
+    """Up to `size` bytes of `path` from `offset` (empty at its end). Runs on the data host."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def download(remote: str, local: Path) -> Path:
+    """Copy the data host's file `remote` to this machine's `local`, in chunks through Spark (a copy here too)."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with open(local, "wb") as f:
+        offset = 0
         while True:
-            data = f.read(CHUNK_BYTES)
-            if not data and offset:
-                break
-            size = on_data_host(write_chunk, remote, data, offset)
-            if size != offset + len(data):
-                raise NbscaleError(f"Uploading {local} to the cluster wrote {size} bytes where {offset + len(data)} were sent; "
-                                   "nothing was ingested. Try again.")
+            data = on_data_host(read_chunk, remote, offset, CHUNK_BYTES)
+            f.write(data)
             offset += len(data)
-            if on_bytes:
-                on_bytes(offset)
-            if not data:
-                break
+            if len(data) < CHUNK_BYTES:
+                return local
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder of the data dir, if it is there. Runs on the data host."""
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def require_writable(doing: str, data_dir: str | None = None, on_this_machine: bool = False) -> None:

@@ -8,77 +8,78 @@ one MLflow parent run (one child run per worker) and, at the end, loads the chie
 from __future__ import annotations
 
 import atexit
-import shutil
+import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Callable
 
-from ..config import settings
+from ..config import over_connect, settings
+from ..datahost import on_data_host
 from ..errors import NbscaleError, caused_by_interrupt, executor_failure, first_useful_line
-from ..jobs.interrupts import cancel_group
 from ..limits import cap
 from ..scheduling import check_pool
-from .jobdir import JobDir
+from .control import ConnectControl, check_capacity, control_for
+from .jobdir import JobDir, JobView, snapshot, touch
 
 STRATEGIES = ("multiworker", "parameter-server")
-SLOT_WAIT_S = 20  # executors of a just-started session need a moment to register
 CAPACITY_GRACE_S = 15  # how long a running job waits for lost task slots to come back
+CONNECT_PROBE_EVERY_S = 10  # over Connect, the cluster's size is a Spark stage: asked only when the workers fall quiet
 _running: dict[str, "DistributedRun"] = {}  # job id -> run, for kill_worker and kernel shutdown
 
 
 class DistributedRun:
-    """The driver's side of one distributed training: its job dir, Spark job group and MLflow runs."""
+    """The driver's side of one distributed training: its job dir, Spark job group (or Connect tag) and MLflow runs.
+    What it shows comes from `seen`, the job folder as last read (`refresh`)."""
 
-    def __init__(self, title: str, job: JobDir, workers: int, strategy: str, epochs: int, run_id: str, run_url: str | None):
-        self.title, self.job, self.workers, self.strategy, self.epochs = title, job, workers, strategy, epochs
-        self.run_id, self.run_url = run_id, run_url
-        self.group = f"nbscale-{job.root.name}"
+    def __init__(self, title: str, root: str, workers: int, strategy: str, epochs: int, run_id: str, run_url: str | None, control):
+        self.title, self.root, self.workers, self.strategy, self.epochs = title, root, workers, strategy, epochs
+        self.run_id, self.run_url, self.control = run_id, run_url, control
+        self.job = JobDir(root)  # the layout; its files are read through `refresh`, where the data dir is
+        self.group = f"nbscale-{self.id}"
         self.state = "waiting for workers"
+        self.seen = JobView()
         self.logged_epochs: set[int] = set()
         self.notes: list[str] = []
-        self.spark_context = None
         self.started_at = time.time()
         self.capacity_lost = False  # set by the watcher when the cluster shrank under a running job
 
     @property
     def id(self) -> str:
-        return self.job.root.name
+        return Path(self.root).name
+
+    def refresh(self) -> JobView:
+        self.seen = on_data_host(snapshot, self.root)
+        return self.seen
 
     def cancel(self) -> None:
-        """Cancel the Spark job group: Spark kills the barrier tasks, and each worker process dies with its task."""
-        if self.spark_context is not None:
-            self.spark_context.cancelJobGroup(self.group)
+        """Cancel the Spark job group (Connect tag): Spark kills the barrier tasks, and each worker process dies with its task."""
+        self.control.cancel(self.group)
 
     def workers_line(self) -> str:
-        attempts = self.job.attempts()
-        states = self.job.states(attempts[-1]) if attempts else {}
         return "; ".join(f"{s['role']} {s['index']}: " + (f"epoch {s['epoch']} step {s['step']}/{s['steps']}" if s["state"] == "training" else s["state"])
-                         for _, s in sorted(states.items()))
+                         for _, s in sorted(self.seen.current_states().items()))
 
     def view(self) -> dict:
+        seen = self.seen
         history: dict[str, list[float]] = {}
         speed = None
-        seen = set()
-        for record in self.job.epoch_metrics():
-            if record["epoch"] in seen:  # an epoch redone after a failure counts once
+        epochs = set()
+        for record in seen.metrics:
+            if record["epoch"] in epochs:  # an epoch redone after a failure counts once
                 continue
-            seen.add(record["epoch"])
+            epochs.add(record["epoch"])
             for key, value in record["logs"].items():
                 history.setdefault(key, []).append(value)
             speed = record["samples_per_s"]
-        attempts = self.job.attempts()
-        current = attempts[-1] if attempts else None
-        states = self.job.states(current) if current is not None else {}
-        lines = [self._attempt_line(number, number == current) for number in attempts]
+        lines = [self._attempt_line(number, number == seen.current) for number in seen.attempts]
         return {"history": history, "epochs": self.epochs, "samples_per_s": speed, "run_id": self.run_id, "run_url": self.run_url,
-                "state": self.state, "workers": self.workers, "strategy": self.strategy, "workers_state": states,
-                "logs": {rank: self.job.log_tail(current, rank) for rank in states} if current is not None else {},
-                "attempt_lines": lines, "notes": self.notes}
+                "state": self.state, "workers": self.workers, "strategy": self.strategy, "workers_state": seen.current_states(),
+                "logs": seen.tails, "attempt_lines": lines, "notes": self.notes}
 
     def _attempt_line(self, number: int, current: bool) -> str:
-        states, errors = self.job.states(number), self.job.errors(number)
+        states, errors = self.seen.states.get(number, {}), self.seen.errors.get(number, {})
         resumed = min((s.get("first_epoch", 1) for s in states.values() if "first_epoch" in s), default=1)
         start = f", resumed at epoch {resumed}" if resumed > 1 else ""
         if current:
@@ -91,13 +92,30 @@ class DistributedRun:
         return f"attempt {number}{start}: its workers were lost (an executor or machine failed)"
 
     def failure(self) -> str | None:
-        """The first worker error of the last attempt, as one line."""
-        for number in reversed(self.job.attempts()):
-            errors = self.job.errors(number)
+        """The first worker error of the last attempt that had one, as one line."""
+        for number in reversed(self.seen.attempts):
+            errors = self.seen.errors.get(number)
             if errors:
                 rank, why = _cause(errors)
                 return f"worker {rank}: {why}"
         return None
+
+    def wait_until_stopped(self, timeout: float = 30) -> None:
+        """After a cancel or failure: a resume must not meet workers of this launch still writing backups. Spark reports
+        a killed task once its Python worker is gone, and each training process dies with it; over Connect, where
+        task status is not visible, the workers are taken as gone once none has written its state for 3 s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if isinstance(self.control, ConnectControl):
+                    seen = self.refresh()
+                    if not seen.current_states() or (seen.quiet_s or 0) > 3:
+                        return
+                elif not self.control.active_tasks(self.group):
+                    return
+            except Exception:  # noqa: BLE001 - a JVM or server going away ends the tasks too
+                return
+            time.sleep(0.5)
 
 
 def _cause(errors: dict[int, str]) -> tuple[int, str]:
@@ -110,20 +128,20 @@ def kill_worker(job_id: str, rank: int) -> str:
     run = _running.get(job_id)
     if run is None:
         raise NbscaleError(f"No distributed job {job_id} is running in this kernel: see %jobs.")
-    attempts = run.job.attempts()
-    if not attempts or rank not in run.job.states(attempts[-1]):
+    seen = run.refresh()
+    if seen.current is None or rank not in seen.current_states():
         raise NbscaleError(f"Worker {rank} of job {job_id} has not started yet: wait until the card shows it, then kill it.")
-    run.job.kill_file(attempts[-1], rank).touch()
-    return f"Worker {rank} of attempt {attempts[-1]} is being killed; Spark will rerun the stage and training resumes from its backups."
+    on_data_host(touch, str(run.job.kill_file(seen.current, rank)))
+    return f"Worker {rank} of attempt {seen.current} is being killed; Spark will rerun the stage and training resumes from its backups."
 
 
-def _elastic_retry(run: DistributedRun, sc, profile, tasks: int, helpers: int, min_workers: int, stop) -> int | None:
+def _elastic_retry(run: DistributedRun, profile, tasks: int, helpers: int, min_workers: int, stop) -> int | None:
     """After the stage failed: the number of workers to go on with when the cluster lost capacity but
     still fits --min-workers (training resumes from the backups); None when it is not that kind of failure."""
-    if (stop is not None and stop.is_set()) or run.job.fatal():
+    if (stop is not None and stop.is_set()) or run.refresh().fatal:
         return None
-    slots = _slots(sc, profile)
-    if slots >= tasks and not run.capacity_lost:
+    slots = run.control.slots(profile)
+    if slots is None or (slots >= tasks and not run.capacity_lost):
         return None
     run.capacity_lost = False
     fits = slots - helpers  # the chief and parameter servers must all run
@@ -148,55 +166,6 @@ def _cancel_all() -> None:
             pass
 
 
-def _slots(sc, profile=None) -> int:
-    jsc = sc._jsc.sc()
-    java_profile = profile._java_resource_profile if profile is not None else jsc.resourceProfileManager().defaultResourceProfile()
-    return int(jsc.maxNumConcurrentTasks(java_profile))
-
-
-def gpu_profile(sc, gpus_per_worker: int):
-    """A Spark stage-level resource profile giving each worker task `gpus_per_worker` GPUs (None for 0)."""
-    if not gpus_per_worker:
-        return None
-    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
-
-    profile = ResourceProfileBuilder().require(TaskResourceRequests().cpus(1).resource("gpu", gpus_per_worker)).build
-    try:
-        sc._jsc.sc().resourceProfileManager().addResourceProfile(profile._java_resource_profile)
-    except Exception as exc:  # noqa: BLE001 - Spark's refusal, as one line
-        raise NbscaleError(f"--gpus-per-worker {gpus_per_worker}: Spark cannot give tasks GPUs here ({first_useful_line(str(exc))}); "
-                           "give the executors GPUs (spark.executor.resource.gpu.amount and "
-                           "spark.executor.resource.gpu.discoveryScript in Nbscale.spark_conf), or train on CPUs.") from None
-    return profile
-
-
-def check_capacity(sc, tasks: int, what: str, wait_s: float = SLOT_WAIT_S, profile=None) -> int:
-    """Barrier mode needs all tasks running at once: fail in one line when the cluster can never fit them."""
-    started = time.monotonic()
-    slots = _slots(sc, profile)
-    # No executor yet (a session just started on a cluster): wait for them to register; some but too few: a short grace.
-    while slots < tasks and time.monotonic() - started < (wait_s if slots == 0 else 3):
-        time.sleep(0.5)
-        slots = _slots(sc, profile)
-    if slots < tasks:
-        raise NbscaleError(f"{what} needs {tasks} task slots at once (barrier mode starts every worker together) but the cluster "
-                           f"({sc.master}) has {slots}: use fewer --workers, or give the cluster more cores "
-                           "(%nbscale cluster up --workers N --cores C).")
-    return slots
-
-
-def _active_tasks(sc, group: str | None = None) -> int:
-    """Running tasks of every active stage, or of the stages of job group `group`."""
-    tracker = sc.statusTracker()
-    if group is None:
-        stage_ids = tracker.getActiveStageIds()
-    else:
-        jobs = [tracker.getJobInfo(j) for j in tracker.getJobIdsForGroup(group)]
-        stage_ids = [s for job in jobs if job for s in job.stageIds]
-    stages = [tracker.getStageInfo(s) for s in stage_ids]
-    return sum(stage.numActiveTasks for stage in stages if stage)
-
-
 def _check_options(strategy: str, workers: int, epochs: int, parameter_servers: int, min_workers: int | None,
                    batch_size: int) -> tuple[int, int]:
     """(barrier tasks, min workers) for valid options; one line naming the bad one otherwise."""
@@ -213,17 +182,20 @@ def _check_options(strategy: str, workers: int, epochs: int, parameter_servers: 
 
 
 def _splits(version, spec, model, validation: float, seed: int, workers: int, strategy: str):
-    """The seeded split, written with a file per worker at least; every all-reduce worker must get rows."""
+    """The seeded split, written with a file per worker at least; every all-reduce worker must get rows.
+    It stays where the data dir is (over Connect: on the cluster, which the workers read)."""
     from .. import feed
     from ..train import _check_labels, _check_shapes, _check_split
 
     _check_labels(model, spec, version)
-    train_split, val_split = feed.split(version, spec, validation, row_groups=max(4, workers))
+    train_split, val_split = feed.split(version, spec, validation, row_groups=max(4, workers), pull=False)
     _check_split(spec, version, validation, train_split.rows)
     if strategy == "multiworker":
-        for rank in range(workers):
-            for part, name in ((train_split, "training"), (val_split, "validation")):
-                if part is not None and feed.shard(part, rank, workers).rows == 0:
+        for part, name in ((train_split, "training"), (val_split, "validation")):
+            if part is None:
+                continue
+            for rank, rows in enumerate(on_data_host(feed.shard_rows, part, workers)):
+                if rows == 0:
                     raise NbscaleError(f"{version.ref} has too few rows for {workers} workers: worker {rank} would get no {name} rows. "
                                        "Use fewer --workers or a larger dataset.")
     _check_shapes(model, spec, train_split.rows)
@@ -236,22 +208,29 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
                       gpus_per_worker: int = 0, min_workers: int | None = None, precision: str = "auto", namespace: dict | None = None,
                       on_epoch: Callable | None = None, stop: threading.Event | None = None, on_start: Callable[[DistributedRun], None] | None = None):
     """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run.
-    `precision` auto is mixed float16 when the workers get GPUs (--gpus-per-worker), else float32."""
+    `precision` auto is mixed float16 when the workers get GPUs (--gpus-per-worker), else float32.
+
+    Over Spark Connect the same barrier stage runs on the cluster; the job folder (in the cluster's data dir)
+    is read through one small Spark task per refresh, so the workers still need neither the notebook nor the
+    tracking server, and the laptop needs nothing but the Connect endpoint."""
+    import os
+
+    import cloudpickle
+
     from .. import feed
-    from ..datahost import classic_only, require_writable
+    from ..datahost import classic_only, download, put_bytes, remove_tree, require_writable
     from ..ingest import dataset as find_dataset
+    from ..scheduling import POOLS_NEED_A_SPARKCONTEXT
     from ..session import mlflow, spark
     from ..train import (TrainProgress, TrainResult, _backup_dir, _build_model, _log_model, _log_params, open_run, precision_policy,
                          quiet_loggers)
     from . import launcher, shipping
     from .card import render_job
 
-    # The barrier stage itself runs over Spark Connect; the live card reads the job folder, and following and
-    # cancelling the job use the classic SparkContext (job groups, slot counts).
-    classic_only("%%train --workers", "its live card reads the job's folder in the data dir, which this machine does not see")
     tasks, min_workers = _check_options(strategy, workers, epochs, parameter_servers, min_workers, batch_size)
     epochs = cap("epochs", epochs)
     if pool:
+        classic_only(f"--pool {pool}", POOLS_NEED_A_SPARKCONTEXT)
         check_pool(pool)
     version = find_dataset(data)
     require_writable(f"Distributed training on {version.ref}")  # the job folder the workers share, the runs
@@ -259,40 +238,39 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     policy = precision_policy(precision, tensor_cores=gpus_per_worker > 0)  # the workers' GPUs, not the driver's
     built = _build_model(code, namespace, None, seed, policy)  # the cell's errors show here, before any worker starts
     shipped = shipping.capture(code, namespace)
-    train_split, val_split = _splits(version, spec, built, validation, seed, workers, strategy)
     session = spark()
-    sc = session.sparkContext
-    profile = gpu_profile(sc, gpus_per_worker)
-    check_capacity(sc, tasks, f"--workers {workers} --strategy {strategy}" + (f" (+{parameter_servers} ps + 1 chief)" if tasks > workers else "")
+    control = control_for(session)
+    profile = control.gpu_profile(gpus_per_worker)
+    train_split, val_split = _splits(version, spec, built, validation, seed, workers, strategy)
+    check_capacity(control, tasks, f"--workers {workers} --strategy {strategy}" + (f" (+{parameter_servers} ps + 1 chief)" if tasks > workers else "")
                    + (f" with {gpus_per_worker} GPU(s) each" if gpus_per_worker else ""), profile=profile)
 
     job = JobDir(Path(settings().data_dir) / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
-    job.root.mkdir(parents=True)
-    backups = _backup_dir(experiment, version.ref, f"{strategy}|{code}")
+    backups = _backup_dir(experiment, version.ref, f"{strategy}|{code}", root=Path(settings().data_dir))
+    backups_exist = resume and on_data_host(os.path.isdir, str(backups))
     if not resume:
-        shutil.rmtree(backups, ignore_errors=True)
+        on_data_host(remove_tree, str(backups))
     steps_per_epoch = feed.steps(train_split.rows, batch_size)
-    import cloudpickle
-
-    job.spec.write_bytes(cloudpickle.dumps({
+    put_bytes(str(job.spec), cloudpickle.dumps({  # creates the job folder
         "code": code, "namespace": shipped, "feed": spec, "train": train_split, "validation": val_split, "epochs": epochs,
         "strategy": strategy, "seed": seed, "precision": policy, "batch_size": batch_size, "backup_dir": str(backups), "steps_per_epoch": steps_per_epoch,
         "validation_steps": feed.steps(val_split.rows, batch_size) if val_split else 0}))
 
     mlf = mlflow()
     client = mlf.MlflowClient()
-    parent, _, logged = open_run(mlf, experiment, f"{version.ref} ×{workers} {time.strftime('%H:%M:%S')}", backups, resume)
+    parent, _, logged = open_run(mlf, experiment, f"{version.ref} ×{workers} {time.strftime('%H:%M:%S')}", backups, resume,
+                                 backups_exist=backups_exist)
     uri = settings().tracking_uri
     run_url = f"{uri.rstrip('/')}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" if uri.startswith("http") else None
-    run = DistributedRun(f"%%train {version.ref} --workers {workers}", job, workers, strategy, epochs, parent.info.run_id, run_url)
-    if sc.master.startswith("local"):
-        run.notes.append(f"Spark {sc.master} never retries a failed task: connect to a cluster for fault tolerance.")
-    run.spark_context = sc
+    run = DistributedRun(f"%%train {version.ref} --workers {workers}", str(job.root), workers, strategy, epochs, parent.info.run_id, run_url,
+                         control)
+    if control.master.startswith("local"):
+        run.notes.append(f"Spark {control.master} never retries a failed task: connect to a cluster for fault tolerance.")
     run.logged_epochs = logged  # a resumed run logged these epochs already
     previous = parent.data.tags.get("nbscale.job_dir")
-    if logged and previous and Path(previous).is_dir():
+    if logged and previous:
         # Epochs the last launch finished while it was being stopped: in its job dir, not yet in MLflow.
-        _log_epochs(client, run, JobDir(previous))
+        _log_epochs(client, run, on_data_host(snapshot, previous).metrics)
     _running[run.id] = run
     if on_start:
         on_start(run)
@@ -300,7 +278,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     shown: dict[str, str] = {}
 
     def publish():
-        _log_epochs(client, run, job)
+        _log_epochs(client, run, run.seen.metrics)
         if on_epoch:
             view = run.view()
             card = render_job(run.title, view)
@@ -309,30 +287,40 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
                 history = view["history"]
                 on_epoch(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
 
+    connect = isinstance(control, ConnectControl)
+
     def watch():
         short_since = None
-        while not watching.wait(0.5):
+        probed = 0.0
+        while not watching.wait(1.0 if connect else 0.5):  # over Connect each look is a Spark task
             try:
-                if (stop is not None and stop.is_set()) or job.fatal():
-                    sc.cancelJobGroup(run.group)  # cancelled, or an error a rerun would repeat
+                seen = run.refresh()
+                if (stop is not None and stop.is_set()) or seen.fatal:
+                    control.cancel(run.group)  # cancelled, or an error a rerun would repeat
                 # Spark resubmits a failed barrier stage even when the cluster no longer has the slots, and
                 # then waits forever: past a grace period for a replacement executor, stop it here.
-                if _slots(sc, profile) < tasks:
-                    short_since = short_since or time.monotonic()
+                slots = None
+                if not connect:
+                    slots = control.slots(profile)
+                elif seen.attempts and (seen.quiet_s or 0) > CAPACITY_GRACE_S and time.monotonic() - probed > CONNECT_PROBE_EVERY_S:
+                    probed, slots = time.monotonic(), control.slots(profile)
+                if slots is not None and slots < tasks:
+                    short_since = short_since or time.monotonic() - (CAPACITY_GRACE_S if connect else 0)  # Connect: quiet that long already
                     if time.monotonic() - short_since > CAPACITY_GRACE_S and not run.capacity_lost:
                         run.capacity_lost = True
-                        sc.cancelJobGroup(run.group)
-                else:
+                        control.cancel(run.group)
+                elif slots is not None:
                     short_since = None
-                attempts = job.attempts()
-                states = job.states(attempts[-1]) if attempts else {}
-                if not states and _slots(sc) == 0 and not sc.master.startswith("local"):
-                    run.state = (f"waiting for executors: the cluster ({sc.master}) gives this application none — its workers "
-                                 "are gone or busy (see the master's web UI)")
-                elif not states and _active_tasks(sc) + tasks > _slots(sc):
+                states = seen.current_states()
+                if states:
+                    run.state = "training" + (f" (attempt {seen.current})" if seen.current else "")
+                elif connect:
                     run.state = f"waiting for {tasks} free task slots (gang scheduling: all workers start together)"
-                elif states:
-                    run.state = "training" + (f" (attempt {attempts[-1]})" if attempts[-1] else "")
+                elif control.slots() == 0 and not control.master.startswith("local"):
+                    run.state = (f"waiting for executors: the cluster ({control.master}) gives this application none — its workers "
+                                 "are gone or busy (see the master's web UI)")
+                elif control.active_tasks() + tasks > control.slots():
+                    run.state = f"waiting for {tasks} free task slots (gang scheduling: all workers start together)"
                 publish()
             except Exception:  # noqa: BLE001 - a failed refresh must not stop the training
                 continue
@@ -343,37 +331,36 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
         if not logged:  # a reopened run has its parameters already
             _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
             mlf.log_params({"workers": workers, "min_workers": min_workers, "strategy": strategy, "gpus_per_worker": gpus_per_worker,
-                            "parameter_servers": parameter_servers if tasks > workers else 0, "spark_master": sc.master})
+                            "parameter_servers": parameter_servers if tasks > workers else 0, "spark_master": control.master})
         mlf.set_tag("nbscale.job_dir", str(job.root))  # the latest launch's worker logs and state
         watcher.start()
-        sc.setJobGroup(run.group, run.title, interruptOnCancel=True)
-        sc.setLocalProperty("spark.scheduler.pool", pool)
-        try:
+        with control.labelled(run.group, run.title, pool):
             while True:
                 try:
                     launcher.launch(session, str(job.root), tasks, strategy, parameter_servers,
                                     {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}, profile)
                     break
                 except Exception:
-                    fewer = _elastic_retry(run, sc, profile, tasks, tasks - workers, min_workers, stop)
+                    fewer = _elastic_retry(run, profile, tasks, tasks - workers, min_workers, stop)
                     if fewer is None:
                         raise
                     workers, tasks = fewer, fewer + (tasks - workers)
-        finally:
-            for name in ("spark.scheduler.pool", "spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
-                sc.setLocalProperty(name, None)  # later cells in this thread are not part of this job
         watching.set()
         watcher.join(5)
         run.state = "finished"
+        run.refresh()
         publish()
         _refuse_non_finite(run, version.ref)
-        with quiet_loggers("absl"):  # the chief's file has no optimizer slots for the driver's unbuilt optimizer: expected
-            built.load_weights(str(job.weights))
-            model_uri = _log_model(mlf, built, train_split, spec)
+        example = on_data_host(feed.first_features, train_split, spec, 4)  # read where the split is
+        with tempfile.TemporaryDirectory(prefix="nbscale-weights-") as here, quiet_loggers("absl"):
+            # The chief's file has no optimizer slots for the driver's unbuilt optimizer: expected, hence quiet.
+            weights = download(str(job.weights), Path(here) / job.weights.name) if connect else job.weights
+            built.load_weights(str(weights))
+            model_uri = _log_model(mlf, built, train_split, spec, example=example)
         status = "FINISHED"
     except BaseException as exc:
         if caused_by_interrupt(exc):
-            cancel_group(sc, run.group)
+            control.cancel(run.group)
             status = "KILLED"
             raise KeyboardInterrupt from None
         if stop is not None and stop.is_set():
@@ -384,26 +371,28 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
                                     "the workers are stopped. Run the cell again with --resume to continue.") from None
         if isinstance(exc, NbscaleError):
             raise
+        run.refresh()
         why = run.failure() or executor_failure(str(exc)) or first_useful_line(str(exc))
-        raise NbscaleError(f"Distributed training on {version.ref} failed after {len(job.attempts())} attempt(s): {why}") from None
+        raise NbscaleError(f"Distributed training on {version.ref} failed after {len(run.seen.attempts)} attempt(s): {why}") from None
     finally:
         watching.set()
         run.state = {"FINISHED": "finished", "KILLED": "cancelled"}.get(status, "failed")
         _running.pop(run.id, None)
         if status != "FINISHED":
-            _wait_for_tasks_to_end(sc, run.group)  # a resume must not meet workers of this launch still writing backups
+            run.wait_until_stopped()
         try:  # epochs the chief finished after the watcher's last look: logged before the run closes
+            run.refresh()
             publish()
         except Exception:  # noqa: BLE001 - bookkeeping must never hide the training's own outcome
             pass
-        _child_runs(client, mlf, run, parent.info.experiment_id, status)
+        _child_runs(client, run, parent.info.experiment_id, status)
         mlf.end_run(status)
-    shutil.rmtree(backups, ignore_errors=True)
+    on_data_host(remove_tree, str(backups))
     metrics = run.view()
     result = TrainResult(run.title, run.run_id, run_url, experiment, version.ref, epochs, metrics["history"], metrics["samples_per_s"] or 0.0,
                          f"{workers} workers · {strategy}", built, model_uri)
-    result.workers, result.strategy, result.attempts, result.job_dir = workers, strategy, len(job.attempts()), str(job.root)
-    result.digests = {r: (job.result_file(r).read_text() if job.result_file(r).exists() else None) for r in range(tasks)}
+    result.workers, result.strategy, result.attempts, result.job_dir = workers, strategy, len(run.seen.attempts), str(job.root)
+    result.digests = {r: run.seen.results.get(r) for r in range(tasks)}
     result.card_html = render_job(run.title, metrics)
     return result
 
@@ -422,22 +411,9 @@ def _refuse_non_finite(run: DistributedRun, ref: str) -> None:
                 raise NonFiniteLoss(non_finite_message(ref, epoch, metric, value))
 
 
-def _wait_for_tasks_to_end(sc, group: str, timeout: float = 30) -> None:
-    """Spark reports a killed task once its Python worker is gone, and each training process dies with
-    that worker: no active task in the group means no worker process left."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if not _active_tasks(sc, group):
-                return
-        except Exception:  # noqa: BLE001 - a JVM going away ends the tasks too
-            return
-        time.sleep(0.2)
-
-
-def _log_epochs(client, run: DistributedRun, job: JobDir) -> None:
+def _log_epochs(client, run: DistributedRun, records: list[dict]) -> None:
     """The chief's epoch metrics into the parent run, once per epoch across attempts and launches."""
-    for record in job.epoch_metrics():
+    for record in records:
         if record["epoch"] not in run.logged_epochs:
             run.logged_epochs.add(record["epoch"])
             client.log_batch(run.run_id, metrics=[_metric(k, v, record["epoch"]) for k, v in
@@ -450,25 +426,31 @@ def _metric(key: str, value: float, step: int):
     return Metric(key, float(value), int(time.time() * 1000), step)
 
 
-def _child_runs(client, mlf, run: DistributedRun, experiment: str, status: str) -> None:
+def _child_runs(client, run: DistributedRun, experiment: str, status: str) -> None:
     """One child run per worker: its role, attempts and logs (the parent holds the metrics)."""
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+    from ..datahost import download
+
     try:
-        ranks = sorted({rank for number in run.job.attempts() for rank in run.job.states(number)})
-        for rank in ranks:
-            states = [run.job.states(n).get(rank) for n in run.job.attempts()]
-            last = [s for s in states if s][-1]
-            child = client.create_run(experiment, run_name=f"worker {rank} ({last['role']})",
-                                      tags={MLFLOW_PARENT_RUN_ID: run.run_id, "nbscale.rank": str(rank), "nbscale.role": last["role"]})
-            client.log_batch(child.info.run_id, metrics=[_metric("attempts", len([s for s in states if s]), 0),
-                                                         _metric("epochs_done", last.get("epochs_done", 0), 0),
-                                                         _metric("peak_rss_mb", max(s.get("peak_rss_mb", 0) for s in states if s), 0),
-                                                         _metric("cpu_seconds", sum(s.get("cpu_s", 0) for s in states if s), 0)])
-            for number in run.job.attempts():
-                log = run.job.log_file(number, rank)
-                if log.exists():
-                    client.log_artifact(child.info.run_id, str(log), artifact_path=f"logs/attempt-{number}")
-            client.set_terminated(child.info.run_id, status)
+        seen = run.seen
+        ranks = sorted({rank for number in seen.attempts for rank in seen.states.get(number, {})})
+        with tempfile.TemporaryDirectory(prefix="nbscale-logs-") as here:
+            for rank in ranks:
+                states = [seen.states.get(n, {}).get(rank) for n in seen.attempts]
+                last = [s for s in states if s][-1]
+                child = client.create_run(experiment, run_name=f"worker {rank} ({last['role']})",
+                                          tags={MLFLOW_PARENT_RUN_ID: run.run_id, "nbscale.rank": str(rank), "nbscale.role": last["role"]})
+                client.log_batch(child.info.run_id, metrics=[_metric("attempts", len([s for s in states if s]), 0),
+                                                             _metric("epochs_done", last.get("epochs_done", 0), 0),
+                                                             _metric("peak_rss_mb", max(s.get("peak_rss_mb", 0) for s in states if s), 0),
+                                                             _metric("cpu_seconds", sum(s.get("cpu_s", 0) for s in states if s), 0)])
+                for number, state in zip(seen.attempts, states):
+                    if state is None:
+                        continue
+                    log = run.job.log_file(number, rank)  # a worker that wrote its state has its log
+                    copy = download(str(log), Path(here) / str(number) / log.name) if over_connect() else log
+                    client.log_artifact(child.info.run_id, str(copy), artifact_path=f"logs/attempt-{number}")
+                client.set_terminated(child.info.run_id, status)
     except Exception:  # noqa: BLE001 - worker bookkeeping must never hide the training's own outcome
         pass

@@ -5,6 +5,7 @@ the chief adds epoch metrics and the final weights. The driver reads them to dra
 to log to MLflow, so workers never need to reach the notebook or the tracking server."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -95,6 +96,48 @@ class JobDir:
             f.seek(max(0, path.stat().st_size - 4000))
             text = f.read().decode(errors="replace")
         return [ln for ln in text.splitlines() if ln.strip() and not _NOISE.search(ln)][-lines:]
+
+
+@dataclasses.dataclass
+class JobView:
+    """Everything the driver reads of a job folder at one moment, taken where the folder is (`snapshot`):
+    over Spark Connect that is one Spark task per refresh, so the card, the state and the failure all
+    come from one read."""
+    attempts: list[int] = dataclasses.field(default_factory=list)
+    states: dict[int, dict[int, dict]] = dataclasses.field(default_factory=dict)  # attempt -> rank -> worker state
+    errors: dict[int, dict[int, str]] = dataclasses.field(default_factory=dict)  # attempt -> rank -> one line
+    metrics: list[dict] = dataclasses.field(default_factory=list)  # the chief's epoch records, every attempt
+    tails: dict[int, list[str]] = dataclasses.field(default_factory=dict)  # rank -> last log lines of the current attempt
+    results: dict[int, str] = dataclasses.field(default_factory=dict)  # rank -> its result file
+    fatal: bool = False
+    quiet_s: float | None = None  # seconds since any worker of the current attempt wrote its state (data host's clock)
+
+    @property
+    def current(self) -> int | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def current_states(self) -> dict[int, dict]:
+        return self.states.get(self.current, {}) if self.current is not None else {}
+
+
+def snapshot(root: str) -> JobView:
+    """The job folder `root` as one `JobView` (empty when it does not exist). Runs where the data dir is."""
+    job = JobDir(root)
+    if not job.root.is_dir():
+        return JobView()
+    attempts = job.attempts()
+    view = JobView(attempts, {n: job.states(n) for n in attempts}, {n: job.errors(n) for n in attempts}, job.epoch_metrics(),
+                   results={int(p.stem.split("-")[1]): p.read_text() for p in job.root.glob("result-*.json")}, fatal=job.fatal())
+    if attempts:
+        current = view.states[attempts[-1]]
+        view.tails = {rank: job.log_tail(attempts[-1], rank) for rank in current}
+        updated = [s.get("updated", 0) for s in current.values()]
+        view.quiet_s = time.time() - max(updated) if updated else None
+    return view
+
+
+def touch(path: str) -> None:
+    Path(path).touch()
 
 
 def read_json(path: Path) -> dict | None:

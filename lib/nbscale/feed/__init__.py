@@ -98,13 +98,15 @@ FEATURES = "nbscale_features"  # the split's one packed feature column
 LABEL = "nbscale_label"  # the split's label column: a plain name whatever the dataset calls it ("the label", "y.true")
 
 
-def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4) -> tuple[Split, Split | None]:
+def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4, pull: bool = True) -> tuple[Split, Split | None]:
     """A seeded train/validation split of a version, written once and reused (versions are immutable).
 
     The split is laid out for the feed: each row's features packed into one binary value (row-major,
     uint8 where every value is a whole number in 0..255, as pixels are, else float32) beside the label.
     Decoding that is one `np.frombuffer` per row group, where a list<float> column costs Petastorm a
-    copy per row and 4x the bytes (benchmarks/feed.py)."""
+    copy per row and 4x the bytes (benchmarks/feed.py). Over Spark Connect the split is written on the
+    cluster and, with `pull`, copied to this machine for a single-node training; without it (distributed
+    workers read it there) its cluster path is returned."""
     if not 0 <= validation < 1:
         raise NbscaleError(f"--validation {validation} must be a fraction in [0, 1).")
     key = hashlib.sha1(json.dumps([LAYOUT, dataset.ref, validation, spec.seed, row_groups, spec.features, spec.label]).encode()).hexdigest()[:12]
@@ -119,7 +121,7 @@ def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4) -> tu
     encoding = rows.get("encoding", "float32")
     train = Split((folder / "train").as_uri(), rows["train"], encoding)
     held = Split((folder / "validation").as_uri(), rows["validation"], encoding) if validation else None
-    if over_connect():  # Petastorm reads files of this machine: bring the split here, through Spark
+    if over_connect() and pull:  # Petastorm reads files of this machine: bring the split here, through Spark
         # The copy is named by everything that makes it this split: the server, the cluster folder, the version's creation
         # (a data dir wiped and re-ingested makes a new v1) and the split's own record.
         copy = hashlib.sha1(json.dumps([settings().master, str(folder), dataset.manifest.get("created"), text]).encode()).hexdigest()[:16]
@@ -329,6 +331,17 @@ def shard(split_: Split, index: int, count: int) -> Split:
     mine = files[index::count]
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in mine)
     return Split([f.as_uri() for f in mine], rows, split_.encoding)
+
+
+def shard_rows(split_: Split, count: int) -> list[int]:
+    """Rows of each of `count` workers' shards (runs where the split is)."""
+    return [shard(split_, index, count).rows for index in range(count)]
+
+
+def first_features(split_: Split, spec: FeedSpec, rows: int):
+    """The first `rows` feature rows of a split as the model takes them (a numpy array): a model's input example."""
+    features, _ = next(batches(split_, spec, shuffle=False))
+    return features[:rows]
 
 
 def endless_batches(split_: Split, spec: FeedSpec, batch_size: int, shuffle: bool):

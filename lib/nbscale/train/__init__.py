@@ -252,11 +252,13 @@ def _release(backups: Path) -> None:
         _claimed.discard(backups)
 
 
-def _backup_dir(experiment: str, ref: str, code: str | None) -> Path:
+def _backup_dir(experiment: str, ref: str, code: str | None, root: Path | None = None) -> Path:
+    """Epoch backups of one cell on one dataset version, under `root`: by default this process's folder (the
+    data dir, or over Connect this machine's); distributed trainings pass the data dir, which their workers share."""
     key = hashlib.sha1(f"{experiment}|{ref}|{code}".encode()).hexdigest()[:12]
     from ..datadir import local_dir
 
-    return local_dir() / "checkpoints" / experiment / key  # the data dir (which distributed workers share), or over Connect this machine's
+    return (root or local_dir()) / "checkpoints" / experiment / key
 
 
 def train(code: str | None = None, *, data: str, label: str | None = None, epochs: int = 5, batch_size: int = 128,
@@ -351,14 +353,16 @@ BACKUP_TAG = "nbscale.backup_key"
 MODEL_TAG = "nbscale.model_uri"
 
 
-def open_run(mlf, experiment: str, name: str, backups: Path, resume: bool, parent_run_id: str | None = None):
+def open_run(mlf, experiment: str, name: str, backups: Path, resume: bool, parent_run_id: str | None = None,
+             backups_exist: bool | None = None):
     """(active run, history so far, epochs already logged). With `resume` and backups left by an
-    interrupted or failed run of the same cell and data, that run is reopened and continues."""
+    interrupted or failed run of the same cell and data, that run is reopened and continues.
+    `backups_exist`: whether the backups are there, for a caller whose backups are on another machine."""
     from ..session import experiment_id
 
     exp = experiment_id(experiment)
     key = backups.name
-    if resume and backups.exists():
+    if resume and (backups.exists() if backups_exist is None else backups_exist):
         client = mlf.MlflowClient()
         found = client.search_runs([exp], filter_string=f"tags.`{BACKUP_TAG}` = '{key}' and attributes.status != 'FINISHED'",
                                    order_by=["attributes.start_time DESC"], max_results=1)
@@ -483,14 +487,15 @@ def quiet_loggers(*names: str, output: bool = False):
                 logger.setLevel(level)
 
 
-def _log_model(mlf, model, train_split, spec) -> str:
-    from ..feed import batches
+def _log_model(mlf, model, train_split, spec, example=None) -> str:
+    """Log the model with an input example: the split's first rows (read here unless the caller read them where the split is)."""
+    from ..feed import first_features
     from .pyfunc import log_keras
 
-    example, _ = next(batches(train_split, spec, shuffle=False))
+    example = first_features(train_split, spec, 4) if example is None else example
     # MLflow checks the input example by loading the model and predicting; TF may warn about retracing.
     with quiet_loggers("tensorflow", "absl", "mlflow.pyfunc", output=True):
-        info = log_keras(model, example[:4])
+        info = log_keras(model, example)
     mlf.set_tag(MODEL_TAG, info.model_uri)  # how %register finds a run's model
     mlf.set_tag(TASK_TAG, task_of(model))  # classes or values: how predictions are shown and written
     return info.model_uri
