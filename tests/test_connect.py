@@ -122,9 +122,10 @@ def test_bad_input_and_work_connect_cannot_do_yet_are_one_line(cluster, laptop, 
     assert "No file matches '/nowhere/at/all.csv'" in error_line(laptop, "%%ingest ghost\n/nowhere/at/all.csv")
     assert "--gpus-per-worker does not run over Spark Connect yet" in error_line(
         laptop, f"%%train --data more --epochs 1 --workers 2 --gpus-per-worker 1\n{MODEL}")
-    assert "%%tune does not run over Spark Connect yet" in error_line(laptop, "%%tune --data pairs --trials 1\nx = 1")
+    assert "%%tune over Spark Connect needs an MLflow tracking server the cluster reaches" in error_line(
+        laptop, "%%tune --data pairs --trials 1\nx = 1")  # the laptop's store is its own SQLite file here
     assert "%pool does not run over Spark Connect yet" in error_line(laptop, "%pool")
-    assert "%score does not run over Spark Connect yet" in error_line(laptop, "%score pairs-model@champion --data pairs")
+    assert "%score over Spark Connect needs an MLflow tracking server" in error_line(laptop, "%score pairs-model@champion --data pairs")
     images = laptop.files / "pictures"
     (images / "cat").mkdir(parents=True)
     (images / "cat" / "one.png").write_bytes(b"not really")
@@ -202,6 +203,32 @@ def test_interrupting_distributed_training_frees_every_host_and_marks_the_run_ki
     statuses = laptop_runs(laptop, "exp = client.get_experiment_by_name('nbscale')\n"
                                    "print(sorted(r.info.status for r in client.search_runs([exp.experiment_id]) if r.data.params.get('workers')))")
     assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+
+
+SEARCH = PAIR_MODEL.replace("model = keras", "def build_model(hp):\n    model = keras").replace(
+    "\nmodel.compile", "\n    model.compile").replace("Dense(8,", "Dense(hp.suggest_int('units', 2, 16),") + "    return model\n"
+
+
+def test_tune_and_score_over_connect_with_a_tracking_server_both_sides_reach(cluster, laptop, connected):
+    """With a real `mlflow server --serve-artifacts` on a cluster host, trials train and log on the executors and the
+    executors load the registered model to score: the laptop reaches the server, the cluster reaches it too."""
+    tracking = cluster.start_mlflow()
+    try:
+        ok(laptop, f"%nbscale connect --master {cluster.connect_url} --data-dir {cluster.shared / 'data'} --tracking-uri {tracking}")
+        out = ok(laptop, "%%tune --data nums --trials 2 --parallel 2 --epochs 1 --batch-size 4 --register nums-model --alias champion "
+                         f"-o search\n{SEARCH}", timeout=600)
+        assert "best: trial" in out and "nums-model" in out, out
+        states = ok(laptop, "print(sorted(t.state for t in search.trials))").strip().splitlines()[-1]
+        assert states == "['done', 'done']", out
+        scored = ok(laptop, "%score nums-model@champion --data nums", timeout=300)
+        assert "nums_scored@v1" in scored, scored
+        table = pq.read_table(cluster.shared / "data" / "datasets" / "nums_scored" / "v1" / "data")  # written by the cluster
+        assert table.num_rows == 40 and set(table.column("prediction").to_pylist()) <= {0, 1}
+        runs = laptop_runs(laptop, "print(sorted({r.info.status for r in client.search_runs([client.get_experiment_by_name('nbscale-tune')"
+                                   ".experiment_id])}))")
+        assert runs.strip().splitlines()[-1] == "['FINISHED']", runs  # the parent and both trials, on the server
+    finally:  # the later tests use the laptop's own store again
+        ok(laptop, f"%nbscale connect --master {cluster.connect_url} --data-dir {cluster.shared / 'data'}")
 
 
 def running_jobs(cluster) -> list:

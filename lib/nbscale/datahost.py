@@ -133,3 +133,16 @@ def classic_only(doing: str, why: str) -> None:
     if over_connect():
         raise NbscaleError(f"{doing} does not run over Spark Connect yet ({settings().master}): {why}. Run it from a notebook "
                            "inside the cluster's network with a classic master (%nbscale connect --master spark://HOST:7077).")
+
+
+SERVER_SCHEMES = ("http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def require_shared_tracking(doing: str, why: str) -> None:
+    """Over Spark Connect, refuse in one line work whose executors use MLflow themselves when the store is on
+    this machine (the default there: a SQLite file the cluster cannot reach). A tracking server both reach works."""
+    uri = settings().tracking_uri
+    if over_connect() and uri.split(":", 1)[0].split("+", 1)[0] not in SERVER_SCHEMES:
+        raise NbscaleError(f"{doing} over Spark Connect needs an MLflow tracking server the cluster reaches too ({why}), but this "
+                           f"session's store is {uri} on this machine: reconnect with --tracking-uri http://HOST:5000 "
+                           "(an `mlflow server --serve-artifacts` that the laptop and the cluster both reach).")

@@ -28,6 +28,7 @@ from pathlib import Path
 MASTER_PORT = 7077
 MASTER_UI_PORT = 8080
 CONNECT_PORT = 15002
+MLFLOW_PORT = 5000
 START_TIMEOUT_S = 120
 
 
@@ -99,6 +100,7 @@ class Hosts:
         self._namespaces: list[str] = []
         self._links: list[str] = []
         self._connect_pids: list[int] = []
+        self._service_pids: list[int] = []  # other servers on the hosts (MLflow)
 
     # ---- life cycle ------------------------------------------------------------------------
     def __enter__(self) -> "Hosts":
@@ -226,6 +228,32 @@ class Hosts:
         self._wait(log, "Spark Connect server started", host, proc.pid)
         return f"sc://{host.ip}:{port}"
 
+    def start_mlflow(self, port: int = MLFLOW_PORT) -> str:
+        """A real MLflow tracking server on host 2 (`--serve-artifacts`: runs, registry and model files over HTTP),
+        its store in that host's private folder: the one MLflow store a laptop and the cluster's executors both reach."""
+        import sys
+
+        host = self.hosts[-1]
+        store = host.home / "mlflow"
+        store.mkdir(exist_ok=True)
+        argv = [sys.executable, "-m", "mlflow", "server", "--host", host.ip, "--port", str(port), "--workers", "1",
+                "--backend-store-uri", f"sqlite:///{store}/mlflow.db", "--serve-artifacts", "--artifacts-destination", str(store / "artifacts")]
+        with open(host.home / "mlflow.log", "ab") as out:
+            proc = subprocess.Popen(["nsenter", "-t", str(host.pid), "-m", "-n", "--", *argv], stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=self._host_env(host), start_new_session=True)
+        self._service_pids.append(proc.pid)
+        url = f"http://{host.ip}:{port}"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310 - the test bed's own server
+                    if answer.status == 200:
+                        return url
+            except OSError:
+                time.sleep(0.5)
+        raise HostsUnavailable(f"MLflow server on {host.name} ({url}) did not answer within {START_TIMEOUT_S} s:\n"
+                               + (host.home / "mlflow.log").read_text(errors="replace")[-1500:])
+
     def stop_connect(self) -> None:
         for pid in self._connect_pids:
             _kill_group(pid, signal.SIGKILL)
@@ -260,6 +288,12 @@ class Hosts:
 
     def stop(self) -> None:
         self.stop_connect()
+        for pid in self._service_pids:
+            _kill_group(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
         for host in reversed(self.hosts):
             if host.pid is not None:
                 _kill_group(host.pid, signal.SIGTERM)

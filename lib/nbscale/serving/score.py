@@ -40,13 +40,12 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
     """Predictions of `model` ("name@alias", "name/N") for every row of dataset version `data` (or the
     rows matching the Spark SQL condition `where`), written as the next version of dataset `to`
     (default: DATA_scored). Returns the published dataset."""
-    from ..datahost import classic_only
+    from ..datahost import require_shared_tracking
     from ..ingest import Dataset, store
     from ..ingest.profile import profile
     from ..session import spark
 
-    classic_only("%score", "the executors load the model from the MLflow store, which over Connect must be a tracking server "
-                 "that the cluster reaches")
+    require_shared_tracking("%score", "the executors load the model from it")
     from ..train.task import task_of_version
     from .versions import resolve, trained_feed
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import NbscaleError, first_useful_line
-from ..jobs.interrupts import cancel_on_interrupt
 from ..limits import cap
 
 
@@ -112,6 +111,32 @@ def _run_trial(payload: dict) -> dict:
         return {"number": payload["number"], "error": first_useful_line(str(exc) or type(exc).__name__, 200)}
 
 
+def _run_round(payloads: list[dict], group: str) -> list[dict]:
+    """One Spark job, a task per trial (`mapInPandas` over a range: the same plan on a classic master and over
+    Spark Connect); an interrupt cancels it by job group or Connect tag. The answers of every trial."""
+    import cloudpickle
+
+    from ..jobs.work import spark_work
+    from ..session import spark
+
+    blob = cloudpickle.dumps(payloads)
+
+    def round_task(batches):  # on an executor: the trial whose number is this partition's
+        import cloudpickle as pickler
+        import pandas as pd
+        from pyspark import TaskContext
+
+        for _ in batches:
+            pass
+        payload = pickler.loads(blob)[TaskContext.get().partitionId()]
+        yield pd.DataFrame({"answer": [pickler.dumps(_run_trial(payload))]})
+
+    session = spark()
+    with spark_work(session, group, f"%%tune trials {payloads[0]['number']}-{payloads[-1]['number']}"):
+        rows = session.range(0, len(payloads), 1, len(payloads)).mapInPandas(round_task, "answer binary").collect()
+    return [cloudpickle.loads(row["answer"]) for row in rows]
+
+
 def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: str = "val_accuracy", lowest: bool | None = None,
          label: str | None = None, epochs: int = 3, batch_size: int = 64, validation: float = 0.2, seed: int = 42, scale: float = 1.0,
          experiment: str = "nbscale-tune", register: str | None = None, alias: str | None = None, namespace: dict | None = None,
@@ -123,14 +148,14 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
 
     from .. import feed
     from ..config import settings
-    from ..datahost import classic_only, require_writable
+    from ..datahost import require_shared_tracking, require_writable
     from ..distributed.shipping import capture
     from ..ingest import dataset
-    from ..session import experiment_id, mlflow, spark
+    from ..session import experiment_id, mlflow
 
     from ..registry import direction
 
-    classic_only("%%tune", "its trials are tasks of the SparkContext, which a Connect client does not have")
+    require_shared_tracking("%%tune", "each trial logs its own run and model from the executor that trains it")
     if trials < 1 or parallel < 1 or batch_size < 1:
         raise NbscaleError(f"--trials {trials}, --parallel {parallel} and --batch-size {batch_size} must each be 1 or more.")
     lowest, rule = direction(metric, lowest)
@@ -138,7 +163,7 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
     parallel = cap("parallel", parallel)
     version = dataset(data)
     spec = feed.spec_for(version, label, batch_size, scale, seed)
-    feed.split(version, spec, validation)  # written once here, so the tasks only read it
+    feed.split(version, spec, validation, pull=False)  # written once here (where the data dir is), so the tasks only read it
     shipped = capture(code, namespace)
     optuna.logging.set_verbosity(logging.WARNING)
     study = optuna.create_study(direction="minimize" if lowest else "maximize", sampler=optuna.samplers.TPESampler(seed=seed))
@@ -146,7 +171,6 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
     parent = mlf.MlflowClient().create_run(experiment_id(experiment), run_name=f"%%tune {version.ref}",
                                            tags={"nbscale.search": "optuna-tpe"}).info.run_id
     result = TuneResult(metric, lowest, [], parent, note=f"Optuna TPE (seed {seed}) · {parallel} trials at a time as Spark tasks · {version.ref} · {metric}: {rule}")
-    sc = spark().sparkContext
     started = time.time()
     try:
         while len(result.trials) < trials:
@@ -160,16 +184,11 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
                          "tracking_uri": settings().tracking_uri} for t in asked]
             if on_round:
                 on_round(result)
-            group = f"nbscale-tune-{parent[:8]}"
-            sc.setJobGroup(group, f"%%tune trials {payloads[0]['number']}-{payloads[-1]['number']}", True)
-            try:
-                with cancel_on_interrupt(sc, group):
-                    answers = sc.parallelize(payloads, len(payloads)).map(_run_trial).collect()
-            finally:
-                sc.setJobGroup("", "", False)
+            answers = {a["number"]: a for a in _run_round(payloads, f"nbscale-tune-{parent[:8]}")}
             by_number = {t.number: t for t in result.trials}
-            for trial, answer in zip(asked, answers):
-                entry = by_number[answer["number"]]
+            for trial in asked:
+                answer = answers[trial.number]
+                entry = by_number[trial.number]
                 entry.run_id = answer.get("run_id", "")
                 if "value" in answer:
                     entry.state, entry.value = "done", answer["value"]
