@@ -8,6 +8,8 @@ standalone master, a Spark Connect server on host 1; needs root).
   ingest:  one CSV of ROWS rows — classic: read in place from the shared mount; Connect: a laptop file
            (uploaded through Connect, first time) and the same file as a cluster path
   store:   one `store.versions()` call — classic: a directory listing here; Connect: a one-task Spark job
+  train:   `%%train --workers 2` (all-reduce, 4 epochs): call -> first step on a worker, the whole call, and the
+           live card's delay after the chief writes an epoch (classic: a file read here; Connect: a Spark task a second)
   read:    `dataset(...).df.count()` of the published version
 
     .venv/bin/python benchmarks/connect.py [ROWS]
@@ -50,7 +52,34 @@ def measure(master: str, data_dir: str, sources: dict[str, str]) -> dict:
     name = next(iter(sources)).split()[0]
     out["store.versions()"] = median_of(lambda: store.versions(name))
     out["dataset().df.count()"] = median_of(lambda: dataset(name).df.count(), 5)
+    out.update(distributed(name))
     return out
+
+
+MODEL = """
+model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3, activation="softmax")])
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+"""
+
+
+def distributed(name: str) -> dict:
+    """A 2-worker all-reduce run: call -> first training step (the launch overhead), its whole time, and the live
+    card's delay (the chief writing an epoch's metrics -> the card showing that epoch), median over the epochs."""
+    from nbscale.datahost import on_data_host
+    from nbscale.distributed import train_distributed
+    from nbscale.distributed.jobdir import snapshot
+
+    shown: dict[int, float] = {}
+    started = time.time()
+    result = train_distributed(MODEL, data=name, workers=2, epochs=4, batch_size=256, validation=0.1, experiment="bench-connect",
+                               on_epoch=lambda p: shown.setdefault(p.epoch, time.time()))
+    ended = time.time()
+    seen = on_data_host(snapshot, result.job_dir)
+    first_step = min(s["first_step_at"] for s in seen.states[0].values() if "first_step_at" in s)
+    written = {record["epoch"] + 1: record["time"] for record in seen.metrics}
+    delays = [shown[epoch] - written[epoch] for epoch in written if epoch in shown]
+    return {"train --workers 2: call -> first step": first_step - started, "train --workers 2: whole call": ended - started,
+            "live card delay (median)": statistics.median(delays)}
 
 
 def main() -> None:
@@ -83,7 +112,8 @@ def main() -> None:
              ("ingest, file on the shared mount", "ingest (rows shared)", "ingest (rows2 cluster path)"),
              ("ingest, laptop file (uploaded)", "ingest (rows shared)", "ingest (rows laptop, uploaded)"),
              ("store.versions()", "store.versions()", "store.versions()"),
-             ("dataset().df.count()", "dataset().df.count()", "dataset().df.count()")]
+             ("dataset().df.count()", "dataset().df.count()", "dataset().df.count()"),
+             *[(key, key, key) for key in ("train --workers 2: call -> first step", "train --workers 2: whole call", "live card delay (median)")]]
     for title, left, right in pairs:
         a, b = classic[left], connect[right]
         print(f"{title:32} {a * 1000:>19.1f} ms {b * 1000:>11.1f} ms {b / a:>18.2f}")
