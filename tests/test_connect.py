@@ -151,29 +151,39 @@ def laptop_runs(laptop, code: str, timeout: float = 300) -> str:
     return ok(laptop, "import nbscale\nclient = nbscale.session.mlflow().MlflowClient()\n" + code, timeout)
 
 
-def test_distributed_training_runs_on_the_cluster_and_its_card_follows_on_the_laptop(cluster, laptop, connected):
+def test_distributed_training_runs_on_the_cluster_resumes_after_a_killed_worker_and_its_card_follows(cluster, laptop, connected):
     """The barrier stage runs on the cluster's hosts; the laptop's card and MLflow runs come from the job folder,
-    read through Spark: the workers reach neither the laptop nor its MLflow store."""
+    read through Spark: the workers reach neither the laptop nor its MLflow store. `%jobs kill` reaches a worker
+    through the same folder; Spark reruns the stage and training resumes from the backups on the cluster."""
     inbox = cluster.shared / "inbox"
     inbox.mkdir(exist_ok=True)
-    (inbox / "nums.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(40)))
-    assert "loaded 40" in ok(laptop, f"%%ingest nums --label label\n{inbox / 'nums.csv'}")
-    out = laptop_runs(laptop, "import time\nfrom nbscale.distributed import train_distributed\n"
-                     "seen, runs = [], []\n"
-                     f"result = train_distributed({PAIR_MODEL!r}, data='nums', workers=2, epochs=3, batch_size=2, validation=0.0,\n"
-                     "    experiment='connect-dist', on_start=runs.append, on_epoch=lambda p: seen.append((time.time(), p.epoch, p.html)))\n"
-                     "parent = client.get_run(result.run_id)\n"
-                     "children = client.search_runs([parent.info.experiment_id], \"tags.`mlflow.parentRunId` = '%s'\" % result.run_id)\n"
-                     "import json\nprint(parent.info.status, len(client.get_metric_history(result.run_id, 'loss')), sorted(c.info.status for c in children))\n"
-                     "print(result.job_dir, result.attempts, len({json.loads(d)['digest'] for d in result.digests.values()}), max(e for _, e, _ in seen))\n"
-                     "print(any('epoch' in c and 'worker' in c for _, _, c in seen), result.model_uri)", timeout=600)
-    first, second, third = out.strip().splitlines()[-3:]
-    assert first == "FINISHED 3 ['FINISHED', 'FINISHED']", out  # parent: one loss per epoch; one child run per worker
+    (inbox / "nums.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(400)))
+    assert "loaded 400" in ok(laptop, f"%%ingest nums --label label\n{inbox / 'nums.csv'}")
+    out = laptop_runs(laptop, "import json, time\nfrom nbscale.distributed import kill_worker, train_distributed\n"
+                              "seen, runs, killed = [], [], []\n"
+                              "def follow(p):\n"
+                              "    seen.append((time.time(), p.epoch, p.html))\n"
+                              "    if p.epoch >= 2 and not killed:  # after two epochs' metrics the first backup is surely written\n"
+                              "        killed.append(kill_worker(runs[0].id, 1))\n"
+                              f"result = train_distributed({PAIR_MODEL!r}, data='nums', workers=2, epochs=5, batch_size=4, validation=0.0,\n"
+                              "    experiment='connect-dist', on_start=runs.append, on_epoch=follow)\n"
+                              "parent = client.get_run(result.run_id)\n"
+                              "children = client.search_runs([parent.info.experiment_id], \"tags.`mlflow.parentRunId` = '%s'\" % result.run_id)\n"
+                              "print(parent.info.status, len(client.get_metric_history(result.run_id, 'loss')), sorted(c.info.status for c in children))\n"
+                              "print(result.job_dir, result.attempts, len({json.loads(d)['digest'] for d in result.digests.values()}), max(e for _, e, _ in seen))\n"
+                              "print(any('epoch' in c and 'worker' in c for _, _, c in seen), result.model_uri)\n"
+                              "print('resumed at epoch' in result.card_html and 'died' in result.card_html)", timeout=600)
+    first, second, third, fourth = out.strip().splitlines()[-4:]
+    assert first == "FINISHED 5 ['FINISHED', 'FINISHED']", out  # parent: one loss per epoch, none twice; one child run per worker
     job_dir, attempts, digests, last_epoch = second.split()
-    assert (attempts, digests, last_epoch) == ("1", "1", "3"), out  # one attempt, the workers agree on the weights, every epoch shown
-    states = [json.loads(p.read_text()) for p in (Path(job_dir) / "attempts" / "0").glob("worker-*.json")]  # the cluster's own folder
+    assert (attempts, digests, last_epoch) == ("2", "1", "5"), out  # rerun once, the workers agree on the weights, every epoch shown
+    states = [json.loads(p.read_text()) for p in (Path(job_dir) / "attempts" / "1").glob("worker-*.json")]  # the cluster's own folder
     assert sorted(s["host"] for s in states) == sorted(h.ip for h in cluster.hosts)  # one worker per host
+    records = [json.loads(line) for line in (Path(job_dir) / "metrics.jsonl").read_text().splitlines()]
+    first_try, retry = [r["epoch"] for r in records if r["attempt"] == 0], [r["epoch"] for r in records if r["attempt"] == 1]
+    assert retry and min(retry) >= max(first_try), records  # resumed from the backups: at most one epoch redone
     assert third.startswith("True ") and "/" in third, out  # the live card showed worker progress; the model is logged on the laptop
+    assert fourth == "True", out  # the card tells the attempt story
     predicted = ok(laptop, f"import mlflow, numpy as np\nprint(mlflow.pyfunc.load_model({third.split()[1]!r}).predict("
                            "np.array([[1.0, 2.0]], dtype='float32')).shape)")
     assert predicted.strip().splitlines()[-1] == "(1, 2)"
