@@ -233,7 +233,7 @@ def test_tune_and_score_over_connect_with_a_tracking_server_both_sides_reach(clu
         scored = ok(laptop, "%score nums-model@champion --data nums", timeout=300)
         assert "nums_scored@v1" in scored, scored
         table = pq.read_table(cluster.shared / "data" / "datasets" / "nums_scored" / "v1" / "data")  # written by the cluster
-        assert table.num_rows == 40 and set(table.column("prediction").to_pylist()) <= {0, 1}
+        assert table.num_rows == 400 and set(table.column("prediction").to_pylist()) <= {0, 1}
         runs = laptop_runs(laptop, "print(sorted({r.info.status for r in client.search_runs([client.get_experiment_by_name('nbscale-tune')"
                                    ".experiment_id])}))")
         assert runs.strip().splitlines()[-1] == "['FINISHED']", runs  # the parent and both trials, on the server

@@ -85,6 +85,7 @@ def test_train_register_and_serve_through_a_tracking_server(settings, tracking_s
     import numpy as np
 
     from nbscale import serving
+    from nbscale import state  # noqa: F401 - as %load_ext does in a kernel: the panel's publisher follows this process's work
     from nbscale.ingest import dataset, ingest
     from nbscale.registry import register
     from nbscale.train import train

@@ -449,8 +449,11 @@ def _child_runs(client, run: DistributedRun, experiment: str, status: str) -> No
                     if state is None:
                         continue
                     log = run.job.log_file(number, rank)  # a worker that wrote its state has its log
-                    copy = download(str(log), Path(here) / str(number) / log.name) if over_connect() else log
-                    client.log_artifact(child.info.run_id, str(copy), artifact_path=f"logs/attempt-{number}")
+                    try:
+                        copy = download(str(log), Path(here) / str(number) / log.name) if over_connect() else log
+                        client.log_artifact(child.info.run_id, str(copy), artifact_path=f"logs/attempt-{number}")
+                    except FileNotFoundError:  # removed meanwhile: the other workers' logs still go in
+                        continue
                 client.set_terminated(child.info.run_id, status)
     except Exception:  # noqa: BLE001 - worker bookkeeping must never hide the training's own outcome
         pass
