@@ -19,12 +19,21 @@ ROUTES = [("GET", "status"), ("GET", "datasets"), ("GET", "datasets/x"), ("GET",
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server_home(tmp_path_factory):
+    """The server's home folder: where kernels on a Spark Connect master publish (~/.nbscale/connect)."""
+    return tmp_path_factory.mktemp("server-home")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, server_home):
+    from nbscale import state  # noqa: F401 - as %load_ext does in a kernel: this process's jobs are published for the panel
+
     with restored_settings() as cfg:
         cfg.data_dir = str(tmp_path_factory.mktemp("server-data") / "data")  # its parent holds what lies outside it
         port = free_port()
         # The same stores as this process (an earlier test may have left MLFLOW_TRACKING_URI in the environment).
-        env = dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri)
+        env = dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri,
+                   HOME=str(server_home))
         log = open(tmp_path_factory.mktemp("server-log") / "server.log", "w+")
         process = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
@@ -138,6 +147,22 @@ def test_a_dead_kernels_state_is_not_listed(server):
     os.utime(ghost / "heartbeat", (time.time() - 60, time.time() - 60))
     assert [j for j in api(server, "GET", "jobs")[1]["result"] if j["kernel"] == 999999] == []
     assert api(server, "POST", "jobs/999999/1/cancel")[0] == 404
+
+
+def test_a_spark_connect_kernels_work_is_listed_and_a_cancel_reaches_it(server, server_home):
+    """A kernel on a Spark Connect master publishes under ~/.nbscale/connect (its data dir is the cluster's): listed too."""
+    from nbscale.files import write_json
+
+    folder = server_home / ".nbscale" / "connect" / "kernels" / "424242"
+    write_json(folder / "jobs.json", [{"id": 3, "title": "%%train --workers 2 over Connect", "state": "running"}])
+    (folder / "heartbeat").touch()
+    assert [j["title"] for j in api(server, "GET", "jobs")[1]["result"] if j["kernel"] == 424242] == ["%%train --workers 2 over Connect"]
+    status, answer = api(server, "POST", "jobs/424242/3/cancel")
+    assert status == 200 and answer["result"]["requested"] == {"action": "cancel", "job": 3}
+    (request,) = (folder / "requests").glob("*.json")  # what the kernel's publisher carries out
+    assert json.loads(request.read_text()) == {"action": "cancel", "job": 3}
+    os.utime(folder / "heartbeat", (time.time() - 60, time.time() - 60))  # that kernel ended
+    assert api(server, "POST", "jobs/424242/3/cancel")[0] == 404
 
 
 @pytest.mark.parametrize("method, route, code, message", [

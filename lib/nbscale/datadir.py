@@ -54,9 +54,14 @@ def local_dir(master: str | None = None) -> Path:
     folder on the cluster, `~/.nbscale/connect` (in the home folder, not /tmp: runs must outlive a reboot)."""
     if not over_connect(master):
         return Path(settings().data_dir)
-    local = Path.home() / ".nbscale" / "connect"
+    local = connect_home()
     local.mkdir(mode=0o700, parents=True, exist_ok=True)
     return local
+
+
+def connect_home() -> Path:
+    """This machine's folder for a Spark Connect session's local files (see `local_dir`); it may not exist yet."""
+    return Path.home() / ".nbscale" / "connect"
 
 
 def _own_temp_folder() -> Path:

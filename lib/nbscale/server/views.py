@@ -107,12 +107,16 @@ def models() -> list[dict]:
 
 
 def _kernels() -> list[Path]:
-    """Folders of kernels publishing now (a killed kernel's folder stays, but its heartbeat stops)."""
+    """Folders of kernels publishing now (a killed kernel's folder stays, but its heartbeat stops): under the data
+    dir, and under this machine's folder for Spark Connect sessions (their data dir is a folder of the cluster)."""
+    from ..datadir import connect_home
     from ..state import HEARTBEAT
 
-    root = Path(settings().data_dir) / "kernels"
-    base = root.resolve() if root.is_dir() else root
-    folders = [d for d in sorted(root.iterdir()) if ID.fullmatch(d.name) and d.resolve().is_relative_to(base)] if root.is_dir() else []
+    folders = []
+    for root in (Path(settings().data_dir) / "kernels", connect_home() / "kernels"):
+        if root.is_dir():
+            base = root.resolve()
+            folders += [d for d in sorted(root.iterdir()) if ID.fullmatch(d.name) and d.resolve().is_relative_to(base)]
     return [d for d in folders if _beats(d / HEARTBEAT)]
 
 
@@ -155,8 +159,8 @@ def _request(kernel: str, request: dict) -> dict:
     from ..files import write_json
 
     _checked_kernel(kernel)
-    folder = inside(Path(settings().data_dir), f"kernels/{kernel}")
-    if folder not in _kernels():
+    folder = next((f for f in _kernels() if f.name == kernel), None)  # a folder the listing found, never one built from the request
+    if folder is None:
         raise NotFound(f"No running kernel {kernel} publishes nbscale state.")
     write_json(folder / "requests" / f"{uuid.uuid4().hex}.json", request)
     return {"requested": request, "kernel": int(kernel)}
