@@ -45,10 +45,11 @@ lab: setup labextension
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --no-browser $(ALLOW_ROOT)
 
 # The whole suite: unit, integration (real Spark, MLflow, kernels) on two workers (each module on one of them,
-# longest first: conftest.py), then the notebooks via nbval, in order, in one process.
+# longest first: conftest.py), then the notebooks via nbval, also on two workers (a notebook's cells stay on one,
+# in order, each notebook on a fresh data dir: conftest.py).
 test: setup
 	$(BIN)/python -m pytest -p no:nbval -n 2 --dist loadfile --durations=30 tests
-	$(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg
+	$(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg -n 2 --dist loadfile
 
 # What a developer runs while working: no Spark-heavy suites, no notebooks.
 test-fast: setup
@@ -62,11 +63,11 @@ demo: setup
 	@echo "HTML page:         $(DEMO_OUT)/00-quickstart.html"
 	@echo "Data directory:    $$($(BIN)/python -c 'import nbscale; print(nbscale.settings().data_dir)')"
 
-# Re-execute the tutorials in place, on a fresh data dir as nbval will (they are committed with
+# Re-execute the tutorials in place, each on a fresh data dir as nbval will (they are committed with
 # their outputs, which nbval compares).
 notebooks: setup
-	NBSCALE_DATA_DIR=$$(mktemp -d) $(BIN)/jupyter nbconvert --to notebook --execute --inplace --allow-errors \
-	  --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.store_widget_state=False --ExecutePreprocessor.timeout=1200 notebooks/*.ipynb
+	for nb in notebooks/*.ipynb; do NBSCALE_DATA_DIR=$$(mktemp -d) $(BIN)/jupyter nbconvert --to notebook --execute --inplace --allow-errors \
+	  --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.store_widget_state=False --ExecutePreprocessor.timeout=1200 "$$nb" || exit 1; done
 
 # Re-resolve the full set from pyproject.toml's pins into constraints.txt (run after changing a pin).
 lock: | check-tools

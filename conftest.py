@@ -2,6 +2,8 @@
 import os
 import tempfile
 
+import pytest
+
 # Every test run gets its own data dir: datasets, MLflow's SQLite store, logs; never ~/nbscale-data.
 os.environ["NBSCALE_DATA_DIR"] = tempfile.mkdtemp(prefix="nbscale-test-")
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
@@ -15,10 +17,22 @@ collect_ignore = ["notebooks/10-multi-host.ipynb", "notebooks/11-laptop-connect.
 
 
 # `make test` runs the tests on two xdist workers (--dist loadfile: a module's tests, which share its fixtures,
-# stay on one worker), then the notebooks in order. The longest modules go first so neither worker idles at the end.
+# stay on one worker), then the notebooks the same way. The longest modules go first so neither worker idles at the end.
 LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_connect.py", "test_binder.py", "test_serving.py", "test_workflow.py"]
 
 
 def pytest_collection_modifyitems(config, items):
     if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, so all collect the same order
         items.sort(key=lambda item: LONG_FIRST.index(item.path.name) if item.path.name in LONG_FIRST else len(LONG_FIRST))
+
+
+_notebooks_started: set = set()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Each tutorial on its own fresh data dir, as a reader's first run: no notebook sees another's datasets or
+    runs, so they run on two workers. nbval starts a notebook's kernel with its first cell; the kernel inherits this."""
+    if item.path.suffix == ".ipynb" and item.path not in _notebooks_started:
+        _notebooks_started.add(item.path)
+        os.environ["NBSCALE_DATA_DIR"] = tempfile.mkdtemp(prefix=f"nbscale-{item.path.stem}-")
