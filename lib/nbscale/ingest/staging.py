@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from ..config import settings
-from ..datahost import on_data_host, upload
+from ..datahost import on_data_host, remove_tree, upload
 from . import readers
 
 
@@ -116,7 +116,7 @@ def upload_to_cluster(source: str) -> tuple[str, str | None]:
             print(file=sys.stderr)
             on_data_host(_complete, partial, target)
         except BaseException:
-            on_data_host(_remove, partial)
+            on_data_host(remove_tree, partial)
             raise
     kept = [item for item in readers.items(source) if item not in here]
     tops = sorted({name.split("/", 1)[0] for name in relative})
@@ -150,5 +150,3 @@ def _complete(partial: str, target: str) -> None:
     os.replace(partial, target)
 
 
-def _remove(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import events
 from ..config import settings
-from ..datahost import on_data_host
+from ..datahost import on_data_host, remove_tree
 from ..errors import NbscaleError, connect_server_gone
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
@@ -182,10 +182,6 @@ def _new_staging(folder: str) -> str:
     return str(path)
 
 
-def remove(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @contextmanager
 def staging(name: str):
     """A private directory to write a new version into; removed if the block fails."""
@@ -194,7 +190,7 @@ def staging(name: str):
         yield path
     except BaseException as exc:  # KeyboardInterrupt too: no half version may stay behind
         if not connect_server_gone(exc):  # (a server that is gone cannot remove it: the next ingest sweeps it a day later)
-            on_data_host(remove, str(path))
+            on_data_host(remove_tree, str(path))
         raise
 
 
