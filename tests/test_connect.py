@@ -184,9 +184,9 @@ def test_distributed_training_runs_on_the_cluster_resumes_after_a_killed_worker_
     assert retry and min(retry) >= max(first_try), records  # resumed from the backups: at most one epoch redone
     assert third.startswith("True ") and "/" in third, out  # the live card showed worker progress; the model is logged on the laptop
     assert fourth == "True", out  # the card tells the attempt story
-    predicted = ok(laptop, f"import mlflow, numpy as np\nprint(mlflow.pyfunc.load_model({third.split()[1]!r}).predict("
-                           "np.array([[1.0, 2.0]], dtype='float32')).shape)")
-    assert predicted.strip().splitlines()[-1] == "(1, 2)"
+    predicted = ok(laptop, f"import mlflow, pandas as pd\nanswer = mlflow.pyfunc.load_model({third.split()[1]!r}).predict("
+                           "pd.DataFrame({'b': [2.0], 'a': [1.0]}))\nprint(list(answer.columns), len(answer['probabilities'][0]))")
+    assert predicted.strip().splitlines()[-1] == "['prediction', 'probabilities'] 2"  # raw columns by name, any order
 
 
 def test_interrupting_distributed_training_frees_every_host_and_marks_the_run_killed(cluster, laptop, connected):

@@ -94,11 +94,12 @@ def test_train_register_and_serve_through_a_tracking_server(settings, tracking_s
     ingest("digits", "nbscale:digits", label="label")
     result = train(DENSE, data="digits", epochs=2, batch_size=64, scale=16.0, experiment="remote-train")
     register("remote-digits", run_id=result.run_id, alias="champion")
-    x = np.asarray(dataset("digits").to_pandas(4).drop(columns=["label"]), dtype=np.float32) / 16
+    raw = dataset("digits").to_pandas(4).drop(columns=["label"])
     nbscale.session.stop_spark()
     serving.serve("remote-digits@champion")  # the replica loads the model from the server's artifact store
     try:
-        assert np.allclose(np.asarray(serving.predict("remote-digits", x)), result.model.predict(x, verbose=0), atol=1e-5)
+        expected = result.model.predict(raw.to_numpy(np.float32) / 16, verbose=0)
+        assert np.allclose(np.asarray(serving.predict("remote-digits", raw)), expected, atol=1e-5)
         # The panel's views over the same remote store: runs link into its UI; the service is listed and stopped.
         from nbscale.server import views
 
@@ -148,5 +149,5 @@ def test_a_server_lost_before_the_model_is_logged_keeps_the_model(settings, tmp_
     assert "\n" not in message
     kept = Path(message.split("kept at ", 1)[1].split(" (", 1)[0])
     assert kept.is_file() and (tmp_path / "data") in kept.parents
-    x = np.asarray(dataset("digits").to_pandas(4).drop(columns=["label"]), dtype=np.float32) / 16
-    assert keras().models.load_model(str(kept)).predict(x, verbose=0).shape == (4, 10)
+    raw = dataset("digits").to_pandas(4).drop(columns=["label"])
+    assert keras().models.load_model(str(kept)).predict(raw.to_numpy(np.float32) / 16, verbose=0).shape == (4, 10)

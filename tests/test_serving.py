@@ -57,8 +57,9 @@ def models(tmp_path_factory):
             second = train(DENSE, data="digits", epochs=1, batch_size=64, scale=16.0, seed=7, experiment="serve")
             register("digits-dense", run_id=first.run_id, alias="champion")
             register("digits-dense", run_id=second.run_id, alias="challenger")
-            pixels = np.asarray(dataset("digits").to_pandas(50).drop(columns=["label"]), dtype=np.float32) / 16
-            yield {"x": pixels, "champion": first.model, "run_ids": [first.run_id, second.run_id]}
+            raw = dataset("digits").to_pandas(50).drop(columns=["label"])  # rows as a client has them: raw pixels 0..16, by name
+            yield {"x": raw.to_numpy(), "raw": raw, "scaled": raw.to_numpy(np.float32) / 16, "champion": first.model,
+                   "run_ids": [first.run_id, second.run_id]}
         finally:
             serving.stop() if serving.services() else None
             nbscale.session.stop_spark()
@@ -69,6 +70,12 @@ def dataset_names() -> set[str]:
     from nbscale.ingest import store
 
     return set(store.names())
+
+
+def rows_body(models, n: int) -> bytes:
+    """A REST request of `n` raw rows, columns named (the model's input contract)."""
+    frame = models["raw"][:n]
+    return json.dumps({"dataframe_split": {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}}).encode()
 
 
 def post(url: str, body: bytes):
@@ -84,7 +91,7 @@ def test_one_replica_serves_what_the_model_predicts(models):
     service = serving.serve("digits-dense@champion")
     try:
         answer = serving.predict("digits-dense", models["x"][:8])
-        expected = models["champion"].predict(models["x"][:8], verbose=0)
+        expected = models["champion"].predict(models["scaled"][:8], verbose=0)
         assert np.allclose(np.asarray(answer), expected, atol=1e-5)
         assert answer.served_by == "digits-dense v1" and "from digits-dense v1" in repr(answer)
         card = service._repr_html_()
@@ -114,9 +121,14 @@ def test_bad_requests_get_one_line_and_the_server_stays_up(models):
     try:
         status, body = post(service.url, b"{not json")
         assert status == 400 and body.get("message")
-        with pytest.raises(NbscaleError, match=r"^The model server refused the request \(400\): ") as raised:
+        with pytest.raises(NbscaleError, match=r"^The rows have 60 values where this model takes 64 columns \(pixel_0, ") as raised:
             serving.predict("digits-dense", models["x"][:4, :60])  # 60 features where the model takes 64
-        assert "\n" not in str(raised.value) and "shape" in str(raised.value).lower()
+        assert "\n" not in str(raised.value)
+        with pytest.raises(NbscaleError, match=r"^The rows have no column pixel_63: this model takes pixel_0, ") as raised:
+            serving.predict("digits-dense", models["raw"][:4].drop(columns=["pixel_63"]))
+        status, body = post(service.url, json.dumps({"dataframe_split": {"columns": list(models["raw"].columns[:63]),
+                                                                          "data": models["x"][:2, :63].tolist()}}).encode())
+        assert status == 400 and "missing inputs ['pixel_63']" in body["message"]
         with urllib.request.urlopen(f"{service.url}/ping", timeout=5) as ping:
             assert ping.status == 200
         assert np.asarray(serving.predict("digits-dense", models["x"][:2])).shape == (2, 10)
@@ -154,15 +166,19 @@ def test_two_replicas_keep_answering_when_one_is_killed(models):
         for _ in range(10):
             serving.predict("digits-dense", models["x"][:1])
         os.kill(service.sides[0].replicas[0].process.pid, signal.SIGKILL)
-        statuses = [post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())[0] for _ in range(30)]
+        statuses = [post(service.url, rows_body(models, 1))[0] for _ in range(30)]
         assert statuses == [200] * 30
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and service.stats()["sides"][0]["replicas"][0]["healthy"]:
             time.sleep(0.2)
         assert [r["healthy"] for r in service.stats()["sides"][0]["replicas"]] == [False, True]
         assert "🔴" in service._repr_html_()
-        os.kill(service.sides[0].replicas[1].process.pid, signal.SIGKILL)  # now every replica is dead
-        status, body = post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())
+        for replica in service.sides[0].replicas:  # now every replica is dead, and stays dead (the watchdog restarts no more)
+            replica.restarts = serving.RESTARTS
+            if replica.process.poll() is None:  # replica 0 may be back already, restarted by the watchdog
+                os.kill(replica.process.pid, signal.SIGKILL)
+                replica.process.wait(10)
+        status, body = post(service.url, rows_body(models, 1))
         assert status == 503 and body["message"].startswith("No healthy replica of digits-dense is left")
         with pytest.raises(urllib.error.HTTPError, match="503"):
             urllib.request.urlopen(f"{service.url}/ping", timeout=5)
@@ -173,7 +189,7 @@ def test_two_replicas_keep_answering_when_one_is_killed(models):
 def test_a_canary_takes_its_share_of_400_requests(models):
     service = serving.serve("digits-dense@challenger", canary="digits-dense@champion", weight=10)
     try:
-        served_by = [post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())[0] for _ in range(400)]
+        served_by = [post(service.url, rows_body(models, 1))[0] for _ in range(400)]
         assert served_by == [200] * 400
         sides = {s["label"]: s["requests"] for s in service.stats()["sides"]}
         assert abs(sides["digits-dense v2"] / 400 * 100 - 10) <= 5 and sum(sides.values()) == 400
@@ -185,7 +201,7 @@ def test_a_canary_takes_its_share_of_400_requests(models):
 def test_a_bounded_load_is_answered_200_or_503_and_ping_stays_healthy(models):
     service = serving.serve("digits-dense@champion", replicas=2)
     statuses: list[int] = []
-    body = json.dumps({"inputs": models["x"][:16].tolist()}).encode()
+    body = rows_body(models, 16)
 
     def client():
         for _ in range(50):
@@ -267,7 +283,7 @@ def test_moving_the_alias_moves_serving_and_back_is_a_rollback(models):
         set_alias("digits-dense", "champion", 1)  # rollback
         answer = serving.predict("digits-dense", models["x"][:4])
         assert answer.served_by == "digits-dense v1"
-        assert np.allclose(np.asarray(answer), models["champion"].predict(models["x"][:4], verbose=0), atol=1e-5)
+        assert np.allclose(np.asarray(answer), models["champion"].predict(models["scaled"][:4], verbose=0), atol=1e-5)
     finally:
         serving.stop("digits-dense")
         set_alias("digits-dense", "champion", 1)
@@ -313,7 +329,7 @@ def test_a_sharded_service_sends_each_key_to_the_same_shard(models):
     from nbscale.serving.front import shard_of
 
     service = serving.serve("digits-dense@champion", replicas=2, shard_by="customer")
-    columns = ["customer"] + [f"p{i}" for i in range(64)]
+    columns = ["customer"] + list(models["raw"].columns)
     try:
         seen: dict[str, set[str]] = {}
         for _ in range(3):
@@ -323,13 +339,17 @@ def test_a_sharded_service_sends_each_key_to_the_same_shard(models):
                                                  data=json.dumps({"dataframe_split": {"columns": columns, "data": [row]}}).encode())
                 with urllib.request.urlopen(request, timeout=30) as answer:
                     seen.setdefault(f"c{k}", set()).add(answer.headers["x-nbscale-shards"])
-                    assert np.allclose(json.load(answer)["predictions"][0], models["champion"].predict(models["x"][k:k + 1], verbose=0)[0], atol=1e-5)
+                    answered = json.load(answer)["predictions"][0]["probabilities"]
+                    assert np.allclose(answered, models["champion"].predict(models["scaled"][k:k + 1], verbose=0)[0], atol=1e-5)
         assert all(len(shards) == 1 for shards in seen.values())  # a key never moves
         assert {next(iter(s)) for s in seen.values()} == {"0", "1"} and seen["c3"] == {str(shard_of("c3", 2))}
         # A request with many keys is split between the shards and answered in its own row order.
         rows = [[f"c{k}"] + models["x"][k].tolist() for k in range(8)]
         status, body = post(service.url, json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode())
-        assert status == 200 and np.allclose(body["predictions"], models["champion"].predict(models["x"][:8], verbose=0), atol=1e-5)
+        assert status == 200 and np.allclose([p["probabilities"] for p in body["predictions"]],
+                                             models["champion"].predict(models["scaled"][:8], verbose=0), atol=1e-5)
+        status, body = post(service.url, rows_body(models, 1))
+        assert status == 400 and body["message"] == "The request has no column 'customer', which this service is sharded by."
         status, body = post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())
         assert status == 400 and "routes by the column 'customer'" in body["message"]
         assert "sharded by customer" in service._repr_html_()
@@ -346,7 +366,7 @@ def test_the_card_sends_rows_of_the_training_data_and_counts_them(models):
         card.rows.value = 5
         card.send_button.click()
         assert "5 classes (argmax) from digits-dense v1" in card.result.value
-        expected = models["champion"].predict(models["x"][:5], verbose=0).argmax(axis=1).tolist()
+        expected = models["champion"].predict(models["scaled"][:5], verbose=0).argmax(axis=1).tolist()
         assert str(expected) in card.result.value  # the first 5 training rows, scaled as in training
         assert "<td>1</td>" in card.body.value  # the front counted the request
     finally:
@@ -465,7 +485,7 @@ def test_a_killed_replica_is_started_again_and_the_service_says_how_many_run(mod
             time.sleep(0.5)
         assert [r["healthy"] for r in service.stats()["sides"][0]["replicas"]] == [True, True]
         assert "2 of 2 replicas running, 1 restart" in repr(service)
-        statuses = [post(service.url, json.dumps({"inputs": models["x"][:1].tolist()}).encode())[0] for _ in range(20)]
+        statuses = [post(service.url, rows_body(models, 1))[0] for _ in range(20)]
         assert statuses == [200] * 20
     finally:
         serving.stop("digits-dense")

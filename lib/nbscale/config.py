@@ -82,6 +82,10 @@ class Nbscale(SingletonConfigurable):
     max_request_mb = Integer(
         64, help="Largest request body (MB) a model service's front accepts; larger ones get 413. Env: NBSCALE_MAX_REQUEST_MB.",
     ).tag(config=True)
+    traffic_mb = Integer(
+        64, help="Megabytes of served traffic (requests, answers, latency) each model version keeps for %drift, on this "
+        "machine under the data dir's traffic/ folder; the oldest hours go first. Env: NBSCALE_TRAFFIC_MB.",
+    ).tag(config=True)
     executor_wait = Integer(
         60, help="Seconds a new session on a cluster waits for its first executor before it stops and says why "
         "(executors that cannot reach the notebook never register). Env: NBSCALE_EXECUTOR_WAIT.",
@@ -128,6 +132,10 @@ class Nbscale(SingletonConfigurable):
     @default("max_request_mb")
     def _default_max_request_mb(self):
         return _env_count("MAX_REQUEST_MB", 64, "megabytes")
+
+    @default("traffic_mb")
+    def _default_traffic_mb(self):
+        return _env_count("TRAFFIC_MB", 64, "megabytes")
 
     @default("executor_wait")
     def _default_executor_wait(self):

@@ -351,12 +351,11 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
         run.refresh()
         publish()
         _refuse_non_finite(run, version.ref)
-        example = on_data_host(feed.first_features, train_split, spec, 4)  # read where the split is
         with tempfile.TemporaryDirectory(prefix="nbscale-weights-") as here, quiet_loggers("absl"):
             # The chief's file has no optimizer slots for the driver's unbuilt optimizer: expected, hence quiet.
             weights = download(str(job.weights), Path(here) / job.weights.name) if connect else job.weights
             built.load_weights(str(weights))
-            model_uri = _log_model(mlf, built, train_split, spec, example=example)
+            model_uri = _log_model(mlf, built, version, spec)
         status = "FINISHED"
     except BaseException as exc:
         if caused_by_interrupt(exc):

@@ -338,10 +338,16 @@ def shard_rows(split_: Split, count: int) -> list[int]:
     return [shard(split_, index, count).rows for index in range(count)]
 
 
-def first_features(split_: Split, spec: FeedSpec, rows: int):
-    """The first `rows` feature rows of a split as the model takes them (a numpy array): a model's input example."""
-    features, _ = next(batches(split_, spec, shuffle=False))
-    return features[:rows]
+def raw_examples(path: str, features: tuple[str, ...], rows: int):
+    """The first `rows` rows of a dataset version's feature columns as ingested (a pandas frame, lists for
+    vector columns): a logged model's input example (runs where the data dir is)."""
+    import pyarrow.dataset as pads
+
+    frame = pads.dataset(path, format="parquet").head(rows, columns=list(features)).to_pandas()
+    for column in frame.columns:
+        if frame[column].dtype == object:  # a vector column: plain lists of floats, as a JSON client sends
+            frame[column] = [[float(v) for v in values] for values in frame[column]]
+    return frame
 
 
 def endless_batches(split_: Split, spec: FeedSpec, batch_size: int, shuffle: bool):

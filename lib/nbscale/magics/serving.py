@@ -1,4 +1,4 @@
-"""`%serve`, `%predict` and `%%score`: registered models served over REST and scored in batch."""
+"""`%serve`, `%predict`, `%%score` and `%drift`: registered models served over REST, scored in batch, and watched."""
 from __future__ import annotations
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -44,6 +44,23 @@ class ServingMagics(Magics):
             raise NbscaleError("--weight is the share of a canary: use it with --canary NAME@ALIAS.")
         return serving.serve(args.model, replicas=args.replicas, port=args.port, canary=args.canary, weight=args.weight,
                              shard_by=args.shard_by)
+
+    @accepts_help
+    @magic_arguments()
+    @argument("model", nargs="?", help="A served model version: NAME@ALIAS, NAME/VERSION or NAME (latest version).")
+    @argument("--against", metavar="DATA@vK", help="Reference dataset version (default: the one the model was trained on).")
+    @argument("--data", metavar="DATA@vK", help="Without MODEL: the dataset version to compare against --against (batch drift).")
+    @argument("--window", default="1h", help="Served traffic of the last 30m, 1h, 2d... (default 1h).")
+    @argument("--psi", type=float, default=0.2, help="A feature drifted when its PSI is at least this (default 0.2)...")
+    @argument("--alpha", type=float, default=0.01, help="...and its test's p-value is below this (default 0.01).")
+    @line_magic
+    def drift(self, line):
+        """Drift of a served model's traffic against its training data, ranked per feature and logged to MLflow:
+        %drift digits@champion --window 1h; between two dataset versions: %drift --data digits@v2 --against digits@v1"""
+        from ..drift import drift
+
+        args = parse_argstring(self.drift, line)
+        return drift(args.model, data=args.data, against=args.against, window=args.window, psi_threshold=args.psi, alpha=args.alpha)
 
     @accepts_help
     @magic_arguments()

@@ -132,13 +132,21 @@ def _watch_replicas() -> None:
             _changing.release()
 
 
+def traffic_root() -> Path:
+    """Where fronts record what they serve, for %drift: on this machine, beside the model servers' folders."""
+    from ..datadir import local_dir
+
+    return local_dir() / "traffic"
+
+
 def _configure(service: Service) -> None:
     config = {"name": service.name, "shard_by": service.shard_by,
               "sides": [{"label": s.label, "weight": s.weight, "replicas": [r.url for r in s.replicas]} for s in service.sides]}
     # The front reads its secret and body limit from this file at start (readable by this user only).
     path = service.folder / "front.json"
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        json.dump({**config, "secret": service.secret, "max_body_bytes": settings().max_request_mb << 20}, f)
+        json.dump({**config, "secret": service.secret, "max_body_bytes": settings().max_request_mb << 20,
+                   "traffic": {"dir": str(traffic_root()), "max_bytes": settings().traffic_mb << 20}}, f)
     if service.front is not None:
         with urllib.request.urlopen(service.control("/nbscale/config", config), timeout=5):
             pass
@@ -289,9 +297,12 @@ def predict(name: str, data):
     """Predictions for `data` (rows) from the service of model `name`, through its front."""
     from ..errors import NbscaleError
     from ..train.task import task_of_version
-    from .client import as_rows, post
+    from .client import post
+    from .contract import contract_of
 
-    answer = post(service(name).url, as_rows(data))
+    served = service(name)
+    model, _, version = served.sides[0].label.rpartition(" v")  # the primary side's version says what the rows must be
+    answer = post(served.url, contract_of(model, int(version)).body(data))
     model, _, version = answer.served_by.rpartition(" v")  # the front names the version that answered: "NAME vN"
     try:
         answer.task = task_of_version(model, int(version)) if model and version.isdigit() else None

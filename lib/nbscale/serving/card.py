@@ -3,11 +3,26 @@ their health) with its request, error and latency counters as the front counted 
 from __future__ import annotations
 
 import html
+import json
 
 
-def curl_line(service, example: str = "[[0.0, 0.0]]") -> str:
-    return (f"curl -s {service.url}/invocations -H 'Content-Type: application/json' "
-            f"-d '{{\"inputs\": {example}}}'")
+_examples: dict[str, str] = {}  # "name vN" -> the request body of one real row (a version's data never changes)
+
+
+def curl_line(service) -> str:
+    """A curl line that works as pasted: one real row of the served version's training data, in its contract."""
+    label = service.sides[0].label
+    if label not in _examples:
+        from ..errors import NbscaleError
+        from .contract import contract_of
+        from .versions import sample_rows
+
+        name, _, version = label.rpartition(" v")
+        try:
+            _examples[label] = json.dumps(contract_of(name, int(version)).body(sample_rows(service, 1)), separators=(",", ":"))
+        except NbscaleError:  # not trained by nbscale: no data to take a row from
+            return f"curl -s {service.url}/invocations -H 'Content-Type: application/json' -d @rows.json  # rows as the model's signature names them"
+    return f"curl -s {service.url}/invocations -H 'Content-Type: application/json' -d '{_examples[label]}'"
 
 
 def render(service, stats: dict) -> str:
@@ -28,4 +43,4 @@ def render(service, stats: dict) -> str:
     return (f"<div class='nbscale-serve' style='border:1px solid #ccc;border-radius:6px;padding:6px 10px'>"
             f"<b>{html.escape(service.name)}</b> — {state} at <code>{html.escape(service.url)}/invocations</code>"
             f"<table>{head and '<tr>' + head + '</tr>'}{''.join(rows)}</table>"
-            f"<div style='font-size:11px'><code>{html.escape(curl_line(service))}</code></div></div>")
+            f"<div style='font-size:11px;max-height:4.5em;overflow:auto;word-break:break-all'><code>{html.escape(curl_line(service))}</code></div></div>")

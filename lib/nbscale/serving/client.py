@@ -41,23 +41,12 @@ class Predictions:
         return f"{len(values)} {kind} from {self.served_by} in {self.latency_ms:.1f} ms: {shown}"
 
 
-def as_rows(data):
-    """numpy arrays, lists and pandas frames -> a JSON-ready list of rows (float32 features)."""
-    import numpy as np
-
-    if hasattr(data, "to_numpy"):
-        data = data.to_numpy()
-    array = np.asarray(data, dtype=np.float32)
-    if array.ndim == 0:
-        raise NbscaleError("%predict needs rows (an array or list of examples), not a single number.")
-    return array.tolist()
-
-
-def post(url: str, rows: list, timeout: float = 60) -> Predictions:
-    import numpy as np
-
-    body = json.dumps({"inputs": rows}).encode()
-    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"content-type": "application/json"}, method="POST")
+def post(url: str, body: dict, timeout: float = 60) -> Predictions:
+    """POST `body` (a JSON request, see contract.InputContract.body) to a service; the outputs as an array:
+    a classifier's probabilities (one row per input), a regression's values (one column), or an older
+    model's raw outputs."""
+    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(), headers={"content-type": "application/json"},
+                                     method="POST")
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
@@ -67,7 +56,19 @@ def post(url: str, rows: list, timeout: float = 60) -> Predictions:
     except urllib.error.URLError as error:
         raise NbscaleError(f"The model server at {url} did not answer ({error.reason}): is it still served? See %serve.") from None
     latency = (time.perf_counter() - started) * 1000
-    return Predictions(np.asarray(payload["predictions"]), served_by, latency)
+    return Predictions(outputs(payload["predictions"]), served_by, latency)
+
+
+def outputs(predictions: list):
+    """The answer's predictions as an array: records ({"prediction", "probabilities"}) of a model that owns its
+    input contract, or the bare outputs of an older one."""
+    import numpy as np
+
+    if predictions and isinstance(predictions[0], dict):
+        if "probabilities" in predictions[0]:
+            return np.asarray([p["probabilities"] for p in predictions], dtype=np.float32)
+        return np.asarray([[p["prediction"]] for p in predictions], dtype=np.float64)
+    return np.asarray(predictions)
 
 
 def _message(body: bytes) -> str:

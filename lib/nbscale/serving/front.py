@@ -28,10 +28,13 @@ import sys
 import time
 import zlib
 
+from .traffic import TrafficLog
+
 HEALTH_EVERY_S = 1.0
 PING_TIMEOUT_S = 3.0
 SLOW_PINGS_TO_DOWN = 3
 LATENCIES_KEPT = 2000
+TRAFFIC_FLUSH_S = 1.0
 
 
 class Side:
@@ -64,6 +67,8 @@ class Front:
         # Set once, from the file the kernel wrote (mode 0600); a POST can never change them.
         self.secret = str(config.get("secret", ""))
         self.max_body = int(config.get("max_body_bytes", 64 << 20))
+        traffic = config.get("traffic")
+        self.traffic = TrafficLog(traffic["dir"], int(traffic["max_bytes"]), float(traffic.get("sample", 1.0))) if traffic else None
         self.apply(config)
         self.started = time.time()
 
@@ -164,7 +169,10 @@ def make_app(front: Front):
                 merged[position] = prediction
         side.requests += 1
         side.latencies_ms.append((time.perf_counter() - started) * 1000)
-        return JSONResponse({"predictions": merged}, headers={"x-nbscale-shards": ",".join(map(str, groups))})
+        answer = JSONResponse({"predictions": merged}, headers={"x-nbscale-shards": ",".join(map(str, groups))})
+        if front.traffic:
+            front.traffic.add(side.label, body, answer.body, side.latencies_ms[-1])
+        return answer
 
     async def bounded_body(request) -> bytes | None:
         """The request's body, or None when it is larger than the front accepts (checked before and while reading)."""
@@ -207,6 +215,8 @@ def make_app(front: Front):
                 side.latencies_ms.append((time.perf_counter() - started) * 1000)
                 if answer.status_code >= 400:
                     side.errors += 1
+                elif front.traffic:
+                    front.traffic.add(side.label, body, answer.content, side.latencies_ms[-1])
                 return Response(answer.content, status_code=answer.status_code,
                                 media_type=answer.headers.get("content-type", "application/json"),
                                 headers={"x-nbscale-served-by": side.label})
@@ -250,11 +260,21 @@ def make_app(front: Front):
                         side.healthy[url] = slow[url] < SLOW_PINGS_TO_DOWN
             await asyncio.sleep(HEALTH_EVERY_S)
 
+    async def record_traffic():
+        while True:
+            await asyncio.sleep(TRAFFIC_FLUSH_S)
+            with contextlib.suppress(OSError):  # a full disk loses records, never requests
+                await asyncio.to_thread(front.traffic.flush)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        checker = asyncio.create_task(check_health())
+        tasks = [asyncio.create_task(check_health())] + ([asyncio.create_task(record_traffic())] if front.traffic else [])
         yield
-        checker.cancel()
+        for task in tasks:
+            task.cancel()
+        if front.traffic:
+            with contextlib.suppress(OSError):
+                front.traffic.flush()
 
     return Starlette(routes=[Route("/invocations", invocations, methods=["POST"]), Route("/ping", ping), Route("/health", ping),
                              Route("/nbscale/stats", stats), Route("/nbscale/config", configure, methods=["POST"])],

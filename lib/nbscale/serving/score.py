@@ -7,15 +7,22 @@ from datetime import datetime, timezone
 from ..errors import NbscaleError, spark_errors
 
 
-def with_predictions(df, spec, predict, task: str):
+def with_predictions(df, spec, predict, task: str, contract):
     """`df` plus `prediction`: for a classifier also its `probabilities`, and the class (argmax, or output
     >= 0.5 for one sigmoid output); for a regression the value itself (double) — never an argmax over one
-    output, which would always say class 0. `predict` is the Spark UDF over the features, scaled as in training."""
+    output, which would always say class 0. `predict` is the version's Spark UDF: given the raw feature
+    columns by name when the model owns its input contract, else the features scaled as in training."""
     from pyspark.sql import functions as F
 
     from ..feed import feature_vector
+    from ..sources import quoted
     from ..train.task import CLASSIFICATION
 
+    if contract.features is not None:
+        answer = predict(F.struct(*[F.col(quoted(c)) for c in contract.features]))
+        if task == CLASSIFICATION:
+            return df.withColumn("probabilities", answer["probabilities"]).withColumn("prediction", answer["prediction"].cast("int"))
+        return df.withColumn("prediction", answer.cast("double"))  # one output column: MLflow's UDF gives the value itself
     outputs = predict(feature_vector(df, spec))
     if task == CLASSIFICATION:
         p = F.col("probabilities")
@@ -25,15 +32,17 @@ def with_predictions(df, spec, predict, task: str):
     return df.withColumn("prediction", F.element_at(outputs, 1).cast("double"))
 
 
-def model_udf(session, name: str, version: int):
-    """MLflow's Spark UDF of a registered version, in this Python environment (the one that trained it)."""
+def model_udf(session, name: str, version: int, contract):
+    """MLflow's Spark UDF of a registered version, in this Python environment (the one that trained it); its
+    result type from the model's signature (a model owning its contract answers a struct), else array<float>."""
     import mlflow.pyfunc
 
     from ..train import quiet_loggers
 
+    result_type = None if contract.features is not None else "array<float>"
     # MLflow warns that env_manager="local" does not rebuild the training environment: here it is that environment.
     with quiet_loggers("mlflow.pyfunc", "mlflow.models"):
-        return mlflow.pyfunc.spark_udf(session, f"models:/{name}/{version}", env_manager="local", result_type="array<float>")
+        return mlflow.pyfunc.spark_udf(session, f"models:/{name}/{version}", env_manager="local", result_type=result_type)
 
 
 def score(model: str, *, data: str, to: str | None = None, where: str | None = None):
@@ -47,6 +56,7 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
 
     require_shared_tracking("%score", "the executors load the model from it")
     from ..train.task import task_of_version
+    from .contract import contract_of
     from .versions import resolve, trained_feed
 
     name, version = resolve(model)
@@ -54,13 +64,14 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
     label = spec.label
     to = store.check_name(to or f"{source.name}_scored")
     session = spark()
-    predict = model_udf(session, name, version)
+    contract = contract_of(name, version)
+    predict = model_udf(session, name, version, contract)
     df = source.df
     if where:
         with spark_errors(f"Selecting rows of {source.ref} with {where!r}", "Write a Spark SQL condition on its columns, e.g. label = 3."):
             df = df.where(where)
             _ = df.schema  # analysed now: an unknown column fails here, not halfway through the write
-    scored = with_predictions(df, spec, predict, task_of_version(name, version))
+    scored = with_predictions(df, spec, predict, task_of_version(name, version), contract)
     expected = df.count()
     with store.staging(to) as staged:
         scored.write.parquet(str(staged / "data"))

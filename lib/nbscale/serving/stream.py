@@ -100,6 +100,7 @@ def stream(model: str, in_dir: str, out_dir: str) -> Stream:
     classic_only("%stream", "the executors load the model from the MLflow store, which over Connect must be a tracking server "
                  "that the cluster reaches")
     from ..train.task import task_of_version
+    from .contract import contract_of
     from .score import model_udf, with_predictions
 
     name, version = resolve(model)
@@ -115,8 +116,9 @@ def stream(model: str, in_dir: str, out_dir: str) -> Stream:
     session = spark()
     # The input's columns are the training data's (the label may be missing: it is read as null).
     events = session.readStream.schema(trained_on.df.schema).json(str(source))
-    predict = model_udf(session, name, version)
-    scored = with_predictions(events, spec, predict, task_of_version(name, version)).withColumn("source_file", F.input_file_name())
+    contract = contract_of(name, version)
+    predict = model_udf(session, name, version, contract)
+    scored = with_predictions(events, spec, predict, task_of_version(name, version), contract).withColumn("source_file", F.input_file_name())
     # One checkpoint per (model, output folder): the same %serve line after a stop resumes exactly where it was.
     checkpoint = Path(settings().data_dir) / "streams" / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     query = (scored.writeStream.format("parquet").option("path", key).option("checkpointLocation", str(checkpoint))

@@ -46,13 +46,18 @@ def trained_feed(name: str, version, data: str | None = None, otherwise: str = "
 
 
 def sample_rows(service, n: int):
-    """`n` rows of the served version's training data, as the model takes them (what the card's Send posts)."""
+    """`n` rows of the served version's training data as its clients send them: the raw feature columns by
+    name (a pandas frame), or, for an older model, scaled float rows (what the card's Send posts)."""
     import numpy as np
     import pyarrow.dataset as pads
+
+    from .contract import contract_of
 
     name, version = service.sides[0].label.rsplit(" v", 1)
     spec, trained_on = trained_feed(name, version, otherwise="send your own rows with %predict")
     table = pads.dataset(trained_on.path, format="parquet").head(n, columns=list(spec.features))
+    if contract_of(name, version).features is not None:
+        return table.to_pandas()
     if len(spec.features) == 1 and spec.feature_shape != (1,):
         x = np.stack(table.column(0).to_numpy(zero_copy_only=False)).astype(np.float32)
     else:

@@ -334,7 +334,7 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
             if stop is not None and stop.is_set():
                 raise TrainingCancelled(f"Training on {version.ref} was cancelled after {len(history.get('loss', []))} of {epochs} "
                                         "epochs; its MLflow run is marked KILLED. Run the cell again with --resume to continue.")
-            model_uri = _log_model(mlf, built, train_split, spec)
+            model_uri = _log_model(mlf, built, version, spec)
         except (KeyboardInterrupt, TrainingCancelled):
             _end_run(mlf, "KILLED")
             raise
@@ -487,17 +487,20 @@ def quiet_loggers(*names: str, output: bool = False):
                 logger.setLevel(level)
 
 
-def _log_model(mlf, model, train_split, spec, example=None) -> str:
-    """Log the model with an input example: the split's first rows (read here unless the caller read them where the split is)."""
-    from ..feed import first_features
-    from .pyfunc import log_keras
+def _log_model(mlf, model, version, spec) -> str:
+    """Log the model with its input contract (raw feature columns of `version`, the feed's transform) and
+    two real rows of the version as its input example (read where the data dir is)."""
+    from ..datahost import on_data_host
+    from ..feed import raw_examples
+    from .pyfunc import contract, log_keras
 
-    example = first_features(train_split, spec, 4) if example is None else example
+    example = on_data_host(raw_examples, str(version.path), spec.features, 2)
+    task = task_of(model)
     # MLflow checks the input example by loading the model and predicting; TF may warn about retracing.
-    with quiet_loggers("tensorflow", "absl", "mlflow.pyfunc", output=True):
-        info = log_keras(model, example)
+    with quiet_loggers("tensorflow", "absl", "mlflow.pyfunc", "mlflow.models", output=True):
+        info = log_keras(model, contract(spec, task), example)
     mlf.set_tag(MODEL_TAG, info.model_uri)  # how %register finds a run's model
-    mlf.set_tag(TASK_TAG, task_of(model))  # classes or values: how predictions are shown and written
+    mlf.set_tag(TASK_TAG, task)  # classes or values: how predictions are shown and written
     return info.model_uri
 
 

@@ -1,6 +1,13 @@
 """MLflow model code (logged with the model, "models from code"): a pyfunc whose predict calls the
 Keras model through one traced TensorFlow function. Self-contained on purpose: a server needs
-TensorFlow, tf-keras and MLflow, not nbscale.
+TensorFlow, tf-keras, pandas and MLflow, not nbscale.
+
+The model owns its input contract (its `model_config`): it takes the dataset's raw feature columns by
+name, as the ingested dataset has them (MLflow's signature checks names and types and puts them in
+order), and applies exactly the training feed's transform (column order, image shape, the scale).
+It answers a frame: `prediction` (the class, or the value) and, for a classifier, `probabilities`.
+A model logged before the contract existed has no config: it takes pre-scaled float rows and
+answers the raw outputs, as it always did.
 
 MLflow's own Keras flavour calls `model.predict`, which builds a data adapter and a predict loop on
 every call: ~100x the forward pass for one row (benchmarks/serve.py)."""
@@ -19,6 +26,7 @@ class CompiledKeras(PythonModel):
 
         self.keras_model = tf_keras.models.load_model(context.artifacts["keras_model"], compile=False)
         self.input_shape = tuple(self.keras_model.input_shape[1:])
+        self.config = dict(getattr(context, "model_config", None) or {})
         model = self.keras_model
 
         @tf.function(input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)])
@@ -27,9 +35,34 @@ class CompiledKeras(PythonModel):
 
         self._forward = forward.get_concrete_function()
 
-    def predict(self, context, model_input: np.ndarray, params=None):  # the signature (tensor spec) validates it
-        x = np.asarray(model_input, dtype=np.float32).reshape((-1, *self.input_shape))
-        return self._forward(x).numpy()
+    def features(self, model_input) -> np.ndarray:
+        """Raw rows -> what the network takes: the training feed's transform."""
+        config = self.config
+        if not config.get("features"):  # logged before the input contract: pre-scaled float rows
+            return np.asarray(model_input, dtype=np.float32).reshape((-1, *self.input_shape))
+        import pandas as pd
+
+        names = config["features"]
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input, columns=names)
+        if config.get("vector"):  # one column holding each row's whole vector (an image, as ingested)
+            x = np.stack([np.asarray(v, dtype=np.float32).ravel() for v in frame[names[0]]]) if len(frame) else np.zeros((0, 0), np.float32)
+        else:
+            x = frame[names].to_numpy(dtype=np.float32)
+        x = x.reshape((-1, *self.input_shape))
+        scale = float(config.get("scale", 1.0))
+        return x / np.float32(scale) if scale != 1 else x
+
+    def predict(self, context, model_input, params=None):  # the signature validates names and types first
+        outputs = self._forward(self.features(model_input)).numpy()
+        task = self.config.get("task")
+        if not task:
+            return outputs
+        import pandas as pd
+
+        if task != "classification":
+            return pd.DataFrame({"prediction": outputs[:, 0].astype(np.float64)})
+        classes = (outputs[:, 0] >= 0.5).astype(np.int64) if outputs.shape[1] == 1 else outputs.argmax(axis=1).astype(np.int64)
+        return pd.DataFrame({"prediction": classes, "probabilities": list(outputs)})
 
 
 mlflow.models.set_model(CompiledKeras())

@@ -1,0 +1,299 @@
+"""The production loop's first half, with real MLflow scoring servers behind nbscale's front: one input contract
+(the logged model takes the dataset's raw columns by name and scales them itself, identically on every path),
+and drift of what a service really served against the training data, logged to MLflow."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import free_port, module_data_dir
+from PIL import Image
+
+from nbscale import serving
+from nbscale.errors import NbscaleError
+from nbscale.ingest import dataset, ingest
+from nbscale.registry import register
+from nbscale.train import train
+
+pytestmark = pytest.mark.slow
+
+DENSE = """
+model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+"""
+CNN = """
+model = keras.Sequential([keras.Input(shape=(12, 10, 1)), keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(),
+                          keras.layers.Dense(2, activation="softmax")])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    with module_data_dir(tmp_path_factory, "production-data") as cfg:
+        try:
+            ingest("digits", "nbscale:digits", label="label")
+            tabular = train(DENSE, data="digits", epochs=3, batch_size=64, scale=16.0, experiment="production")
+            register("prod-digits", run_id=tabular.run_id, alias="champion")
+            folder = tmp_path_factory.mktemp("shapes")
+            rng = np.random.default_rng(0)
+            for label, brightness in (("dark", 40), ("light", 200)):
+                (folder / label).mkdir()
+                for i in range(30):
+                    pixels = np.clip(rng.normal(brightness, 30, (12, 10)), 0, 255).astype(np.uint8)
+                    Image.fromarray(pixels, "L").save(folder / label / f"{i}.png")
+            ingest("shapes", str(folder), format="images")
+            images = train(CNN, data="shapes", epochs=2, batch_size=16, scale=255.0, experiment="production")
+            register("prod-shapes", run_id=images.run_id, alias="champion")
+            yield {"digits": tabular, "shapes": images, "data_dir": Path(cfg.data_dir)}
+        finally:
+            serving.stop() if serving.services() else None
+            import nbscale
+
+            nbscale.session.stop_spark()
+
+
+def post(url: str, body: dict):
+    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def probabilities(answer: dict) -> np.ndarray:
+    return np.asarray([p["probabilities"] for p in answer["predictions"]], dtype=np.float32)
+
+
+def spark_udf_probabilities(name: str, frame, columns: list[str]) -> np.ndarray:
+    """MLflow's own spark_udf over struct(*columns), with its default result type (from the model's signature)."""
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+
+    from nbscale.session import spark
+
+    session = spark()
+    udf = mlflow.pyfunc.spark_udf(session, f"models:/{name}@champion", env_manager="local")
+    rows = session.createDataFrame(frame.reset_index(drop=True).reset_index())
+    out = rows.select("index", udf(F.struct(*[F.col(f"`{c}`") for c in columns])).alias("p")).orderBy("index").collect()
+    return np.asarray([r["p"]["probabilities"] for r in out], dtype=np.float32)
+
+
+def plain_mlflow_serve(uri: str):
+    """`mlflow models serve` of the same model URI, outside nbscale, on a free loopback port: (url, process)."""
+    from nbscale.config import settings
+
+    port = free_port()
+    # `mlflow models serve` runs `uvicorn` from PATH: the one beside this Python.
+    env = dict(os.environ, MLFLOW_TRACKING_URI=settings().tracking_uri,
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    process = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                                "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2):
+                return url, process
+        except OSError:
+            assert process.poll() is None, "mlflow models serve exited"
+            time.sleep(0.5)
+    raise AssertionError("mlflow models serve did not answer /ping within 120 s")
+
+
+def test_a_tabular_model_gives_identical_predictions_on_every_path(models):
+    """REST (inputs, dataframe_split, dataframe_records), %predict (numpy float64, reversed frame, one 1-D row),
+    %score, mlflow.pyfunc.load_model, spark_udf and plain `mlflow models serve`: the same raw rows, the same answer."""
+    import mlflow.pyfunc
+
+    from nbscale.serving.score import score
+
+    frame = dataset("digits").to_pandas(8).drop(columns=["label"])  # raw pixels 0..16, as ingested
+    columns = list(frame.columns)
+    expected = models["digits"].model.predict(frame.to_numpy(np.float32) / 16, verbose=0)  # what training's feed gives the network
+    service = serving.serve("prod-digits@champion")
+    plain_url, plain = plain_mlflow_serve("models:/prod-digits@champion")
+    try:
+        split = {"dataframe_split": {"columns": columns, "data": frame.to_numpy().tolist()}}
+        records = {"dataframe_records": frame.to_dict(orient="records")}
+        columnar = {"inputs": {c: frame[c].tolist() for c in columns}}
+        for url in (service.url, plain_url):
+            for body in (split, records, columnar):
+                status, answer = post(url, body)
+                assert status == 200, answer
+                assert np.allclose(probabilities(answer), expected, atol=1e-5)
+                assert [p["prediction"] for p in answer["predictions"]] == expected.argmax(axis=1).tolist()
+        assert np.allclose(np.asarray(serving.predict("prod-digits", frame.to_numpy(np.float64))), expected, atol=1e-5)
+        assert np.allclose(np.asarray(serving.predict("prod-digits", frame[columns[::-1]])), expected, atol=1e-5)  # by name, any order
+        assert np.allclose(np.asarray(serving.predict("prod-digits", frame.iloc[0].tolist())), expected[:1], atol=1e-5)  # one row
+        status, answer = post(service.url, {"dataframe_split": {"columns": columns[::-1], "data": frame[columns[::-1]].to_numpy().tolist()}})
+        assert status == 200 and np.allclose(probabilities(answer), expected, atol=1e-5)
+        status, answer = post(service.url, {"inputs": frame.to_numpy().tolist()})  # unnamed rows: refused, never guessed
+        assert status == 400 and "missing inputs" in answer["message"]
+    finally:
+        serving.stop("prod-digits")
+        os.killpg(plain.pid, signal.SIGTERM)
+        plain.wait(30)
+    loaded = mlflow.pyfunc.load_model("models:/prod-digits@champion")
+    assert np.allclose(np.stack(loaded.predict(frame.astype("float64"))["probabilities"]), expected, atol=1e-5)
+    assert np.allclose(np.stack(loaded.predict(frame[columns[::-1]].astype("float32"))["probabilities"]), expected, atol=1e-5)
+    assert np.allclose(spark_udf_probabilities("prod-digits", frame, columns), expected, atol=1e-5)
+    scored = score("prod-digits@champion", data="digits", to="digits_contract").to_pandas(None)
+    joined = scored.drop_duplicates(subset=columns).merge(frame.drop_duplicates(), on=columns)
+    assert len(joined) >= 7
+    again = models["digits"].model.predict(joined[columns].to_numpy(np.float32) / 16, verbose=0)
+    assert np.allclose(np.stack(joined["probabilities"]), again, atol=1e-5)
+
+
+def test_an_image_model_takes_its_image_column_as_ingested(models):
+    import mlflow.pyfunc
+
+    from nbscale.serving.score import score
+
+    frame = dataset("shapes").to_pandas(6)[["image"]]  # each row: the 120 raw pixels (0..255), as ingested
+    pixels = np.stack(frame["image"]).astype(np.float32)
+    expected = models["shapes"].model.predict(pixels.reshape(-1, 12, 10, 1) / 255, verbose=0)
+    service = serving.serve("prod-shapes@champion")
+    try:
+        status, answer = post(service.url, {"dataframe_split": {"columns": ["image"], "data": [[row.tolist()] for row in pixels]}})
+        assert status == 200 and np.allclose(probabilities(answer), expected, atol=1e-5)
+        assert np.allclose(np.asarray(serving.predict("prod-shapes", pixels.astype(np.float64))), expected, atol=1e-5)
+        assert np.allclose(np.asarray(serving.predict("prod-shapes", frame)), expected, atol=1e-5)
+        assert np.allclose(np.asarray(serving.predict("prod-shapes", serving.sample_rows(service, 6))), expected, atol=1e-5)
+        assert "dataframe_split" in service._repr_html_()  # the card's curl line sends a real row
+    finally:
+        serving.stop("prod-shapes")
+    loaded = mlflow.pyfunc.load_model("models:/prod-shapes@champion")
+    assert np.allclose(np.stack(loaded.predict(frame)["probabilities"]), expected, atol=1e-5)
+    assert np.allclose(spark_udf_probabilities("prod-shapes", frame, ["image"]), expected, atol=1e-5)
+    scored = score("prod-shapes@champion", data="shapes", to="shapes_contract").to_pandas(None)
+    every = models["shapes"].model.predict(np.stack(scored["image"]).reshape(-1, 12, 10, 1).astype(np.float32) / 255, verbose=0)
+    assert len(scored) == 60 and scored["prediction"].tolist() == every.argmax(axis=1).tolist()
+
+
+def test_the_logged_model_names_its_columns_and_no_local_path(models):
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts("models:/prod-digits@champion"))
+    text = (local / "MLmodel").read_text()
+    assert "/tmp/" not in text.split("artifact_path:", 1)[1].split("\n", 1)[1] and str(Path.cwd()) not in text
+    assert "model_code_path: compiled_keras.py" in text
+    info = mlflow.models.get_model_info("models:/prod-digits@champion")
+    assert info.signature.inputs.input_names() == [f"pixel_{i}" for i in range(64)]
+    example = json.loads((local / "input_example.json").read_text())
+    assert example["columns"][:2] == ["pixel_0", "pixel_1"] and max(max(row) for row in example["data"]) > 1  # raw values, not scaled
+
+
+def send(url: str, frame, batches: int):
+    for chunk in np.array_split(frame, batches):
+        status, answer = post(url, {"dataframe_split": {"columns": list(frame.columns), "data": chunk.to_numpy().tolist()}})
+        assert status == 200, answer
+
+
+def wait_for_traffic(folder: Path, rows: int):
+    """The front flushes what it served once a second: wait (bounded) until `rows` rows are on disk."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        found = sum(len(json.loads(line)["request"]["dataframe_split"]["data"])
+                    for path in folder.glob("*.jsonl") for line in path.read_text().splitlines() if line.strip())
+        if found >= rows:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the front recorded fewer than {rows} rows in 15 s")
+
+
+def test_drift_ranks_a_shifted_feature_first_and_flags_no_steady_one(models):
+    from nbscale.drift import drift
+    from nbscale.session import tracking_client
+
+    folder = models["data_dir"] / "traffic" / "prod-digits" / "v1"
+    frame = dataset("digits").to_pandas(400).drop(columns=["label"])
+    service = serving.serve("prod-digits@champion")
+    try:
+        send(service.url, frame, 10)
+        wait_for_traffic(folder, 400)
+        steady = drift("prod-digits@champion")
+        assert steady.rows == 400 and steady.against == "digits@v1" and steady.drifted == []
+        assert steady.prediction is not None and not steady.prediction.drifted
+        shutil.rmtree(folder)  # a new window of traffic: shifted
+        shifted = frame.copy()
+        shifted["pixel_20"] = 0.0  # a dead sensor
+        shifted["pixel_43"] = shifted["pixel_43"] + 8  # an offset calibration
+        send(service.url, shifted, 10)
+        wait_for_traffic(folder, 400)
+        report = drift("prod-digits@champion", window="10m")
+    finally:
+        serving.stop("prod-digits")
+    assert {f.feature for f in report.features[:2]} == {"pixel_20", "pixel_43"} and set(report.drifted) >= {"pixel_20", "pixel_43"}
+    untouched = {f.feature: f for f in report.features}
+    assert not untouched["pixel_0"].drifted and not untouched["pixel_36"].drifted
+    card = report._repr_html_()
+    assert "Drift of prod-digits v1" in card and "<svg" in card and "drifted" in card
+    client = tracking_client()
+    run = client.get_run(report.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["nbscale.drift_of"] == "prod-digits v1"
+    assert run.data.metrics["psi.pixel_20"] >= 0.2 and run.data.metrics["drifted_features"] == len(report.drifted)
+    assert client.get_model_version("prod-digits", "1").tags["nbscale.drift_run"] == report.run_id
+    runs = client.search_runs([client.get_experiment_by_name("nbscale-drift").experiment_id])
+    assert runs and all(r.info.status == "FINISHED" for r in runs)  # none left RUNNING
+
+
+def test_drift_between_two_dataset_versions(models):
+    from nbscale.drift import drift
+
+    ingest("digits_inverted", "SELECT pixel_0, pixel_20, 16 - pixel_36 AS pixel_36, label FROM digits@v1")
+    ingest("digits_inverted", "SELECT pixel_0, pixel_20, pixel_36, label FROM digits@v1")
+    report = drift(data="digits_inverted@v1", against="digits_inverted@v2", log=False)
+    assert [f.feature for f in report.features][0] == "pixel_36" and report.drifted == ["pixel_36"]
+    assert drift(data="digits_inverted@v2", against="digits_inverted@v2", log=False).drifted == []
+
+
+def test_drift_bad_inputs_are_one_line(models, ip):
+    import mlflow
+
+    from nbscale.drift import drift
+
+    cases = [
+        (lambda: drift("prod-shapes@champion"), "^prod-shapes v1 has no recorded traffic: serve it"),
+        (lambda: drift("prod-digits@champion", window="5x"), r"^--window '5x': give a positive number with s, m, h or d"),
+        (lambda: drift(), r"^%drift needs a served model"),
+        (lambda: drift(data="digits@v1"), r"^%drift needs a served model"),
+    ]
+    for call, message in cases:
+        with pytest.raises(NbscaleError, match=message) as raised:
+            call()
+        assert "\n" not in str(raised.value)
+    folder = models["data_dir"] / "traffic" / "prod-digits" / "v1"
+    if folder.is_dir():  # recorded by the test before: make it old
+        for path in folder.glob("*.jsonl"):
+            lines = [json.loads(line) for line in path.read_text().splitlines()]
+            path.write_text("".join(json.dumps({**r, "t": r["t"] - 7200}) + "\n" for r in lines))
+        with pytest.raises(NbscaleError, match=r"^prod-digits v1 served \d+ recorded requests, none in the last 30m \(the newest 2\.\d h ago\)"):
+            drift("prod-digits@champion", window="30m")
+    with mlflow.start_run(experiment_id=mlflow.set_experiment("outside").experiment_id):
+        info = mlflow.pyfunc.log_model(name="m", python_model=_echo_model(), input_example=np.zeros((1, 2)))
+    mlflow.register_model(info.model_uri, "outside-model")
+    with pytest.raises(NbscaleError, match=r"^outside-model v1 was not trained by nbscale: it has no training dataset to compare with"):
+        drift("outside-model")
+    with pytest.raises(NbscaleError, match="^prod-shapes v1 has no recorded traffic"):
+        ip.run_line_magic("drift", "prod-shapes@champion --window 1h")
+
+
+def _echo_model():
+    import mlflow.pyfunc
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    return Echo()
