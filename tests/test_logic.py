@@ -92,3 +92,57 @@ def test_events_reach_their_subscribers_once_in_order():
     assert events.emit("test-topic", name="m") == ["moved"]  # None results are dropped
     assert heard == [("first", {"name": "m"}), ("second", {"name": "m"})]
     assert events.emit("nobody-listens") == []
+
+
+def test_recorded_traffic_stays_within_its_bound_and_each_line_is_one_record(tmp_path):
+    import json
+
+    from nbscale.serving.traffic import TrafficLog
+
+    log = TrafficLog(str(tmp_path), max_bytes=20_000)
+    request = json.dumps({"dataframe_split": {"columns": ["a", "b"], "data": [[1.5, 2], [3, 4]]}}, indent=1).encode()  # with newlines
+    for _ in range(400):
+        log.add("digits v3", request, b'{"predictions": [{"prediction": 1}]}', 2.5)
+        if len(log.pending) == 50:
+            log.flush()
+    log.flush()
+    folder = tmp_path / "digits" / "v3"
+    held = sum(p.stat().st_size for p in folder.glob("*.jsonl"))
+    assert 0 < held <= 20_000
+    records = [json.loads(line) for p in folder.glob("*.jsonl") for line in p.read_text().splitlines()]
+    assert records and all(r["request"]["dataframe_split"]["data"] == [[1.5, 2], [3, 4]] and r["latency_ms"] == 2.5 for r in records)
+    log.add("digits v3", b"x" * (1 << 21), b"{}", 1.0)  # too large to record: counted, not kept
+    assert log.dropped == 1 and log.pending == []
+
+
+def test_drift_statistics_see_a_moved_distribution_and_not_a_resample():
+    import numpy as np
+
+    from nbscale.drift.stats import shift
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0, 1, 5000)
+    same, moved = shift("x", reference, rng.normal(0, 1, 500)), shift("x", reference, rng.normal(1, 1, 500))
+    assert same.test == "KS" and same.psi < 0.1 and same.p_value > 0.01
+    assert moved.psi > 0.5 and moved.p_value < 1e-10
+    classes = shift("c", rng.integers(0, 3, 3000), np.full(300, 2))
+    assert classes.test == "chi2" and classes.psi > 1 and classes.p_value < 1e-10
+    assert shift("k", np.zeros(100), np.zeros(50)).psi == 0  # constant and unchanged: nothing to report
+
+
+def test_a_contract_builds_named_rows_from_arrays_frames_and_one_row():
+    import pandas as pd
+
+    from nbscale.serving.contract import InputContract
+
+    contract = InputContract(("a", "b"))
+    assert contract.body([[1, 2], [3, 4]]) == {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0], [3.0, 4.0]]}}
+    assert contract.body([5, 6])["dataframe_split"]["data"] == [[5.0, 6.0]]  # one row as a 1-D list
+    assert contract.body(pd.DataFrame({"b": [2], "a": [1]}))["dataframe_split"]["columns"] == ["b", "a"]  # names travel with values
+    with pytest.raises(NbscaleError, match=r"^The rows have 3 values where this model takes 2 columns \(a, b\)"):
+        contract.body([[1, 2, 3]])
+    with pytest.raises(NbscaleError, match=r"^The rows have no column b: this model takes a, b"):
+        contract.body(pd.DataFrame({"a": [1]}))
+    image = InputContract(("image",), vector=True)
+    assert image.body([[0, 255, 3, 4]])["dataframe_split"] == {"columns": ["image"], "data": [[[0.0, 255.0, 3.0, 4.0]]]}
+    assert InputContract(None).body([[0.5, 0.25]]) == {"inputs": [[0.5, 0.25]]}  # an older model: bare scaled rows

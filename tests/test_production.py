@@ -297,3 +297,39 @@ def _echo_model():
             return model_input
 
     return Echo()
+
+
+def test_a_model_logged_before_the_contract_keeps_working(models):
+    """A version logged as earlier nbscale did (tensor signature, pre-scaled float rows, raw outputs): served,
+    predicted and scored as before."""
+    import tempfile
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from nbscale.serving.score import score
+    from nbscale.session import tracking_client
+    from nbscale.train import MODEL_TAG
+    from nbscale.train.pyfunc import MODEL_CODE
+    from nbscale.train.task import TASK_TAG
+
+    keras_model = models["digits"].model
+    scaled = dataset("digits").to_pandas(8).drop(columns=["label"]).to_numpy(np.float32) / 16
+    expected = keras_model.predict(scaled, verbose=0)
+    trained = tracking_client().get_run(models["digits"].run_id)
+    with tempfile.TemporaryDirectory() as folder, mlflow.start_run(experiment_id=trained.info.experiment_id) as run:
+        keras_model.save(f"{folder}/model.keras")
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE), artifacts={"keras_model": f"{folder}/model.keras"},
+                                       signature=infer_signature(scaled, expected), input_example=scaled[:2])
+        mlflow.log_params({k: trained.data.params[k] for k in ("data", "label", "scale")})
+        mlflow.set_tags({MODEL_TAG: info.model_uri, TASK_TAG: "classification"})
+    register("prod-old", run_id=run.info.run_id, alias="champion")
+    service = serving.serve("prod-old@champion")
+    try:
+        assert np.allclose(np.asarray(serving.predict("prod-old", scaled)), expected, atol=1e-5)
+        assert np.allclose(np.asarray(serving.predict("prod-old", serving.sample_rows(service, 8))), expected, atol=1e-5)
+    finally:
+        serving.stop("prod-old")
+    scored = score("prod-old@champion", data="digits", to="digits_old").to_pandas(None)
+    fresh = score("prod-digits@champion", data="digits", to="digits_new").to_pandas(None)
+    assert scored["prediction"].tolist() == fresh["prediction"].tolist()  # the same network, either contract

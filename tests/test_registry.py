@@ -48,9 +48,12 @@ def test_register_the_best_run_and_move_aliases(trained, ip, capfd):
     import nbscale
 
     mlflow = nbscale.session.mlflow()
-    x = (np.loadtxt(gzip.open(nbscale.datasets.digits_csv(), "rt"), delimiter=",")[:16, :64] / 16).astype("float32")
-    champion = mlflow.pyfunc.load_model("models:/digits-mlp@champion").predict(x)
-    np.testing.assert_allclose(np.asarray(champion), large.model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    import pandas as pd
+
+    raw = np.loadtxt(gzip.open(nbscale.datasets.digits_csv(), "rt"), delimiter=",")[:16, :64]
+    champion = mlflow.pyfunc.load_model("models:/digits-mlp@champion").predict(pd.DataFrame(raw, columns=[f"pixel_{i}" for i in range(64)]))
+    x = (raw / 16).astype("float32")
+    np.testing.assert_allclose(np.stack(champion["probabilities"]), large.model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     listed = ip.run_line_magic("models", "")
     assert "digits-mlp" in listed._repr_html_() and "champion" in listed._repr_html_()
 

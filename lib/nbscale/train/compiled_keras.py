@@ -15,6 +15,7 @@ import os
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -40,8 +41,6 @@ class CompiledKeras(PythonModel):
         config = self.config
         if not config.get("features"):  # logged before the input contract: pre-scaled float rows
             return np.asarray(model_input, dtype=np.float32).reshape((-1, *self.input_shape))
-        import pandas as pd
-
         names = config["features"]
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input, columns=names)
         if config.get("vector"):  # one column holding each row's whole vector (an image, as ingested)
@@ -52,13 +51,12 @@ class CompiledKeras(PythonModel):
         scale = float(config.get("scale", 1.0))
         return x / np.float32(scale) if scale != 1 else x
 
-    def predict(self, context, model_input, params=None):  # the signature validates names and types first
+    # The hint says "a frame" without asking MLflow to infer a schema from it: the logged signature validates names and types.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         outputs = self._forward(self.features(model_input)).numpy()
         task = self.config.get("task")
         if not task:
             return outputs
-        import pandas as pd
-
         if task != "classification":
             return pd.DataFrame({"prediction": outputs[:, 0].astype(np.float64)})
         classes = (outputs[:, 0] >= 0.5).astype(np.int64) if outputs.shape[1] == 1 else outputs.argmax(axis=1).astype(np.int64)
