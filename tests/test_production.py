@@ -218,6 +218,7 @@ def test_drift_ranks_a_shifted_feature_first_and_flags_no_steady_one(models):
 
     folder = models["data_dir"] / "traffic" / "prod-digits" / "v1"
     frame = dataset("digits").to_pandas(400).drop(columns=["label"])
+    shutil.rmtree(folder, ignore_errors=True)  # what earlier tests of this module served is not this test's traffic
     service = serving.serve("prod-digits@champion")
     try:
         send(service.url, frame, 10)
@@ -263,6 +264,7 @@ def test_drift_bad_inputs_are_one_line(models, ip):
 
     from nbscale.drift import drift
 
+    shutil.rmtree(models["data_dir"] / "traffic" / "prod-shapes", ignore_errors=True)  # never served, as far as drift can tell
     cases = [
         (lambda: drift("prod-shapes@champion"), "^prod-shapes v1 has no recorded traffic: serve it"),
         (lambda: drift("prod-digits@champion", window="5x"), r"^--window '5x': give a positive number with s, m, h or d"),
@@ -333,3 +335,46 @@ def test_a_model_logged_before_the_contract_keeps_working(models):
     scored = score("prod-old@champion", data="digits", to="digits_old").to_pandas(None)
     fresh = score("prod-digits@champion", data="digits", to="digits_new").to_pandas(None)
     assert scored["prediction"].tolist() == fresh["prediction"].tolist()  # the same network, either contract
+
+
+REGRESSION = """
+model = keras.Sequential([keras.Input(shape=(64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
+"""
+
+
+def test_register_evaluates_the_candidate_beside_the_champion_on_the_same_rows(models):
+    from nbscale.session import tracking_client
+
+    same_split = train(DENSE, data="digits", epochs=1, batch_size=64, scale=16.0, experiment="production")  # seed 42, 20 % held out
+    card = register("prod-digits", run_id=same_split.run_id, alias="challenger")
+    candidate, champion = card.evaluation
+    version = card.versions[-1].version
+    assert (candidate.label, champion.label) == (f"prod-digits v{version}", "prod-digits v1") and champion.caveat == ""
+    # The held-out rows are the training's validation rows: the evaluation's accuracy is each run's own val_accuracy.
+    assert abs(candidate.metrics["accuracy_score"] - same_split.metrics["val_accuracy"]) < 1e-3
+    assert abs(champion.metrics["accuracy_score"] - models["digits"].metrics["val_accuracy"]) < 1e-3
+    assert set(candidate.figures) == set(champion.figures) == {"confusion matrix", "roc", "precision recall"}
+    shown = card._repr_html_()
+    assert "Evaluated on digits@v1 held-out (" in shown and shown.count("<img") == 6 and "(champion)" in shown
+    client = tracking_client()
+    assert client.get_model_version("prod-digits", str(version)).tags["nbscale.evaluation_run"] == candidate.run_id
+    for evaluation in (candidate, champion):
+        run = client.get_run(evaluation.run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["nbscale.evaluated"] == evaluation.label
+        assert {a.path for a in client.list_artifacts(evaluation.run_id)} >= {"confusion_matrix.png", "roc.png", "precision_recall.png"}
+    other_split = train(DENSE, data="digits", epochs=1, batch_size=64, scale=16.0, seed=7, experiment="production")
+    _, flattered = register("prod-digits", run_id=other_split.run_id).evaluation
+    assert "trained on another split" in flattered.caveat  # the champion may have trained on these rows: said, not hidden
+
+
+def test_a_regression_is_evaluated_by_its_residuals_and_no_held_out_split_is_said(models):
+    fit = train(REGRESSION, data="digits", epochs=3, batch_size=64, scale=16.0, experiment="production")
+    candidate, champion = register("prod-values", run_id=fit.run_id, alias="champion").evaluation
+    assert champion is None and set(candidate.figures) == {"residuals"}
+    assert abs(candidate.metrics["mean_absolute_error"] - fit.metrics["val_mae"]) < 1e-3
+    unheld = train(REGRESSION, data="digits", epochs=1, batch_size=64, scale=16.0, validation=0.0, experiment="production")
+    card = register("prod-values", run_id=unheld.run_id)
+    assert card.evaluation is None and card.unevaluated.startswith("prod-values v2 was trained with --validation 0")
+    assert "not evaluated: prod-values v2 was trained with --validation 0" in repr(card)
+    assert register("prod-values", run_id=fit.run_id, evaluate=False).evaluation is None

@@ -25,8 +25,10 @@ class ModelVersionInfo:
 
 
 class ModelsCard:
-    def __init__(self, versions: list[ModelVersionInfo], note: str = ""):
+    def __init__(self, versions: list[ModelVersionInfo], note: str = "", evaluation: tuple | None = None, unevaluated: str = ""):
         self.versions, self.note = versions, note
+        # (the candidate's Evaluation, the champion's on the same rows or None), or why there is none
+        self.evaluation, self.unevaluated = evaluation, unevaluated
 
     def _repr_html_(self) -> str:
         if not self.versions:
@@ -37,13 +39,30 @@ class ModelsCard:
             for v in self.versions)
         head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("model", "version", "aliases", "trained on", "metrics", "run"))
         note = f"<div>{html.escape(self.note)}</div>" if self.note else ""
-        return f"<div class='nbscale-models'>{note}<table><tr>{head}</tr>{rows}</table></div>"
+        evaluated = ""
+        if self.evaluation or self.unevaluated:
+            from .evaluate.card import render
+
+            evaluated = render(*(self.evaluation or (None, None)), note=self.unevaluated)
+        return f"<div class='nbscale-models'>{note}<table><tr>{head}</tr>{rows}</table>{evaluated}</div>"
 
     def __repr__(self) -> str:
         lines = [self.note] if self.note else []
         lines += [f"{v.name} v{v.version}" + (f" @{',@'.join(v.aliases)}" if v.aliases else "") + f" · {v.data} · {_metrics_line(v.metrics)}"
                   for v in self.versions]
+        if self.evaluation:
+            candidate, champion = self.evaluation
+            lines += [f"evaluated on {candidate.on}: " + "; ".join(f"{e.label} {_metrics_line(_headline(e.metrics))}" for e in (candidate, champion) if e)]
+            lines += [f"note: {e.caveat}" for e in (candidate, champion) if e and e.caveat]
+        elif self.unevaluated:
+            lines.append(f"not evaluated: {self.unevaluated}")
         return "\n".join(lines) or "No registered models yet."
+
+
+def _headline(metrics: dict[str, float]) -> dict[str, float]:
+    from .evaluate.card import FIRST
+
+    return {k: metrics[k] for k in FIRST if k in metrics}
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:
@@ -101,9 +120,11 @@ def best_run(experiment: str, metric: str, lowest: bool | None = None):
 
 
 def register(name: str, *, run_id: str | None = None, best: str | None = None, experiment: str = "nbscale", alias: str | None = None,
-             lowest: bool | None = None) -> ModelsCard:
+             lowest: bool | None = None, evaluate: bool = True) -> ModelsCard:
     """Register the model of run `run_id`, or of the best run of `experiment` by metric `best` (higher or
-    lower is better by the metric's name unless `lowest` says). A run whose loss is NaN or infinite is refused."""
+    lower is better by the metric's name unless `lowest` says). A run whose loss is NaN or infinite is refused.
+    With `evaluate`, the new version is evaluated on its training's held-out split beside the version that was
+    @champion before (on the same rows), and the card shows both."""
     import math
 
     import mlflow
@@ -130,6 +151,10 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
     uri = run.data.tags.get(MODEL_TAG)
     if not uri:
         raise NbscaleError(f"Run {run.info.run_id} has no model logged by nbscale (it {run.info.status.lower()}): register a finished %%train run.")
+    try:
+        champion = (client.get_registered_model(name).aliases or {}).get("champion")
+    except Exception:  # noqa: BLE001 - a first registration: no champion yet
+        champion = None
     # MLflow prints "Successfully registered model ..." itself; the card says it once.
     with quiet_loggers("mlflow", output=True):
         version = mlflow.register_model(uri, name, tags={"nbscale.run_id": run.info.run_id, "nbscale.data": run.data.params.get("data", ""),
@@ -139,8 +164,16 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
         client.set_registered_model_alias(name, alias, version.version)
         followed = _serving_follows(name, alias)
     chosen = f" (best {best} {run.data.metrics[best]:.4f} in {experiment}; {direction(best, lowest)[1]})" if best else ""
+    evaluation, unevaluated = None, ""
+    if evaluate:
+        from .evaluate import compare
+
+        try:
+            evaluation = compare(name, int(version.version), champion)
+        except NbscaleError as exc:  # registered all the same: the card says why there is no evaluation
+            unevaluated = str(exc)
     return ModelsCard(versions(name), f"Registered {name} v{version.version} from run {run.info.run_id}{chosen}"
-                      + (f"; @{alias} points to it" if alias else "") + (f"; {followed}." if followed else "."))
+                      + (f"; @{alias} points to it" if alias else "") + (f"; {followed}." if followed else "."), evaluation, unevaluated)
 
 
 def set_alias(name: str, alias: str, version: int) -> ModelsCard:

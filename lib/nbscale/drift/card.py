@@ -45,7 +45,7 @@ def render(report) -> str:
     if report.prediction:
         rows.append(_row(report.prediction, "—"))
     window = f" in the last {html.escape(report.window)}" if report.window else ""
-    link = f" · MLflow run <code>{report.run_id[:8]}</code>" if report.run_id else ""
+    link = f" · MLflow run <code>{report.run_id}</code>" if report.run_id else ""
     summary = (f"{len(report.drifted)} of {len(report.features)} features drifted" if report.drifted else
                f"no feature drifted ({len(report.features)} compared)")
     return (f"<div class='nbscale-drift' style='border:1px solid var(--jp-border-color1, currentColor);border-radius:6px;padding:6px 10px'>"

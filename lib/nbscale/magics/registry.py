@@ -19,13 +19,16 @@ class RegistryMagics(Magics):
               help="With --best: lower is better (default: from the metric's name — loss, error, mae, mse... lower; accuracy, auc... higher).")
     @argument("--highest", dest="lowest", action="store_const", const=False, help="With --best: higher is better.")
     @argument("--alias", help="Point this alias (e.g. champion, challenger) at the new version.")
+    @argument("--no-evaluate", dest="evaluate", action="store_false",
+              help="Skip evaluating the new version on its held-out split beside the current champion.")
     @line_magic
     def register(self, line):
         """Register a trained model: %register --best val_accuracy --experiment fashion --name fashion-cnn --alias champion"""
         from ..registry import register
 
         args = parse_argstring(self.register, line)
-        return register(args.name, run_id=args.run, best=args.best, experiment=args.experiment, alias=args.alias, lowest=args.lowest)
+        return register(args.name, run_id=args.run, best=args.best, experiment=args.experiment, alias=args.alias, lowest=args.lowest,
+                        evaluate=args.evaluate)
 
     @accepts_help
     @magic_arguments()
