@@ -5,7 +5,7 @@ import pytest
 
 # Top to bottom: a module may import only from its own layer's package or from layers below it.
 LIBRARY = ("nbscale.ingest", "nbscale.feed", "nbscale.train", "nbscale.distributed", "nbscale.registry", "nbscale.serving",
-           "nbscale.workflow", "nbscale.datasets", "nbscale.lineage", "nbscale.drift", "nbscale.evaluate")
+           "nbscale.workflow", "nbscale.datasets", "nbscale.lineage", "nbscale.drift", "nbscale.evaluate", "nbscale.promote")
 ENGINES = ("nbscale.session", "nbscale.config", "nbscale.errors", "nbscale.events", "nbscale.datadir", "nbscale.limits",
            "nbscale.processes", "nbscale.version", "nbscale.files")
 LAYERS = ("nbscale.magics", "nbscale.widgets", "nbscale.state", grimp.Layer(*LIBRARY, independent=False),

@@ -378,3 +378,128 @@ def test_a_regression_is_evaluated_by_its_residuals_and_no_held_out_split_is_sai
     assert card.evaluation is None and card.unevaluated.startswith("prod-values v2 was trained with --validation 0")
     assert "not evaluated: prod-values v2 was trained with --validation 0" in repr(card)
     assert register("prod-values", run_id=fit.run_id, evaluate=False).evaluation is None
+
+
+class LabelledTraffic:
+    """A client sending rows of the dataset with their label column to a service until stopped (bounded)."""
+
+    def __init__(self, url: str, rows_per_request: int = 5, limit: int = 2000):
+        import threading
+
+        frame = dataset("digits").to_pandas(None)
+        self.body = [{"dataframe_split": {"columns": list(frame.columns), "data": frame[i:i + rows_per_request].to_numpy().tolist()}}
+                     for i in range(0, 400, rows_per_request)]
+        self.url, self.limit, self.stop, self.statuses = url, limit, threading.Event(), []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        for i in range(self.limit):
+            if self.stop.is_set():
+                return
+            self.statuses.append(post(self.url, self.body[i % len(self.body)])[0])
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(60)
+
+
+WORSE = DENSE.replace("Adam(0.01)", "Adam(1e-5)")
+
+
+def test_a_worse_canary_rolls_back_and_a_better_one_is_promoted(models):
+    from nbscale.promote import promote
+    from nbscale.session import tracking_client
+
+    client = tracking_client()
+    worse = train(WORSE, data="digits", epochs=1, batch_size=64, scale=16.0, experiment="production")
+    register("prod-digits", run_id=worse.run_id, alias="challenger", evaluate=False)
+    champion = client.get_registered_model("prod-digits").aliases["champion"]
+    service = serving.serve("prod-digits@champion")
+    try:
+        with LabelledTraffic(service.url) as traffic:
+            lines = []
+            rolled = promote("prod-digits", canary=30, run_for="40 requests", on_progress=lambda p: lines.append(p.line()))
+        assert rolled.decision == "rolled back" and any(r.startswith("accuracy ") for r in rolled.reasons), rolled.reasons
+        assert rolled.canary.labelled >= 50 and rolled.canary.accuracy < rolled.champion.accuracy - 0.2
+        assert lines and lines[-1].startswith("canary: ")
+        assert client.get_registered_model("prod-digits").aliases["champion"] == champion  # the alias stayed
+        assert [s.label for s in service.sides] == [f"prod-digits v{champion}"] and service.sides[0].weight == 100
+        assert set(traffic.statuses) == {200}  # the clients never saw the canary come and go
+        better = train(DENSE.replace("Dense(32", "Dense(48"), data="digits", epochs=6, batch_size=64, scale=16.0, experiment="production")
+        card = register("prod-digits", run_id=better.run_id, alias="challenger", evaluate=False)
+        candidate = card.versions[-1].version
+        with LabelledTraffic(service.url) as traffic:
+            promoted = promote("prod-digits", canary=30, run_for="40 requests", guard="accuracy")
+            canary_pids = [r.process.pid for r in service.sides[0].replicas]
+            after = post(service.url, traffic.body[0])
+        assert promoted.decision == "promoted", promoted.reasons
+        assert int(client.get_registered_model("prod-digits").aliases["champion"]) == int(candidate)
+        assert [s.label for s in service.sides] == [f"prod-digits v{candidate}"] and service.sides[0].ref == "prod-digits@champion"
+        assert all(r.process.poll() is None for r in service.sides[0].replicas) and canary_pids  # the canary's replicas, not restarted
+        assert after[0] == 200 and set(traffic.statuses) == {200}
+    finally:
+        serving.stop("prod-digits")
+    for promotion in (rolled, promoted):
+        run = client.get_run(promotion.run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["nbscale.decision"] == promotion.decision
+        assert run.data.metrics["canary.requests"] >= 40
+    assert client.get_model_version("prod-digits", str(candidate)).tags["nbscale.promotion"].startswith("promoted (")
+    client.set_registered_model_alias("prod-digits", "champion", champion)  # later tests of this module serve v1
+
+
+def test_an_interrupted_promotion_rolls_back_and_a_dead_kernels_is_logged_killed(models):
+    from kernel_client import Kernel
+
+    from nbscale.config import settings
+    from nbscale.promote import promote, settle_interrupted
+    from nbscale.session import tracking_client
+
+    client = tracking_client()
+    champion = client.get_registered_model("prod-digits").aliases["champion"]
+
+    def stop_button(promotion):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        promote("prod-digits", canary=20, run_for="10m", on_progress=stop_button)
+    service = serving.service("prod-digits")
+    try:
+        assert [s.label for s in service.sides] == [f"prod-digits v{champion}"]  # what was served stays served
+        assert client.get_registered_model("prod-digits").aliases["champion"] == champion
+    finally:
+        serving.stop("prod-digits")
+    killed = client.search_runs([client.get_experiment_by_name("nbscale-promotions").experiment_id],
+                                filter_string="tags.`nbscale.decision` = 'interrupted'")
+    assert [r.info.status for r in killed] == ["KILLED"]
+
+    env = dict(os.environ, NBSCALE_DATA_DIR=settings().data_dir)
+    kernel = Kernel("nbscale-local", env=env)
+    try:
+        kernel.client.execute("%load_ext nbscale\n%promote prod-digits --canary 20 --for 10m")
+        record = models["data_dir"] / "promotions" / "prod-digits.json"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (record.is_file() and "canary" in _front_config(models["data_dir"])):
+            time.sleep(0.5)
+        assert record.is_file(), "the kernel's promotion never started its canary"
+    finally:
+        os.kill(kernel.manager.provisioner.process.pid, signal.SIGKILL)  # the kernel dies mid-canary
+        kernel.client.stop_channels()
+        kernel.manager.shutdown_kernel(now=True)
+    assert client.get_registered_model("prod-digits").aliases["champion"] == champion  # the alias never moved
+    settled = settle_interrupted("prod-digits")
+    assert settled.decision == "interrupted" and f"@champion stayed on v{champion}" in settled.reasons[0]
+    assert client.get_run(settled.run_id).info.status == "KILLED" and not record.exists()
+    assert settle_interrupted("prod-digits") is None  # logged once
+
+
+def _front_config(data_dir: Path) -> str:
+    """The canary side's label appears in the service's front config once the canary serves."""
+    config = data_dir / "serving" / "prod-digits" / "front.json"
+    try:
+        return "canary" if len(json.loads(config.read_text())["sides"]) > 1 else ""
+    except (OSError, ValueError):
+        return ""

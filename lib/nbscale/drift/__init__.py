@@ -79,9 +79,7 @@ def drift(model: str | None = None, *, data: str | None = None, against: str | N
 def _of_traffic(model: str, against: str | None, window: str, psi_threshold: float, alpha: float) -> DriftReport:
     import numpy as np
 
-    from ..serving import traffic_root
     from ..serving.contract import contract_of
-    from ..serving.traffic import version_folder
     from ..serving.versions import resolve, trained_feed
     from ..train.task import CLASSIFICATION, task_of_version
 
@@ -90,7 +88,7 @@ def _of_traffic(model: str, against: str | None, window: str, psi_threshold: flo
     label = f"{name} v{version}"
     spec, reference = trained_feed(name, version, against, otherwise="it has no training dataset to compare with: pass --against DATA@vK")
     contract = contract_of(name, version)
-    records = list(_records(version_folder(traffic_root(), label)))
+    records = served(label)
     if not records:
         raise NbscaleError(f"{label} has no recorded traffic: serve it (%serve {name}@ALIAS) and send it requests, "
                            "or compare two datasets with %drift --data NEW --against OLD.")
@@ -107,14 +105,14 @@ def _of_traffic(model: str, against: str | None, window: str, psi_threshold: flo
         if frame is None:
             continue
         frames.append(frame)
-        predictions.extend(_predicted(record.get("response", {}).get("predictions", [])))
+        predictions.extend(predicted(record))
     import pandas as pd
 
-    served = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=features)
-    if len(served) < MIN_ROWS:
-        raise NbscaleError(f"{label} served {len(served)} rows in the last {window}; drift needs at least {MIN_ROWS}: "
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=features)
+    if len(rows) < MIN_ROWS:
+        raise NbscaleError(f"{label} served {len(rows)} rows in the last {window}; drift needs at least {MIN_ROWS}: "
                            "send more requests or widen --window.")
-    current = _matrix(served, features)
+    current = _matrix(rows, features)
     if contract.features is None and spec.scale != 1:  # an older model was sent pre-scaled rows: back to the dataset's units
         current = (current[0], [column * spec.scale for column in current[1]])
     ref_frame = _reference(reference, features + [spec.label])
@@ -127,7 +125,7 @@ def _of_traffic(model: str, against: str | None, window: str, psi_threshold: flo
             values = np.rint(values)
         prediction = _flag(shift("prediction (against training labels)", ref_frame[spec.label].to_numpy(np.float64), values),
                            psi_threshold, alpha)
-    return DriftReport(label, reference.ref, window, len(served), len(ref_frame), shifts, prediction, psi_threshold, alpha)
+    return DriftReport(label, reference.ref, window, len(rows), len(ref_frame), shifts, prediction, psi_threshold, alpha)
 
 
 def _between_datasets(data: str, against: str, psi_threshold: float, alpha: float) -> DriftReport:
@@ -161,18 +159,39 @@ def _records(folder: Path):
                     continue
 
 
+def served(label: str, since: float = 0.0) -> list[dict]:
+    """What the fronts recorded for model version `label` ("digits v3") from time `since` on."""
+    from ..serving import traffic_root
+    from ..serving.traffic import version_folder
+
+    return [r for r in _records(version_folder(traffic_root(), label)) if r["t"] >= since]
+
+
+def request_frame(request: dict):
+    """A recorded request's named rows as a frame (every column it sent), or None for bare unnamed rows."""
+    import pandas as pd
+
+    if "dataframe_split" in request:
+        return pd.DataFrame(request["dataframe_split"]["data"], columns=request["dataframe_split"]["columns"])
+    if "dataframe_records" in request:
+        return pd.DataFrame(request["dataframe_records"])
+    if isinstance(request.get("inputs", request.get("instances")), dict):
+        return pd.DataFrame(request.get("inputs", request.get("instances")))
+    return None
+
+
+def predicted(record: dict) -> list:
+    """The class or value of each answer in a recorded response."""
+    return _predicted(record.get("response", {}).get("predictions", []))
+
+
 def _request_rows(request: dict, features: list[str]):
     """A recorded request's rows as a frame of the model's feature columns (None for a form that names none)."""
     import numpy as np
     import pandas as pd
 
-    if "dataframe_split" in request:
-        frame = pd.DataFrame(request["dataframe_split"]["data"], columns=request["dataframe_split"]["columns"])
-    elif "dataframe_records" in request:
-        frame = pd.DataFrame(request["dataframe_records"])
-    elif isinstance(request.get("inputs", request.get("instances")), dict):
-        frame = pd.DataFrame(request.get("inputs", request.get("instances")))
-    else:  # bare rows: the model's columns in order (what an older, positional model took)
+    frame = request_frame(request)
+    if frame is None:  # bare rows: the model's columns in order (what an older, positional model took)
         rows = np.asarray(request.get("inputs", request.get("instances", [])), dtype=np.float64)
         if rows.ndim == 1:
             rows = rows.reshape(1, -1)

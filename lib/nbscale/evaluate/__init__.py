@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import warnings
 from dataclasses import dataclass, field
 
 from ..errors import NbscaleError
@@ -109,8 +110,10 @@ def evaluate(name: str, version, rows: HeldOut) -> Evaluation:
     figures = _figures(task, truth, predicted, outputs)
     client_tags = {"nbscale.evaluated": label, "nbscale.evaluated_on": rows.described}
     def log():  # in a thread of its own: MLflow's active run is per thread, and a caller's (a %%tune parent) must not receive this
-        with quiet_loggers("mlflow", output=True), mlflow.start_run(experiment_id=experiment_id(EXPERIMENT), run_name=f"evaluate {label}",
+        with warnings.catch_warnings(), quiet_loggers("mlflow", output=True), mlflow.start_run(experiment_id=experiment_id(EXPERIMENT), run_name=f"evaluate {label}",
                                                                      tags=client_tags) as run:
+            # Integer class labels are what they are: MLflow's hint about missing values in integer columns says nothing here.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
             result = mlflow.models.evaluate(data=frame, targets="label", predictions="prediction",
                                             model_type="classifier" if task == CLASSIFICATION else "regressor", evaluators=["default"])
             for title, png in figures.items():

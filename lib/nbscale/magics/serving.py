@@ -1,4 +1,4 @@
-"""`%serve`, `%predict`, `%%score` and `%drift`: registered models served over REST, scored in batch, and watched."""
+"""`%serve`, `%predict`, `%%score`, `%drift` and `%promote`: registered models served over REST, scored in batch, watched, and promoted."""
 from __future__ import annotations
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -61,6 +61,29 @@ class ServingMagics(Magics):
 
         args = parse_argstring(self.drift, line)
         return drift(args.model, data=args.data, against=args.against, window=args.window, psi_threshold=args.psi, alpha=args.alpha)
+
+    @accepts_help
+    @magic_arguments()
+    @argument("model", help="Registered model NAME.")
+    @argument("--from", dest="source", default="challenger", help="Alias of the candidate version (default challenger).")
+    @argument("--to", dest="target", default="champion", help="Alias to move to it when it holds (default champion).")
+    @argument("--canary", type=float, default=10.0, help="The candidate's share of the live requests, in percent (default 10).")
+    @argument("--for", dest="run_for", nargs="+", default=["200", "requests"], metavar="N requests|TIME",
+              help="How long the canary runs: a count of its requests (200 requests) or a time (10m, 90s).")
+    @argument("--guard", choices=("errors", "latency", "accuracy"),
+              help="Only this measure decides (default: errors and latency, and accuracy when requests carry the label column).")
+    @argument("--timeout", type=float, default=600.0, help="Seconds to wait for the requests of --for N requests before rolling back.")
+    @line_magic
+    def promote(self, line):
+        """A guarded canary that promotes or rolls back: %promote digits --from challenger --to champion --canary 10 --for 200 requests"""
+        from IPython.display import HTML, display
+
+        from ..promote import promote
+
+        args = parse_argstring(self.promote, line)
+        handle = display(HTML("<div>starting the canary...</div>"), display_id=True)
+        return promote(args.model, source=args.source, target=args.target, canary=args.canary, run_for=" ".join(args.run_for),
+                       guard=args.guard, timeout_s=args.timeout, on_progress=lambda p: handle.update(HTML(p._repr_html_())))
 
     @accepts_help
     @magic_arguments()

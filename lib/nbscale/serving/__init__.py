@@ -216,6 +216,26 @@ def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight
     return service
 
 
+def end_canary(name: str, keep: str) -> str:
+    """End the canary of model `name`'s service: keep="primary" stops the canary (a rollback); keep="canary"
+    makes the canary's replicas the whole service under the primary's ref (a promotion: no restart, no gap)."""
+    with _changing:
+        served = service(name)
+        if len(served.sides) < 2:
+            raise NbscaleError(f"The service of {name} has no canary to end.")
+        primary, canary = served.sides[0], served.sides[1]
+        if keep == "canary":
+            retired = primary.replicas + [r for side in served.sides[2:] for r in side.replicas]
+            served.sides = [Side(canary.label, primary.ref, 100.0, canary.replicas)]
+        else:
+            retired = [r for side in served.sides[1:] for r in side.replicas]
+            primary.weight = 100.0
+            served.sides = [primary]
+        _configure(served)
+        stop_processes([r.process for r in retired])
+        return served.sides[0].label
+
+
 def _serves_exactly(service: Service, label: str, replicas: int, shard_by: str | None, port: int | None) -> bool:
     return ([(s.label, len(s.replicas)) for s in service.sides] == [(label, replicas)] and service.shard_by == shard_by
             and port in (None, service.port) and service.running)
