@@ -18,7 +18,8 @@ collect_ignore = ["notebooks/10-multi-host.ipynb", "notebooks/11-laptop-connect.
 
 # `make test` runs the tests on two xdist workers (--dist loadfile: a module's tests, which share its fixtures,
 # stay on one worker), then the notebooks the same way. The longest modules go first so neither worker idles at the end.
-LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_connect.py", "test_binder.py", "test_serving.py", "test_workflow.py"]
+LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_connect.py", "test_binder.py", "test_production.py", "test_serving.py",
+              "test_workflow.py"]
 
 
 def pytest_collection_modifyitems(config, items):
