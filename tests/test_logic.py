@@ -146,3 +146,26 @@ def test_a_contract_builds_named_rows_from_arrays_frames_and_one_row():
     image = InputContract(("image",), vector=True)
     assert image.body([[0, 255, 3, 4]])["dataframe_split"] == {"columns": ["image"], "data": [[[0.0, 255.0, 3.0, 4.0]]]}
     assert InputContract(None).body([[0.5, 0.25]]) == {"inputs": [[0.5, 0.25]]}  # an older model: bare scaled rows
+
+
+def test_promote_reads_how_long_the_canary_runs():
+    from nbscale.promote import parse_for
+
+    assert parse_for("200 requests") == (200, None) and parse_for("1 request") == (1, None) and parse_for("50") == (50, None)
+    assert parse_for("10m") == (None, 600.0) and parse_for("90s") == (None, 90.0) and parse_for("1.5h") == (None, 5400.0)
+    for bad in ("0 requests", "soon", "10 minutes", "-5m", ""):
+        with pytest.raises(NbscaleError, match=r"^--for .*(as requests \(--for 200 requests\) or time|at least 1 request)"):
+            parse_for(bad)
+
+
+def test_recorded_traffic_is_sampled_at_the_share_asked(tmp_path):
+    import random
+
+    from nbscale.serving.traffic import TrafficLog
+
+    random.seed(1)
+    none, half = TrafficLog(str(tmp_path / "a"), 1 << 20, sample=0.0), TrafficLog(str(tmp_path / "b"), 1 << 20, sample=0.5)
+    for _ in range(1000):
+        none.add("m v1", b"{}", b"{}", 1.0)
+        half.add("m v1", b"{}", b"{}", 1.0)
+    assert none.pending == [] and 400 < len(half.pending) < 600

@@ -503,3 +503,20 @@ def _front_config(data_dir: Path) -> str:
         return "canary" if len(json.loads(config.read_text())["sides"]) > 1 else ""
     except (OSError, ValueError):
         return ""
+
+
+def test_promote_bad_inputs_are_one_line_and_start_nothing(models):
+    from nbscale.promote import promote
+
+    cases = [
+        (dict(run_for="soon"), r"^--for 'soon': say how long the canary runs"),
+        (dict(guard="speed"), r"^--guard 'speed': use one of errors, latency, accuracy"),
+        (dict(canary=100), r"^--canary 100 is the candidate's share of requests in percent"),
+        (dict(source="champion"), r"^prod-digits@champion and @champion are both v\d+: there is nothing to promote"),
+        (dict(source="nobody"), r"^prod-digits has no alias @nobody"),
+    ]
+    for options, message in cases:
+        with pytest.raises(NbscaleError, match=message) as raised:
+            promote("prod-digits", **options)
+        assert "\n" not in str(raised.value)
+    assert serving.services() == [] and not (models["data_dir"] / "promotions" / "prod-digits.json").exists()

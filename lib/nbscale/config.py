@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from traitlets import Dict, Integer, Unicode, default, observe, validate
+from traitlets import Dict, Float, Integer, Unicode, default, observe, validate
 from traitlets.config import SingletonConfigurable
 
 from .errors import SettingError
@@ -86,6 +86,10 @@ class Nbscale(SingletonConfigurable):
         64, help="Megabytes of served traffic (requests, answers, latency) each model version keeps for %drift, on this "
         "machine under the data dir's traffic/ folder; the oldest hours go first. Env: NBSCALE_TRAFFIC_MB.",
     ).tag(config=True)
+    traffic_sample = Float(
+        1.0, help="Share of served requests the fronts record for %drift and %promote (0.1 records one in ten; 0 none). "
+        "Env: NBSCALE_TRAFFIC_SAMPLE.",
+    ).tag(config=True)
     executor_wait = Integer(
         60, help="Seconds a new session on a cluster waits for its first executor before it stops and says why "
         "(executors that cannot reach the notebook never register). Env: NBSCALE_EXECUTOR_WAIT.",
@@ -136,6 +140,23 @@ class Nbscale(SingletonConfigurable):
     @default("traffic_mb")
     def _default_traffic_mb(self):
         return _env_count("TRAFFIC_MB", 64, "megabytes")
+
+    @default("traffic_sample")
+    def _default_traffic_sample(self):
+        raw = _env("TRAFFIC_SAMPLE", "1")
+        try:
+            share = float(raw)
+        except ValueError:
+            share = -1.0
+        if not 0 <= share <= 1:
+            raise SettingError(f"{ENV_PREFIX}TRAFFIC_SAMPLE={raw!r} is not a share between 0 and 1: write e.g. 0.1.")
+        return share
+
+    @validate("traffic_sample")
+    def _check_traffic_sample(self, proposal):
+        if not 0 <= proposal["value"] <= 1:
+            raise SettingError(f"Nbscale.traffic_sample = {proposal['value']!r}: the share of requests recorded is between 0 and 1 (e.g. 0.1).")
+        return proposal["value"]
 
     @default("executor_wait")
     def _default_executor_wait(self):

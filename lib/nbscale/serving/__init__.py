@@ -146,7 +146,7 @@ def _configure(service: Service) -> None:
     path = service.folder / "front.json"
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         json.dump({**config, "secret": service.secret, "max_body_bytes": settings().max_request_mb << 20,
-                   "traffic": {"dir": str(traffic_root()), "max_bytes": settings().traffic_mb << 20}}, f)
+                   "traffic": {"dir": str(traffic_root()), "max_bytes": settings().traffic_mb << 20, "sample": settings().traffic_sample}}, f)
     if service.front is not None:
         with urllib.request.urlopen(service.control("/nbscale/config", config), timeout=5):
             pass
