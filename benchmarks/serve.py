@@ -3,7 +3,8 @@
   nbscale %serve (front + 1 replica, the model logged as nbscale's compiled pyfunc) predictions/s
     ÷ plain `mlflow models serve` of the same Keras model logged with MLflow's Keras flavour,
   at batch 1 and batch 64, 4 concurrent clients with keep-alive connections; and
-  served ÷ the in-process direct call `model(x)` (one client, no HTTP).
+  served ÷ the in-process direct call `model(x)` (one client, no HTTP); and
+  nbscale recording every request for %drift ÷ the same service recording none (Nbscale.traffic_sample 0).
 
     .venv/bin/python benchmarks/serve.py [REQUESTS_PER_CLIENT]
 """
@@ -97,15 +98,20 @@ def main() -> None:
                               "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(port, plain)
-        service = serving.serve("bench-digits@champion")
-        front_port = service.port
-        figures = {}
-        for batch in (1, 64):
-            plain_body = json.dumps({"inputs": rows[:batch].tolist()}).encode()
-            ours = json.dumps({"dataframe_split": {"columns": list(raw.columns), "data": raw[:batch].to_numpy().tolist()}}).encode()
-            rate(port, plain_body, batch, 5), rate(front_port, ours, batch, 5)  # warm both
-            count = requests_per_client if batch == 1 else max(requests_per_client // 2, 5)
-            figures[batch] = {"plain": rate(port, plain_body, batch, count), "nbscale": rate(front_port, ours, batch, count)}
+        figures = {1: {}, 64: {}}
+        # The same service twice: recording every request for %drift (the default), then recording none.
+        for sample, key in ((1.0, "nbscale"), (0.0, "unrecorded")):
+            nbscale.settings().traffic_sample = sample
+            front_port = serving.serve("bench-digits@champion").port
+            for batch in (1, 64):
+                plain_body = json.dumps({"inputs": rows[:batch].tolist()}).encode()
+                ours = json.dumps({"dataframe_split": {"columns": list(raw.columns), "data": raw[:batch].to_numpy().tolist()}}).encode()
+                rate(port, plain_body, batch, 5), rate(front_port, ours, batch, 5)  # warm both
+                count = requests_per_client if batch == 1 else max(requests_per_client // 2, 5)
+                if key == "nbscale":
+                    figures[batch]["plain"] = rate(port, plain_body, batch, count)
+                figures[batch][key] = rate(front_port, ours, batch, count)
+            serving.stop()
     finally:
         if plain.poll() is None:
             os.killpg(plain.pid, 15)
@@ -133,6 +139,7 @@ def main() -> None:
         f = figures[batch]
         print(f"ratio batch {batch:>2}  nbscale / plain MLflow server  {f['nbscale'] / f['plain']:6.2f}   (goal >= 5 at batch 1)")
         print(f"ratio batch {batch:>2}  nbscale / in-process direct     {f['nbscale'] / direct[batch]:6.2f}   (goal >= 0.5)")
+        print(f"ratio batch {batch:>2}  recording traffic / not          {f['nbscale'] / f['unrecorded']:6.2f}   (the cost of %drift's record)")
 
 
 if __name__ == "__main__":
