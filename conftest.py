@@ -16,15 +16,24 @@ for name in ("NBSCALE_MASTER", "NBSCALE_TRACKING_URI", "MLFLOW_TRACKING_URI", "N
 collect_ignore = ["notebooks/10-multi-host.ipynb", "notebooks/11-laptop-connect.ipynb"]
 
 
-# `make test` runs the tests on two xdist workers (--dist loadfile: a module's tests, which share its fixtures,
-# stay on one worker), then the notebooks the same way. The longest modules go first so neither worker idles at the end.
+# `make test` runs the tests and the notebooks in one run on two xdist workers (--dist loadfile: a module's tests,
+# which share its fixtures, or a notebook's cells stay on one worker). The longest modules go first, the notebooks
+# last, so neither worker idles at the end.
 LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_connect.py", "test_binder.py", "test_production.py", "test_serving.py",
               "test_workflow.py"]
 
 
+def _order(item) -> int:
+    """Long modules first, then the others, then the notebooks: a worker handed a notebook takes no test module
+    after it (a notebook points NBSCALE_DATA_DIR at its own fresh folder for the rest of that worker's life)."""
+    if item.path.suffix == ".ipynb":
+        return len(LONG_FIRST) + 1
+    return LONG_FIRST.index(item.path.name) if item.path.name in LONG_FIRST else len(LONG_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
     if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike, so all collect the same order
-        items.sort(key=lambda item: LONG_FIRST.index(item.path.name) if item.path.name in LONG_FIRST else len(LONG_FIRST))
+        items.sort(key=_order)
 
 
 _notebooks_started: set = set()

@@ -29,13 +29,14 @@ def test_register_the_best_run_and_move_aliases(trained, ip, capfd):
     card = ip.run_line_magic("register", "--best val_accuracy --experiment select --name digits-mlp --alias champion")
     assert f"Registered digits-mlp v1 from run {large.run_id} (best val_accuracy" in repr(card)
     assert "Successfully registered" not in "".join(capfd.readouterr())  # the card says it, once
-    card = ip.run_line_magic("register", f"--run {small.run_id} --name digits-mlp --alias challenger")
+    assert card.evaluation[0].label == "digits-mlp v1" and "Evaluated on digits@v1 held-out" in card._repr_html_()
+    card = ip.run_line_magic("register", f"--no-evaluate --run {small.run_id} --name digits-mlp --alias challenger")
     versions = {v.version: v for v in card.versions}
     assert versions[1].aliases == ["champion"] and versions[2].aliases == ["challenger"]
     assert versions[1].run_id == large.run_id and versions[1].data == "digits@v1"
     assert versions[1].metrics["val_accuracy"] == pytest.approx(large.metrics["val_accuracy"])
     # The lowest val_loss is the large model's too.
-    lowest = ip.run_line_magic("register", "--best val_loss --lowest --experiment select --name digits-by-loss")
+    lowest = ip.run_line_magic("register", "--no-evaluate --best val_loss --lowest --experiment select --name digits-by-loss")
     assert lowest.versions[0].run_id == large.run_id
     # Promote the challenger, then roll back.
     assert "digits-mlp@champion now points to v2" in repr(ip.run_line_magic("models", "digits-mlp --alias champion --version 2"))
@@ -75,9 +76,9 @@ def test_bad_register_input_is_one_line(trained, ip, line, expected):
 def test_the_best_run_by_a_loss_is_its_lowest_unless_told_otherwise(trained, ip):
     small, large = trained
     assert large.metrics["val_loss"] < small.metrics["val_loss"]
-    by_loss = ip.run_line_magic("register", "--best val_loss --experiment select --name by-loss")  # no --lowest
+    by_loss = ip.run_line_magic("register", "--no-evaluate --best val_loss --experiment select --name by-loss")  # no --lowest
     assert by_loss.versions[0].run_id == large.run_id and "lower is better: a loss or error metric" in by_loss.note
-    highest = ip.run_line_magic("register", "--best val_loss --highest --experiment select --name by-loss-highest")
+    highest = ip.run_line_magic("register", "--no-evaluate --best val_loss --highest --experiment select --name by-loss-highest")
     assert highest.versions[0].run_id == small.run_id and "(--highest)" in highest.note
 
 
@@ -95,14 +96,14 @@ def test_a_run_whose_loss_is_not_finite_fails_and_is_never_registered(trained, i
     broken = client.search_runs([experiment], "attributes.status = 'FAILED'")
     assert len(broken) == 1 and "nbscale.model_uri" not in broken[0].data.tags  # FAILED, no model logged
     with pytest.raises(NbscaleError) as refused:
-        ip.run_line_magic("register", f"--run {broken[0].info.run_id} --name nan-model")
+        ip.run_line_magic("register", f"--no-evaluate --run {broken[0].info.run_id} --name nan-model")
     assert "has no model" in str(refused.value) or "never registered" in str(refused.value)
-    best = ip.run_line_magic("register", "--best val_loss --experiment select --name after-nan")
+    best = ip.run_line_magic("register", "--no-evaluate --best val_loss --experiment select --name after-nan")
     assert best.versions[0].run_id == trained[1].run_id
 
 
 def test_moving_an_alias_to_a_missing_version_is_one_line(trained, ip):
-    ip.run_line_magic("register", "--best val_accuracy --experiment select --name digits-alias")
+    ip.run_line_magic("register", "--no-evaluate --best val_accuracy --experiment select --name digits-alias")
     with pytest.raises(NbscaleError, match=r"digits-alias has no version 7 \(versions: 1\)"):
         ip.run_line_magic("models", "digits-alias --alias champion --version 7")
     with pytest.raises(NbscaleError, match="no registered model 'nope'"):

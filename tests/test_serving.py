@@ -55,8 +55,8 @@ def models(tmp_path_factory):
             ingest("digits", "nbscale:digits", label="label")
             first = train(DENSE, data="digits", epochs=3, batch_size=64, scale=16.0, experiment="serve")
             second = train(DENSE, data="digits", epochs=1, batch_size=64, scale=16.0, seed=7, experiment="serve")
-            register("digits-dense", run_id=first.run_id, alias="champion")
-            register("digits-dense", run_id=second.run_id, alias="challenger")
+            register("digits-dense", run_id=first.run_id, alias="champion", evaluate=False)
+            register("digits-dense", run_id=second.run_id, alias="challenger", evaluate=False)
             raw = dataset("digits").to_pandas(50).drop(columns=["label"])  # rows as a client has them: raw pixels 0..16, by name
             yield {"x": raw.to_numpy(), "raw": raw, "scaled": raw.to_numpy(np.float32) / 16, "champion": first.model,
                    "run_ids": [first.run_id, second.run_id]}
@@ -410,7 +410,7 @@ model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"]
 def test_a_regression_model_predicts_values_everywhere_not_class_0(models):
     """The task (classes or values) is recorded from the loss and used by %score, %predict and streams."""
     fit = train(REGRESSION, data="digits", epochs=4, batch_size=64, scale=16.0, experiment="serve-regression")
-    register("digits-value", run_id=fit.run_id, alias="champion")
+    register("digits-value", run_id=fit.run_id, alias="champion", evaluate=False)
     from nbscale.serving.score import score
 
     scored = score("digits-value@champion", data="digits", to="digits_values")
