@@ -19,15 +19,21 @@ collect_ignore = ["notebooks/10-multi-host.ipynb", "notebooks/11-laptop-connect.
 # `make test` runs the tests and the notebooks in one run on two xdist workers (--dist loadfile: a module's tests,
 # which share its fixtures, or a notebook's cells stay on one worker). The longest modules go first, the notebooks
 # last, so neither worker idles at the end.
-LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_connect.py", "test_binder.py", "test_production.py", "test_serving.py",
+LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_connect.py", "test_production.py", "test_binder.py", "test_serving.py",
               "test_workflow.py"]
 
 
+# The notebooks by their run time here, longest first (the rest after them).
+LONG_NOTEBOOKS = ["03-distributed.ipynb", "09-end-to-end.ipynb", "07-tuning.ipynb", "08-operations.ipynb", "12-production.ipynb",
+                  "04-serve.ipynb", "06-workflows.ipynb", "05-serve-patterns.ipynb", "02-train.ipynb"]
+
+
 def _order(item) -> int:
-    """Long modules first, then the others, then the notebooks: a worker handed a notebook takes no test module
-    after it (a notebook points NBSCALE_DATA_DIR at its own fresh folder for the rest of that worker's life)."""
+    """Long modules first, then the others, then the notebooks (the long ones first): a worker handed a notebook takes
+    no test module after it (a notebook points NBSCALE_DATA_DIR at its own fresh folder for the rest of that worker's life)."""
     if item.path.suffix == ".ipynb":
-        return len(LONG_FIRST) + 1
+        name = item.path.name
+        return len(LONG_FIRST) + 1 + (LONG_NOTEBOOKS.index(name) if name in LONG_NOTEBOOKS else len(LONG_NOTEBOOKS))
     return LONG_FIRST.index(item.path.name) if item.path.name in LONG_FIRST else len(LONG_FIRST)
 
 

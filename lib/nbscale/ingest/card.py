@@ -64,9 +64,7 @@ def ingest_card(result) -> str:
         ch = result.changes
         balance = ", ".join(f"{k}: {v:+d}" for k, v in ch["label_balance"].items()) or "unchanged"
         parts.append(f"<div>vs {html.escape(ch['against'])}: rows {ch['rows']:+d}; schema "
-                     f"{html.escape('; '.join(ch['schema']) or 'unchanged')}; label balance {html.escape(balance)}; "
-                     f"distributions, feature by feature: <code>%drift --data {html.escape(result.dataset.ref)} "
-                     f"--against {html.escape(ch['against'])}</code></div>")
+                     f"{html.escape('; '.join(ch['schema']) or 'unchanged')}; label balance {html.escape(balance)}</div>")
     if result.cache:
         k = result.cache
         parts.append(f"<div>cache: {k['level']} — first read {k['first_read_s']} s, cached re-read {k['cached_read_s']} s: "
