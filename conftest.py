@@ -10,6 +10,9 @@ os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 for name in ("NBSCALE_MASTER", "NBSCALE_TRACKING_URI", "MLFLOW_TRACKING_URI", "NBSCALE_KERNEL", "NBSCALE_CLUSTER_MASTER"):
     os.environ.pop(name, None)  # a developer's own settings must not leak into the tests
+# What the notebooks' kernels start from: the tests before them in the same worker change this process's environment
+# (mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI, e.g. a tracking server a test has stopped since).
+_CLEAN_ENVIRONMENT = dict(os.environ)
 
 # The multi-host tutorials need a real cluster: tests/test_multihost.py (10) and tests/test_connect.py (11, over
 # Spark Connect) run them under nbval against the network-namespace cluster they build.
@@ -51,4 +54,6 @@ def pytest_runtest_setup(item):
     runs, so they run on two workers. nbval starts a notebook's kernel with its first cell; the kernel inherits this."""
     if item.path.suffix == ".ipynb" and item.path not in _notebooks_started:
         _notebooks_started.add(item.path)
+        os.environ.clear()
+        os.environ.update(_CLEAN_ENVIRONMENT)
         os.environ["NBSCALE_DATA_DIR"] = tempfile.mkdtemp(prefix=f"nbscale-{item.path.stem}-")

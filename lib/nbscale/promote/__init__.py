@@ -27,6 +27,7 @@ LATENCY_FACTOR, LATENCY_SLACK_MS = 2.0, 10.0  # p95 above twice the champion's p
 ACCURACY_MARGIN = 0.02  # two points less accurate on labelled requests
 MIN_LABELLED = 50  # labelled rows each side needs before accuracy decides anything
 POLL_S = 0.5
+QUALITY_EVERY_S = 5.0
 
 
 @dataclass
@@ -148,8 +149,12 @@ def promote(name: str, *, source: str = "challenger", target: str = "champion", 
         before = _counters(service)
         promotion.step(f"canary {promotion.canary.label} takes {canary:g}% of the requests")
         deadline = started + (seconds if seconds is not None else timeout_s)
+        read_records = 0.0
         while True:
-            _measure(promotion, service, before, started)
+            # The counters each time; the recorded traffic (latency, labels) every few seconds: it is re-read whole.
+            fresh = time.time() - read_records >= QUALITY_EVERY_S
+            _measure(promotion, service, before, started, quality=fresh)
+            read_records = time.time() if fresh else read_records
             if on_progress:
                 on_progress(promotion)
             if requests_wanted is not None and promotion.canary.requests >= requests_wanted:
@@ -192,15 +197,16 @@ def _counters(service) -> dict[str, tuple[int, int]]:
     return {s["label"]: (s["requests"], s["errors"]) for s in service.stats().get("sides", [])}
 
 
-def _measure(promotion: Promotion, service, before: dict, since: float) -> None:
+def _measure(promotion: Promotion, service, before: dict, since: float, quality: bool = True) -> None:
     """Both sides since the canary started: requests and errors from the front's counters, latency and
-    labelled quality from what the front recorded."""
+    labelled quality (with `quality`) from what the front recorded."""
     now = _counters(service)
     for side in (promotion.champion, promotion.canary):
         requests, errors = now.get(side.label, (0, 0))
         was = before.get(side.label, (0, 0))
         side.requests, side.errors = requests - was[0], errors - was[1]
-        _quality(side, since, promotion.task)
+        if quality:
+            _quality(side, since, promotion.task)
 
 
 def _quality(side: SideMeasure, since: float, task: str) -> None:
