@@ -243,6 +243,7 @@ def test_drift_ranks_a_shifted_feature_first_and_flags_no_steady_one(models):
     client = tracking_client()
     run = client.get_run(report.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["nbscale.drift_of"] == "prod-digits v1"
+    assert str(models["data_dir"]) in run.info.artifact_uri  # drift.json under the data dir, not the notebook's folder
     assert run.data.metrics["psi.pixel_20"] >= 0.2 and run.data.metrics["drifted_features"] == len(report.drifted)
     assert client.get_model_version("prod-digits", "1").tags["nbscale.drift_run"] == report.run_id
     runs = client.search_runs([client.get_experiment_by_name("nbscale-drift").experiment_id])

@@ -275,14 +275,12 @@ def _log(report: DriftReport, model: str | None) -> str:
     """One MLflow run per measurement, linked to the model version (a tag both ways); never left RUNNING."""
     import mlflow.entities
 
-    from ..session import tracking_client
+    from ..session import experiment_id, tracking_client
 
     client = tracking_client()
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
     tags = {"nbscale.drift_of": report.subject, "nbscale.drift_against": report.against,
             "mlflow.note.content": f"Drift of {report.subject} against {report.against}: {len(report.drifted)} features drifted."}
-    run = client.create_run(experiment_id, run_name=f"drift {report.subject}", tags=tags)
+    run = client.create_run(experiment_id(EXPERIMENT), run_name=f"drift {report.subject}", tags=tags)  # artifacts under the data dir
     status = "FAILED"
     try:
         Param, Metric = mlflow.entities.Param, mlflow.entities.Metric
