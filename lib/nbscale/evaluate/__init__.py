@@ -41,11 +41,9 @@ def held_out(name: str, version) -> HeldOut:
     """The held-out split a version's training run set aside, as raw rows (read once more and counted)."""
     from .. import feed
     from ..ingest import dataset
-    from ..session import tracking_client
+    from ..serving.versions import training_params
 
-    client = tracking_client()
-    run_id = (client.get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
-    params = client.get_run(run_id).data.params if run_id else {}
+    params = training_params(name, version)
     if "data" not in params:
         raise NbscaleError(f"{name} v{version} was not trained by nbscale: there is no held-out split to evaluate it on.")
     validation = float(params.get("validation", 0))
@@ -203,9 +201,7 @@ def compare(name: str, version, champion: int | None) -> tuple[Evaluation, Evalu
 
 def _split_of(name: str, version) -> tuple:
     """What decides a version's held-out rows: its training's dataset version, label, seed and validation fraction."""
-    from ..session import tracking_client
+    from ..serving.versions import training_params
 
-    client = tracking_client()
-    run_id = (client.get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
-    params = client.get_run(run_id).data.params if run_id else {}
+    params = training_params(name, version)
     return tuple(params.get(k) for k in ("data", "label", "seed", "validation"))

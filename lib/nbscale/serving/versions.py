@@ -30,15 +30,22 @@ def resolve(ref: str) -> tuple[str, int]:
     return name, versions[-1]
 
 
+def training_params(name: str, version) -> dict:
+    """The parameters of the nbscale run that trained `name` vN ({} for a version nbscale did not train)."""
+    from ..session import tracking_client
+
+    client = tracking_client()
+    run_id = (client.get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
+    return dict(client.get_run(run_id).data.params) if run_id else {}
+
+
 def trained_feed(name: str, version, data: str | None = None, otherwise: str = ""):
     """(FeedSpec, dataset) for model version `name` vN: how its training run read features (label, scale),
     applied to dataset version `data` (default: the one it was trained on)."""
     from .. import feed
     from ..ingest import dataset
-    from ..session import tracking_client as _client
 
-    run_id = (_client().get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
-    params = _client().get_run(run_id).data.params if run_id else {}
+    params = training_params(name, version)
     if data is None and "data" not in params:
         raise NbscaleError(f"{name} v{version} was not trained by nbscale: {otherwise}.")
     source = dataset(data or params["data"])
