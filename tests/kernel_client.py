@@ -45,6 +45,14 @@ class Kernel:
         self.client.wait_for_ready(timeout=120)
 
     def run(self, code: str, timeout: float = 180) -> Executed:
+        result = self._run_once(code, timeout)
+        if result.status == "aborted":
+            # ipykernel 7 answers an error, then posts "stop aborting" to its shell thread: a request sent the instant
+            # the error's reply arrived can land before that and be aborted unexecuted. Sending it again is safe.
+            result = self._run_once(code, timeout)
+        return result
+
+    def _run_once(self, code: str, timeout: float) -> Executed:
         msg_id = self.client.execute(code)
         result = Executed(status="")
         while True:
