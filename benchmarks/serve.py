@@ -1,16 +1,19 @@
-"""Serving throughput, measured in one run on the same trained model:
+"""Serving throughput of the same model URI both ways, measured side by side in one run:
 
-  nbscale %serve (front + 1 replica, the model logged as nbscale's compiled pyfunc) predictions/s
-    ÷ plain `mlflow models serve` of the same Keras model logged with MLflow's Keras flavour,
-  at batch 1 and batch 64, 4 concurrent clients with keep-alive connections; and
-  served ÷ the in-process direct call `model(x)` (one client, no HTTP); and
-  nbscale recording every request for %drift ÷ the same service recording none (Nbscale.traffic_sample 0).
+  nbscale %serve (its front + 1 or 2 replicas of MLflow's scoring app) predictions/s
+    ÷ plain `mlflow models serve -m models:/NAME/1 --workers 1` (and `--workers 2`),
+  at batch 1 and batch 64, 4 concurrent clients with keep-alive connections, the same request body
+  (raw columns by name, `dataframe_split`) to both; 3 runs each, min / median / max;
+  and nbscale recording every request for %drift ÷ the same service recording none (traffic_sample 0);
+  and the front's own cost: its requests/s before a stand-in replica that answers at once, ÷ that
+  stand-in's own rate, with the milliseconds the hop adds to each request (1 client).
 
-    .venv/bin/python benchmarks/serve.py [REQUESTS_PER_CLIENT]
+    .venv/bin/python benchmarks/serve.py [REQUESTS_PER_CLIENT] [RUNS]
 """
 import http.client
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,85 +65,144 @@ def wait_for(port: int, process: subprocess.Popen, timeout_s: float = 180) -> No
                 return
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(f"the plain MLflow server on port {port} did not start (see plain-mlflow-serve.log in the data dir)")
+    raise RuntimeError(f"the plain MLflow server on port {port} did not start (see plain-mlflow-serve-*.log in the data dir)")
+
+
+def plain_server(uri: str, workers: int, tracking_uri: str):
+    """`mlflow models serve` of `uri` with `workers` uvicorn workers, on a free loopback port."""
+    from nbscale.processes import free_port
+
+    port = free_port()
+    # `mlflow models serve` runs `uvicorn` from PATH: the one beside this Python.
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    log = open(os.path.join(os.environ["NBSCALE_DATA_DIR"], f"plain-mlflow-serve-{workers}.log"), "wb")
+    process = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "--workers", str(workers),
+                                "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(port, process)
+    return port, process
+
+
+def instant_replica(port: int) -> None:
+    """A stand-in replica that answers every request at once: what is left is the front's own cost."""
+    from aiohttp import web
+
+    async def invocations(request):
+        await request.read()
+        return web.Response(body=b'{"predictions": [{"prediction": 1}]}', content_type="application/json")
+
+    async def ping(request):
+        return web.Response(text="\n")
+
+    app = web.Application()
+    app.router.add_post("/invocations", invocations)
+    app.router.add_get("/ping", ping)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def front_cost(body: bytes, requests_per_client: int, runs: int) -> dict:
+    """{clients: ([front ÷ stand-in per run], ms added per request)} with nbscale's front before an instant replica."""
+    import nbscale.serving.front
+    from nbscale.processes import free_port
+
+    global CLIENTS
+    replica_port, front_port = free_port(), free_port()
+    folder = tempfile.mkdtemp(prefix="nbscale-bench-front-")
+    config = os.path.join(folder, "front.json")
+    with open(config, "w") as f:
+        json.dump({"name": "stand-in", "secret": "s", "sides": [{"label": "stand-in v1", "weight": 100,
+                                                                   "replicas": [f"http://127.0.0.1:{replica_port}"]}]}, f)
+    replica = subprocess.Popen([sys.executable, __file__, "--instant-replica", str(replica_port)])
+    lib = os.path.dirname(os.path.dirname(os.path.dirname(nbscale.serving.front.__file__)))
+    front = subprocess.Popen([sys.executable, "-m", "nbscale.serving.front", "127.0.0.1", str(front_port), config],
+                             env=dict(os.environ, PYTHONPATH=lib))
+    try:
+        wait_for(replica_port, replica)
+        wait_for(front_port, front)
+        out, kept = {}, CLIENTS
+        for clients in (1, 4):
+            CLIENTS = clients
+            rate(replica_port, body, 1, 50), rate(front_port, body, 1, 50)
+            direct = [rate(replica_port, body, 1, requests_per_client * 8) for _ in range(runs)]
+            fronted = [rate(front_port, body, 1, requests_per_client * 8) for _ in range(runs)]
+            added_ms = (clients / statistics.median(fronted) - clients / statistics.median(direct)) * 1000
+            out[clients] = ([a / b for a, b in zip(fronted, direct)], added_ms, statistics.median(fronted))
+        CLIENTS = kept
+        return out
+    finally:
+        for process in (front, replica):
+            process.terminate()
+            process.wait()
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):6.2f} {statistics.median(values):6.2f} {max(values):6.2f}"
 
 
 def main() -> None:
     requests_per_client = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-serve-"))
-    import mlflow
-    import mlflow.tensorflow
-    import numpy as np
-
     import nbscale
     from nbscale import serving
     from nbscale.ingest import dataset, ingest
-    from nbscale.processes import free_port
     from nbscale.registry import register
     from nbscale.train import train
 
     ingest("digits", "nbscale:digits", label="label")
     result = train(DENSE, data="digits", epochs=2, batch_size=64, scale=16.0, experiment="bench-serve")
     register("bench-digits", run_id=result.run_id, alias="champion")
-    raw = dataset("digits").to_pandas(64).drop(columns=["label"])  # nbscale's model takes these, by name, and scales them itself
-    rows = raw.to_numpy(np.float32) / 16  # MLflow's Keras flavour takes the network's input
+    raw = dataset("digits").to_pandas(64).drop(columns=["label"])
     nbscale.session.stop_spark()
-    # The same trained model, logged the way MLflow logs a Keras model by default.
-    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("bench-serve").experiment_id):
-        plain_uri = mlflow.tensorflow.log_model(result.model, name="plain", input_example=rows[:2]).model_uri
+    uri = "models:/bench-digits/1"
+    bodies = {batch: json.dumps({"dataframe_split": {"columns": list(raw.columns), "data": raw[:batch].to_numpy().tolist()}}).encode()
+              for batch in (1, 64)}
 
-    port = free_port()
-    # `mlflow models serve` runs `uvicorn` from PATH: the one beside this Python.
-    env = dict(os.environ, MLFLOW_TRACKING_URI=nbscale.settings().tracking_uri,
-               PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-    log = open(os.path.join(os.environ["NBSCALE_DATA_DIR"], "plain-mlflow-serve.log"), "wb")
-    plain = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", plain_uri, "--env-manager", "local",
-                              "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def measure(port: int) -> dict:
+        """{batch: [predictions/s per run]} for the server on `port`, warmed first."""
+        out = {}
+        for batch, body in bodies.items():
+            rate(port, body, batch, 5)
+            count = requests_per_client if batch == 1 else max(requests_per_client // 2, 5)
+            out[batch] = [rate(port, body, batch, count) for _ in range(runs)]
+        return out
+
+    figures = {}
+    for workers in (1, 2):
+        port, process = plain_server(uri, workers, nbscale.settings().tracking_uri)
+        try:
+            figures[f"plain {workers}"] = measure(port)
+        finally:
+            os.killpg(process.pid, 15)
+            process.wait()
     try:
-        wait_for(port, plain)
-        figures = {1: {}, 64: {}}
-        # The same service twice: recording every request for %drift (the default), then recording none.
-        for sample, key in ((1.0, "nbscale"), (0.0, "unrecorded")):
-            nbscale.settings().traffic_sample = sample
-            front_port = serving.serve("bench-digits@champion").port
-            for batch in (1, 64):
-                plain_body = json.dumps({"inputs": rows[:batch].tolist()}).encode()
-                ours = json.dumps({"dataframe_split": {"columns": list(raw.columns), "data": raw[:batch].to_numpy().tolist()}}).encode()
-                rate(port, plain_body, batch, 5), rate(front_port, ours, batch, 5)  # warm both
-                count = requests_per_client if batch == 1 else max(requests_per_client // 2, 5)
-                if key == "nbscale":
-                    figures[batch]["plain"] = rate(port, plain_body, batch, count)
-                figures[batch][key] = rate(front_port, ours, batch, count)
+        for replicas in (1, 2):
+            figures[f"nbscale {replicas}"] = measure(serving.serve(f"{uri.split('/')[1]}@champion", replicas=replicas).port)
             serving.stop()
+        nbscale.settings().traffic_sample = 0.0
+        figures["unrecorded 1"] = measure(serving.serve("bench-digits@champion").port)
     finally:
-        if plain.poll() is None:
-            os.killpg(plain.pid, 15)
-            plain.wait()
         if serving.services():
             serving.stop()
 
-    model = result.model
-    direct = {}
-    for batch in (1, 64):
-        x = rows[:batch]
-        model(x, training=False)
-        calls = 200
-        started = time.perf_counter()
-        for _ in range(calls):
-            model(x, training=False)
-        direct[batch] = calls * batch / (time.perf_counter() - started)
-
-    print(f"model: Dense 64-64-10 on the digits; {CLIENTS} clients, keep-alive; cores: {os.cpu_count()}")
-    for batch in (1, 64):
-        f = figures[batch]
-        print(f"batch {batch:>2}: plain mlflow models serve {f['plain']:9,.0f} predictions/s | nbscale %serve {f['nbscale']:9,.0f} | "
-              f"in-process model(x) {direct[batch]:9,.0f}")
-    for batch in (1, 64):
-        f = figures[batch]
-        print(f"ratio batch {batch:>2}  nbscale / plain MLflow server  {f['nbscale'] / f['plain']:6.2f}   (goal >= 5 at batch 1)")
-        print(f"ratio batch {batch:>2}  nbscale / in-process direct     {f['nbscale'] / direct[batch]:6.2f}   (goal >= 0.5)")
-        print(f"ratio batch {batch:>2}  recording traffic / not          {f['nbscale'] / f['unrecorded']:6.2f}   (the cost of %drift's record)")
+    hop = front_cost(bodies[1], requests_per_client, runs)
+    print(f"model: Dense 64-64-10 on the digits, served as {uri}; {CLIENTS} clients, keep-alive; cores: {os.cpu_count()}; "
+          f"{runs} runs each")
+    for key, by_batch in figures.items():
+        print(f"{key:>13}: " + " | ".join(f"batch {b:>2} {statistics.median(v):8,.0f} predictions/s" for b, v in by_batch.items()))
+    print("ratio (min median max)                                           batch 1               batch 64")
+    for ours, theirs, what in (("nbscale 1", "plain 1", "nbscale 1 replica / mlflow models serve --workers 1 (goal >= 0.9)"),
+                               ("nbscale 2", "plain 2", "nbscale 2 replicas / mlflow models serve --workers 2"),
+                               ("nbscale 2", "nbscale 1", "nbscale 2 replicas / nbscale 1 replica (scaling)"),
+                               ("nbscale 1", "unrecorded 1", "recording every request for %drift / recording none")):
+        cells = [spread([a / b for a, b in zip(figures[ours][batch], figures[theirs][batch])]) for batch in (1, 64)]
+        print(f"{what:<66} {cells[0]}   {cells[1]}")
+    for clients, (ratios, added_ms, front_rate) in hop.items():
+        what = f"front / an instant stand-in replica, batch 1, {clients} client{'s' if clients > 1 else ''}"
+        print(f"{what:<66} {spread(ratios)}   (the front's ceiling {front_rate:,.0f} requests/s; it adds {added_ms:.2f} ms a request)")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--instant-replica"]:
+        instant_replica(int(sys.argv[2]))
+    else:
+        main()

@@ -169,3 +169,24 @@ def test_recorded_traffic_is_sampled_at_the_share_asked(tmp_path):
         none.add("m v1", b"{}", b"{}", 1.0)
         half.add("m v1", b"{}", b"{}", 1.0)
     assert none.pending == [] and 400 < len(half.pending) < 600
+
+
+def test_written_facts_reads_exact_rows_and_nulls_from_footers_and_leaves_the_unknown_to_spark(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nbscale.ingest.profile import written_facts
+
+    table = pa.table({"a": [1, None, 3], "b": ["x", None, None], "v": [[1.0], None, [2.0, None]], "c.d": [1, 2, None],
+                      "s": [{"x": 1}, None, {"x": None}]})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table, tmp_path / "data" / "p1.parquet", row_group_size=2)
+    pq.write_table(table, tmp_path / "data" / "p2.parquet")
+    (tmp_path / "quarantine").mkdir()
+    pq.write_table(table.slice(0, 2), tmp_path / "quarantine" / "q.parquet")
+    facts = written_facts(str(tmp_path / "data"), str(tmp_path / "quarantine"))
+    assert facts["rows"] == 6 and facts["quarantined"] == 2
+    assert facts["shards"] == [{"file": "p1.parquet", "rows": 3, "row_groups": 2}, {"file": "p2.parquet", "rows": 3, "row_groups": 1}]
+    assert facts["nulls"] == {"a": 2, "b": 4, "c.d": 2}  # a dotted name is one column; lists and structs are Spark's to count
+    pq.write_table(table, tmp_path / "data" / "p3.parquet", write_statistics=False)
+    assert set(written_facts(str(tmp_path / "data"), None)["nulls"].values()) == {None}  # a file without statistics: counted by Spark

@@ -19,10 +19,14 @@ def check_label(df, label: str | None) -> None:
         raise NbscaleError(f"Label column {label!r} is not in the data (columns: {', '.join(df.columns)}): pass --label with one of them.")
 
 
-def profile(df, label: str | None) -> dict:
+def profile(df, label: str | None, known_nulls: dict[str, int | None] | None = None) -> dict:
+    """The card's facts about `df`. `known_nulls`: exact null counts already read from the files' footers;
+    the columns it lacks (or holds None for) are counted by Spark."""
     from pyspark.sql import functions as F
 
-    nulls_row = df.agg(*[F.sum(F.col(f"`{c}`").isNull().cast("long")).alias(c) for c in df.columns]).first()
+    known = {c: n for c, n in (known_nulls or {}).items() if n is not None}
+    missing = [c for c in df.columns if c not in known]
+    nulls_row = df.agg(*[F.sum(F.col(f"`{c}`").isNull().cast("long")).alias(c) for c in missing]).first().asDict() if missing else {}
     balance = {}
     if label:
         column = F.col(quoted(label))  # a name with a dot or a space is one column, not a struct field
@@ -30,7 +34,7 @@ def profile(df, label: str | None) -> dict:
     sample = [{k: _short(v) for k, v in row.asDict().items()} for row in df.limit(SAMPLE_ROWS).collect()]
     return {
         "schema": schema_of(df),
-        "nulls": {c: int(nulls_row[c] or 0) for c in df.columns},
+        "nulls": {c: int(known[c] if c in known else nulls_row[c] or 0) for c in df.columns},
         "label": label,
         "label_balance": balance,
         "sample": sample,
@@ -43,15 +47,29 @@ def _short(value):
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
-def shards(data_path: str | Path) -> list[dict]:
-    """Rows and row groups of each Parquet file (Petastorm shards by row group)."""
+def written_facts(data_path: str, quarantine_path: str | None) -> dict:
+    """What the Parquet footers of a staged version say, exactly and without a Spark job (runs where the data
+    dir is): rows per file, rows in all, null counts of top-level primitive columns (None where a file carries
+    no statistics; nested columns are left out: Spark counts those), and the quarantine's rows."""
     import pyarrow.parquet as pq
 
-    out = []
+    files, nulls, rows = [], {}, 0
     for f in sorted(Path(data_path).glob("*.parquet")):
         meta = pq.ParquetFile(f).metadata
-        out.append({"file": f.name, "rows": meta.num_rows, "row_groups": meta.num_row_groups})
-    return out
+        files.append({"file": f.name, "rows": meta.num_rows, "row_groups": meta.num_row_groups})
+        rows += meta.num_rows
+        # A top-level primitive column: no repetition, at most one definition level (nullable). Leaves of lists
+        # and structs count null elements or fields, not null rows: those columns are left to Spark.
+        flat = [i for i in range(meta.num_columns)
+                if meta.schema.column(i).max_repetition_level == 0 and meta.schema.column(i).max_definition_level <= 1]
+        for group in range(meta.num_row_groups):
+            for index in flat:
+                chunk = meta.row_group(group).column(index)
+                name, stats = meta.schema.column(index).path, chunk.statistics
+                known = stats is not None and stats.has_null_count and nulls.get(name, 0) is not None
+                nulls[name] = (nulls.get(name, 0) + stats.null_count) if known else None
+    quarantined = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(quarantine_path).glob("*.parquet")) if quarantine_path else 0
+    return {"shards": files, "rows": rows, "nulls": nulls, "quarantined": quarantined}
 
 
 def schema_drift(old: list[list[str]], new: list[list[str]]) -> list[str]:

@@ -49,9 +49,9 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
     """Predictions of `model` ("name@alias", "name/N") for every row of dataset version `data` (or the
     rows matching the Spark SQL condition `where`), written as the next version of dataset `to`
     (default: DATA_scored). Returns the published dataset."""
-    from ..datahost import require_shared_tracking
+    from ..datahost import on_data_host, require_shared_tracking
     from ..ingest import Dataset, store
-    from ..ingest.profile import profile
+    from ..ingest.profile import profile, written_facts
     from ..session import spark
 
     require_shared_tracking("%score", "the executors load the model from it")
@@ -75,11 +75,12 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
     expected = df.count()
     with store.staging(to) as staged:
         scored.write.parquet(str(staged / "data"))
+        facts = on_data_host(written_facts, str(staged / "data"), None)  # rows and nulls from the footers
         written = session.read.parquet(str(staged / "data"))
-        rows = written.count()
+        rows = facts["rows"]
         if rows != expected:
             raise NbscaleError(f"Scoring {source.ref} wrote {rows} rows for {expected} input rows; nothing was published. Run it again.")
-        manifest = {**profile(written, label if label in written.columns else None),
+        manifest = {**profile(written, label if label in written.columns else None, facts["nulls"]), "shards": facts["shards"],
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "format": "scored",
                     "source": source.ref, "files": [], "options": {"model": f"{name}/{version}", "asked": model, "data": source.ref, "where": where},
                     "counts": {"read": expected, "loaded": rows, "quarantined": 0}, "notes": []}
