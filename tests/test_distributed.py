@@ -1,6 +1,7 @@
 """Distributed %%train against a real Spark standalone cluster (master + 2 workers with 2 task slots each)
 started on 127.0.0.1 by `nbscale.cluster`, with real TensorFlow workers and a real MLflow store."""
 import json
+import os
 import threading
 import time
 
@@ -135,6 +136,8 @@ def test_cancel_frees_the_cluster_within_10_seconds():
         assert time.monotonic() < deadline, "training did not start within 120 s"
         time.sleep(0.5)
     pids = [s["pid"] for s in runs[0].job.states(0).values()]
+    # Two workers on this one host: each sized its thread pools to half its cores, not all of them.
+    assert [s["threads"] for s in runs[0].job.states(0).values()] == [max(1, len(os.sched_getaffinity(0)) // 2)] * 2
     assert _stage_pools() == ["background"]  # the workers run in their fair-scheduler pool
     cancelled = time.monotonic()
     stop.set()

@@ -119,6 +119,7 @@ def test_all_reduce_with_one_worker_per_host(hosts, connected):
                                on_start=runs.append)
     states = runs[0].job.states(0)
     assert sorted(s["host"] for s in states.values()) == sorted(h.ip for h in hosts.hosts)  # one worker per host
+    assert [s["threads"] for s in states.values()] == [len(os.sched_getaffinity(0))] * 2  # alone on its host: all its cores
     digests = {json.loads(t)["digest"] for t in result.digests.values()}
     assert len(digests) == 1 and result.metrics["val_accuracy"] > 0.5
     assert sorted(r.info.status for r in runs_of("mh-allreduce")) == ["FINISHED"] * 3  # parent + one child per worker

@@ -80,7 +80,7 @@ class Worker:
             model = _build_model(self.spec["code"], namespace, None, self.spec["seed"], self.spec["precision"])
         # Progress first: an epoch's metrics are recorded before its backup, so an epoch a resume skips is never unlogged.
         callbacks = [self._progress_callback(tf_keras), tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"])]
-        self.save_state(state="training")
+        self.save_state(state="training", threads=int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")))  # its share of the host's cores
         print(f"{self.role} {self.index} (rank {self.rank}, attempt {self.attempt}): training {self.spec['epochs']} epochs of "
               f"{self.spec['steps_per_epoch']} steps" + (f" on {self.state['rows']} rows of its shard" if self.state.get("rows") else ""),
               flush=True)
