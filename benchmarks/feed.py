@@ -1,25 +1,86 @@
-"""The training input pipeline, measured in one run on the same model and data:
+"""The training input pipeline on the same bytes, measured side by side in one run, for a uint8 split
+(pixels) and a float32 split (fractional features), each `RUNS` times (min / median / max):
 
-  Petastorm-fed fit samples/s  ÷  in-memory-fed fit samples/s (from_tensor_slices().cache().prefetch)
-  Petastorm read samples/s     ÷  pyarrow raw read samples/s (read_table -> numpy)
+  fit samples/s   nbscale (steady: read and checked once, then tf.data's cache)  ÷  in-memory
+  fit samples/s   nbscale streamed (re-read through Petastorm every epoch)        ÷  in-memory
+  fit samples/s   nbscale streamed  ÷  a hand-written pyarrow -> tf.data pipeline over the same split files
+  read samples/s  nbscale's checked Petastorm pass  ÷  pyarrow reading and decoding the same split files
 
-plus the fit with no input pipeline at all (one batch already on the device: the upper bound, on a
-GPU when TensorFlow sees one) and the Petastorm fit without tf.data's cache (a split too large to cache
-is re-read through Petastorm every epoch).
+with the peak resident memory each streamed fit added (sampled every 20 ms): the feed holds a bounded
+number of row groups, not the split.
 
-    .venv/bin/python benchmarks/feed.py [ROWS]
+    .venv/bin/python benchmarks/feed.py [ROWS] [RUNS]
 """
+import dataclasses
 import os
+import statistics
 import sys
 import tempfile
+import threading
 import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+class PeakMemory:
+    """The most resident memory the process held above its level at the start of the block."""
+
+    def __enter__(self):
+        import psutil
+
+        self.process, self.stop = psutil.Process(), threading.Event()
+        self.start = self.peak = self.process.memory_info().rss
+
+        def sample():
+            while not self.stop.wait(0.02):
+                self.peak = max(self.peak, self.process.memory_info().rss)
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def added_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def pyarrow_groups(np, files: list[str], encoding: str, width: int, scale: float):
+    """What a user would write by hand: each row group of the same split files read with pyarrow, the packed
+    features viewed in place (fixed-width rows: the binary column's data buffer is the matrix)."""
+    import pyarrow.parquet as pq
+
+    from nbscale import feed
+
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        for index in range(parquet.num_row_groups):
+            table = parquet.read_row_group(index, columns=[feed.FEATURES, feed.LABEL])
+            packed = table.column(feed.FEATURES).combine_chunks()
+            offsets = np.frombuffer(packed.buffers()[1], np.int32, len(packed) + 1, packed.offset * 4)
+            data = np.frombuffer(packed.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+            x = data.view(encoding).reshape(len(packed), width).astype(np.float32)
+            yield x / np.float32(scale), table.column(feed.LABEL).to_numpy()
+
+
+def pyarrow_stream(tf, np, files: list[str], encoding: str, width: int, scale: float, batch: int):
+    """pyarrow_groups fed to tf.data, re-read every epoch."""
+    signature = (tf.TensorSpec((None, width), tf.float32), tf.TensorSpec((None,), tf.int64))
+    return tf.data.Dataset.from_generator(lambda: pyarrow_groups(np, files, encoding, width, scale), output_signature=signature
+                                          ).rebatch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):5.2f} {statistics.median(values):5.2f} {max(values):5.2f}"
+
+
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-feed-"))
     import numpy as np
     import pyarrow.parquet as pq
@@ -32,23 +93,14 @@ def main() -> None:
     from nbscale.train import keras
 
     spark = nbscale.spark()
-    # Fashion-MNIST-shaped, learnable: label = id % 10; pixel i is bright when i % 10 == label.
-    source = os.path.join(os.environ["NBSCALE_DATA_DIR"], "synthetic.parquet")
-    (spark.range(rows, numPartitions=4).withColumn("label", (F.col("id") % 10).cast("int"))
-     .withColumn("image", F.expr("transform(sequence(0, 783), i -> CAST(CASE WHEN i % 10 = label THEN 200 ELSE pmod(hash(id, i), 50) END AS FLOAT))"))
-     .select("image", "label").write.mode("overwrite").parquet(source))
-    data = ingest("synthetic", source, label="label").dataset
-    spec = feed.spec_for(data, "label", 128, 255.0, 0)
-    train_split, _ = feed.split(data, spec, 0.0)
     tfk = keras()
 
     def model():
-        m = tfk.Sequential([tfk.Input(shape=(784,)), tfk.layers.Dense(128, activation="relu"),
-                            tfk.layers.Dense(10, activation="softmax")])
+        m = tfk.Sequential([tfk.Input(shape=(784,)), tfk.layers.Dense(128, activation="relu"), tfk.layers.Dense(10, activation="softmax")])
         m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         return m
 
-    def fit_rate(dataset, epochs=5) -> float:
+    def fit_rate(dataset, samples: int, epochs: int = 3) -> float:
         times = []
 
         class Timer(tfk.callbacks.Callback):
@@ -59,59 +111,69 @@ def main() -> None:
                 times.append(time.perf_counter() - self.t0)
 
         model().fit(dataset, epochs=epochs, verbose=0, callbacks=[Timer()])
-        return train_split.rows / min(times[1:])  # steady state: best epoch after the first
+        return samples / min(times[1:])  # steady state: best epoch after the first
 
-    def best_read(read) -> float:
-        rates = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            rates.append(read() / (time.perf_counter() - t0))
-        return max(rates)
+    def read_rate(read) -> float:
+        t0 = time.perf_counter()
+        return read() / (time.perf_counter() - t0)
 
-    def arrow_matrix(path):  # pyarrow at its fastest: the list column's flat child buffer, reshaped
-        table = pq.read_table(path)
-        images = table.column("image").combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
-        return images.astype(np.float32) / np.float32(255.0), table.column("label").to_numpy()
+    def measure(encoding: str, fraction: str):
+        # Fashion-MNIST-shaped, learnable: label = id % 10; pixel i is bright when i % 10 == label.
+        source = os.path.join(os.environ["NBSCALE_DATA_DIR"], f"synthetic-{encoding}.parquet")
+        (spark.range(rows, numPartitions=4).withColumn("label", (F.col("id") % 10).cast("int"))
+         .withColumn("image", F.expr(f"transform(sequence(0, 783), i -> CAST(CASE WHEN i % 10 = label THEN 200 ELSE pmod(hash(id, i), 50) END "
+                                     f"+ {fraction} AS FLOAT))"))
+         .select("image", "label").write.mode("overwrite").parquet(source))
+        data = ingest(f"synthetic_{encoding}", source, label="label").dataset
+        spec = feed.spec_for(data, "label", 128, 255.0, 0)
+        split, _ = feed.split(data, spec, 0.0)
+        assert split.encoding == encoding, split.encoding
+        files = sorted(str(p) for p in pq.ParquetDataset(split.path.removeprefix("file://")).files)
+        table = pq.read_table(split.path.removeprefix("file://"))
+        images = np.frombuffer(b"".join(table.column(feed.FEATURES).to_pylist()), encoding).reshape(-1, 784).astype(np.float32) / 255
+        labels = table.column(feed.LABEL).to_numpy().astype(np.int64)
+        del table
 
-    # Raw reads, each the best of three passes: Petastorm through nbscale's checked feed (its split
-    # layout) against pyarrow reading the dataset version the user ingested straight into numpy.
-    petastorm_read = best_read(lambda: sum(len(y) for _, y in feed.batches(train_split, spec, shuffle=False)))
-    arrow_read = best_read(lambda: len(arrow_matrix(data.path)[1]))
-    split_files = train_split.path.removeprefix("file://")
-    arrow_split_read = best_read(lambda: len(np.frombuffer(b"".join(pq.read_table(split_files).column(feed.FEATURES).to_pylist()),
-                                                           train_split.encoding).reshape(-1, *spec.feature_shape).astype(np.float32)))
+        def in_memory():
+            return tf.data.Dataset.from_tensor_slices((images, labels)).batch(128).cache().prefetch(tf.data.AUTOTUNE)
 
-    images, labels = arrow_matrix(data.path)
-    in_memory = lambda: tf.data.Dataset.from_tensor_slices((images, labels)).batch(128).cache().prefetch(tf.data.AUTOTUNE)
-    petastorm = lambda: feed.tf_dataset(train_split, spec, shuffle=True, counter=tf.Variable(0, dtype=tf.int64))
-    # Interleaved, best of two each: on 2 shared cores one run's figure moves by 20 %.
-    memory_fit = max(fit_rate(in_memory()), fit_rate(in_memory()))
-    petastorm_fit = max(fit_rate(petastorm()), fit_rate(petastorm()))
-    memory_fit = max(memory_fit, fit_rate(in_memory()))
-    feed.CACHE_BYTES, cache_bytes = 0, feed.CACHE_BYTES
-    streamed_fit = fit_rate(petastorm())
-    feed.CACHE_BYTES = cache_bytes
-    # The upper bound: one batch already on the device, fed again and again (no input pipeline at all).
-    on_device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
-    with tf.device(on_device):
-        x, y = tf.identity(images[:128]), tf.identity(labels[:128])
-    bound = tf.data.Dataset.from_tensors((x, y)).repeat(feed.steps(train_split.rows, 128))
-    bound_fit = fit_rate(bound)
+        def ours():
+            return feed.tf_dataset(split, spec, shuffle=True, counter=tf.Variable(0, dtype=tf.int64))
+
+        chunks = dataclasses.replace(spec, batch_size=spec.batch_size * feed.CHUNK_BATCHES)  # as tf_dataset reads
+        figures = {key: [] for key in ("steady", "streamed", "vs_pyarrow", "read", "memory_mb", "pyarrow_memory_mb")}
+        for _ in range(runs):
+            memory = fit_rate(in_memory(), split.rows)
+            figures["steady"].append(fit_rate(ours(), split.rows) / memory)
+            feed.CACHE_BYTES, cache_bytes = 0, feed.CACHE_BYTES
+            with PeakMemory() as peak:
+                streamed = fit_rate(ours(), split.rows)
+            feed.CACHE_BYTES = cache_bytes
+            figures["memory_mb"].append(peak.added_mb)
+            with PeakMemory() as peak:
+                by_hand = fit_rate(pyarrow_stream(tf, np, files, encoding, 784, 255.0, 128), split.rows)
+            figures["pyarrow_memory_mb"].append(peak.added_mb)
+            figures["streamed"].append(streamed / memory)
+            figures["vs_pyarrow"].append(streamed / by_hand)
+            arrow = read_rate(lambda: sum(len(y) for _, y in pyarrow_groups(np, files, encoding, 784, 255.0)))
+            ours_read = read_rate(lambda: sum(len(y) for _, y in feed.batches(split, chunks, shuffle=False)))
+            figures["read"].append(ours_read / arrow)
+        return split, figures
+
+    results = {encoding: measure(encoding, fraction) for encoding, fraction in (("uint8", "0"), ("float32", "0.5"))}
     nbscale.session.stop_spark()
 
-    print(f"rows: {train_split.rows}, batch 128, cores: {os.cpu_count()}, device: {on_device}, reader pool: {feed.READER_POOL}, "
-          f"split layout: {train_split.encoding}")
-    print(f"fit, one cached batch   {bound_fit:10,.0f} samples/s   (upper bound)")
-    print(f"fit, in-memory fed      {memory_fit:10,.0f} samples/s")
-    print(f"fit, Petastorm fed      {petastorm_fit:10,.0f} samples/s   (read and checked once, then tf.data's cache)")
-    print(f"fit, Petastorm streamed {streamed_fit:10,.0f} samples/s   (re-read through Petastorm every epoch)")
-    print(f"read, pyarrow raw       {arrow_read:10,.0f} samples/s   (the ingested version, list<float> -> float32 matrix)")
-    print(f"read, pyarrow of split  {arrow_split_read:10,.0f} samples/s   (the same files Petastorm reads, decoded)")
-    print(f"read, Petastorm (feed)  {petastorm_read:10,.0f} samples/s")
-    print(f"ratio fit  Petastorm / in-memory   {petastorm_fit / memory_fit:5.2f}   (goal >= 0.95)")
-    print(f"ratio fit  Petastorm streamed / in-memory {streamed_fit / memory_fit:5.2f}")
-    print(f"ratio fit  Petastorm / upper bound {petastorm_fit / bound_fit:5.2f}")
-    print(f"ratio read Petastorm / pyarrow     {petastorm_read / arrow_read:5.2f}   (goal >= 0.8)")
+    print(f"rows: {rows}, 784 features, batch 128, cores: {os.cpu_count()}, reader pool: {feed.READER_POOL}, read-ahead: "
+          f"{getattr(feed, 'READ_AHEAD', 0)} row groups; {runs} runs (min median max)")
+    for encoding, (split, f) in results.items():
+        size = sum(os.path.getsize(p) for p in pq.ParquetDataset(split.path.removeprefix("file://")).files) / 2**20
+        print(f"{encoding} split ({size:,.0f} MiB on disk, {split.rows * 784 * 4 / 2**20:,.0f} MiB as float32):")
+        print(f"  ratio fit  nbscale steady / in-memory             {spread(f['steady'])}   (goal >= 0.95)")
+        print(f"  ratio fit  nbscale streamed / in-memory           {spread(f['streamed'])}   (goal >= 0.9)")
+        print(f"  ratio fit  nbscale streamed / pyarrow -> tf.data  {spread(f['vs_pyarrow'])}")
+        print(f"  ratio read nbscale / pyarrow, same files          {spread(f['read'])}   (goal >= 0.8)")
+        print(f"  peak memory added by a streamed fit: nbscale {statistics.median(f['memory_mb']):,.0f} MiB, "
+              f"pyarrow -> tf.data {statistics.median(f['pyarrow_memory_mb']):,.0f} MiB (medians)")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,30 @@ def test_the_reader_pool_reads_every_row_every_time():
     assert counts == {train_split.rows}
 
 
+def test_the_read_ahead_is_seeded_stops_with_its_consumer_and_hands_over_a_readers_error(tmp_path):
+    import dataclasses
+    import shutil
+    import threading
+
+    spec = feed.spec_for(dataset("digit_images"), "label", 50, 1.0, 1)
+    train_split, _ = feed.split(dataset("digit_images"), spec, 0.2)
+    labels = lambda epoch: np.concatenate([y for _, y in feed.batches(train_split, spec, shuffle=True, epoch=epoch)])  # noqa: E731
+    first = labels(3)
+    assert (first == labels(3)).all() and not (first == labels(4)).all()  # the same epoch, the same order; the next, another
+    partial = feed.batches(train_split, spec, shuffle=False)
+    next(partial)
+    partial.close()  # a fit that stops after one batch
+    reading = lambda: [t for t in threading.enumerate() if t.name == "nbscale-feed-read-ahead"]  # noqa: E731
+    assert not reading()
+    broken = tmp_path / "broken"
+    shutil.copytree(train_split.path.removeprefix("file://"), broken)
+    for file in broken.glob("*.parquet"):
+        file.write_bytes(file.read_bytes()[:200])  # damaged on disk: the reader's error reaches the trainer, no rows are made up
+    with pytest.raises(Exception) as raised:
+        list(feed.batches(dataclasses.replace(train_split, path=broken.as_uri()), spec, shuffle=False))
+    assert not isinstance(raised.value, feed.ShortEpochError) and not reading()
+
+
 def test_mixed_precision_trains_and_leaves_the_notebook_policy_float32():
     from nbscale.train import device, keras
 

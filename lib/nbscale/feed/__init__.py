@@ -5,7 +5,8 @@ DESIGN.md), so nothing here trusts a read: each Petastorm pass over a split coun
 fails loudly when they differ from what the split holds, and training counts what every epoch
 delivered (`counter` in `tf_dataset`). The reader pool is `dummy` (in-process): it read completely
 in every measurement (DESIGN.md; tests/test_train.py reads a split 20 times), where the `thread`
-pool lost whole reads; benchmarks/feed.py measures what it costs."""
+pool lost whole reads; benchmarks/feed.py measures what it costs. Row groups are read and decoded one step
+ahead of the trainer in a thread, through a queue of READ_AHEAD groups (`_read_ahead`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -243,35 +244,27 @@ def _packer(encoding: str, width: int):
 
 
 def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_shard: int | None = None, shard_count: int | None = None):
-    """One pass over a split as (x, y) numpy batches; raises ShortEpochError if rows go missing."""
+    """One pass over a split as (x, y) numpy batches; raises ShortEpochError if rows go missing. Row groups are
+    read and decoded one step ahead in a thread (Parquet reads and numpy decoding release the GIL), so the
+    next group is on its way while the trainer consumes this one; at most READ_AHEAD groups wait decoded."""
     import numpy as np
-    from petastorm import make_batch_reader
 
-    columns = [FEATURES, LABEL]
     seen, pending_x, pending_y = 0, [], []
     expected = split_.rows if shard_count is None else None
-    reader = make_batch_reader(split_.path, schema_fields=columns, num_epochs=1, reader_pool_type=READER_POOL,
-                               shuffle_row_groups=shuffle, seed=spec.seed + epoch, cur_shard=cur_shard, shard_count=shard_count)
-    try:  # not `with reader`: its exit prints "Cache cleanup complete." into the cell on every epoch
-        for group in reader:
-            x = _features(getattr(group, FEATURES), split_.encoding, spec)
-            y = np.asarray(getattr(group, LABEL)).astype(spec.label_dtype)
-            if shuffle:
-                order = np.random.default_rng(spec.seed + epoch + seen).permutation(len(y))
-                x, y = x[order], y[order]
-            seen += len(y)
-            pending_x.append(x)
-            pending_y.append(y)
-            held = sum(len(p) for p in pending_y)
-            if held >= spec.batch_size:
-                x_all, y_all = np.concatenate(pending_x), np.concatenate(pending_y)
-                full = held - held % spec.batch_size
-                for start in range(0, full, spec.batch_size):
-                    yield x_all[start:start + spec.batch_size], y_all[start:start + spec.batch_size]
-                pending_x, pending_y = [x_all[full:]], [y_all[full:]]
-    finally:
-        reader.stop()
-        reader.join()
+    for x, y in _read_ahead(split_, spec, shuffle, epoch, cur_shard, shard_count):
+        if shuffle:
+            order = np.random.default_rng(spec.seed + epoch + seen).permutation(len(y))
+            x, y = x[order], y[order]
+        seen += len(y)
+        pending_x.append(x)
+        pending_y.append(y)
+        held = sum(len(p) for p in pending_y)
+        if held >= spec.batch_size:
+            x_all, y_all = (np.concatenate(pending_x), np.concatenate(pending_y)) if len(pending_y) > 1 else (x, y)
+            full = held - held % spec.batch_size
+            for start in range(0, full, spec.batch_size):
+                yield x_all[start:start + spec.batch_size], y_all[start:start + spec.batch_size]
+            pending_x, pending_y = [x_all[full:]], [y_all[full:]]
     if pending_y and sum(len(p) for p in pending_y):
         yield np.concatenate(pending_x), np.concatenate(pending_y)
     if expected is not None and seen != expected:
@@ -279,10 +272,66 @@ def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_sh
                               "so training stopped rather than learn from part of the data. Run it again.")
 
 
+READ_AHEAD = 2  # decoded row groups waiting for the trainer: the feed's memory is bounded by these, not the split
+
+
+def _read_ahead(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int, cur_shard: int | None, shard_count: int | None):
+    """(x, y) per row group, read by Petastorm and decoded in a thread, handed over through a bounded queue.
+    A reader error is raised here; a consumer that stops early (a short fit, an interrupt) stops the thread."""
+    import queue
+
+    import numpy as np
+    from petastorm import make_batch_reader
+
+    ready: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+    done, stop = object(), threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read():
+        try:
+            reader = make_batch_reader(split_.path, schema_fields=[FEATURES, LABEL], num_epochs=1, reader_pool_type=READER_POOL,
+                                       shuffle_row_groups=shuffle, seed=spec.seed + epoch, cur_shard=cur_shard, shard_count=shard_count)
+            try:  # not `with reader`: its exit prints "Cache cleanup complete." into the cell on every epoch
+                for group in reader:
+                    decoded = (_features(getattr(group, FEATURES), split_.encoding, spec),
+                               np.asarray(getattr(group, LABEL)).astype(spec.label_dtype, copy=False))
+                    if not put(decoded):
+                        return
+            finally:
+                reader.stop()
+                reader.join()
+            put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it in its own thread
+            put(exc)
+
+    worker = threading.Thread(target=read, name="nbscale-feed-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _features(packed, encoding: str, spec: FeedSpec):
     import numpy as np
 
-    x = np.frombuffer(b"".join(packed), dtype=encoding).reshape((-1, *spec.feature_shape)).astype(np.float32)
+    # One copy of the row group's bytes into a writable buffer; float32 rows are then used in place (no astype copy).
+    x = np.frombuffer(bytearray().join(packed), dtype=encoding).reshape((-1, *spec.feature_shape)).astype(np.float32, copy=False)
     if spec.scale != 1:
         np.divide(x, np.float32(spec.scale), out=x)
     return x
