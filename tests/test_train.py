@@ -113,6 +113,18 @@ def test_the_read_ahead_is_seeded_stops_with_its_consumer_and_hands_over_a_reade
     assert not isinstance(raised.value, feed.ShortEpochError) and not reading()
 
 
+def test_a_split_is_written_in_row_groups_of_bounded_size_and_read_whole(monkeypatch):
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(feed, "ROW_GROUP_BYTES", 16 * 1024)  # the digits' 64 uint8 pixels a row: about 250 rows a group
+    spec = feed.spec_for(dataset("digit_images"), "label", 50, 1.0, 1)
+    train_split, _ = feed.split(dataset("digit_images"), spec, 0.35)  # a split of its own (another fraction)
+    files = list(Path(train_split.path.removeprefix("file://")).glob("*.parquet"))
+    groups = [pq.ParquetFile(f).metadata.num_row_groups for f in files]
+    assert sum(groups) > len(files), groups  # the files are cut into several groups, not one each
+    assert sum(len(y) for _, y in feed.batches(train_split, spec, shuffle=True)) == train_split.rows
+
+
 def test_mixed_precision_trains_and_leaves_the_notebook_policy_float32():
     from nbscale.train import device, keras
 

@@ -54,13 +54,14 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
             cluster.setdefault(role, []).append(peer["address"])
         role, index = layout[rank]
         child_env = dict(os.environ, **env, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": role, "index": index}}))
-        # Each worker gets its share of this host's cores: TensorFlow and OpenMP would each size their pools to all of
-        # them (two workers on two cores ran a step 2.5-3x slower). A spark.executorEnv.TF_NUM_INTRAOP_THREADS wins.
+        # Each worker's compute pools get its share of this host's cores: TensorFlow and OpenMP would each size theirs
+        # to all of them (two workers on two cores ran a step 2.5-3x slower). The inter-op pool is left as it is:
+        # with one inter-op thread a parameter-server chief deadlocks at its first step. A spark.executorEnv setting wins.
         if "TF_NUM_INTRAOP_THREADS" not in child_env:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             here = sum(1 for info in ctx.getTaskInfos() if info.address.rsplit(":", 1)[0] == host)
             threads = max(1, cores // max(here, 1))
-            child_env.update(TF_NUM_INTRAOP_THREADS=str(threads), OMP_NUM_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(min(threads, 2)))
+            child_env.update(TF_NUM_INTRAOP_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
         gpus = ctx.resources().get("gpu")
         if gpus is not None:  # the GPUs Spark gave this task, and only those
             child_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)

@@ -163,7 +163,8 @@ def _pulled(split_: Split, copy: str, part: str, row_groups: int) -> Split:
                                   "nothing was trained. Run the cell again.")
         here.mkdir(parents=True, exist_ok=True)
         partial = here / f".part-0.{uuid.uuid4().hex[:8]}.partial"
-        pq.write_table(table, partial, row_group_size=max(1, math.ceil(table.num_rows / row_groups)))
+        fitting = ROW_GROUP_BYTES // max(1, table.nbytes // max(1, table.num_rows))  # rows in ROW_GROUP_BYTES, as on the cluster
+        pq.write_table(table, partial, row_group_size=max(1, min(math.ceil(table.num_rows / row_groups), fitting)))
         os.replace(partial, file)
     return dataclasses.replace(split_, path=here.as_uri())
 
@@ -206,8 +207,9 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
     parts = packed.randomSplit([1 - validation, validation], seed=spec.seed) if validation else [packed]
     counts = []
     for name, part in zip(("train", "validation"), parts):
-        # Several row groups per split so Petastorm can shuffle them and shard them across workers.
-        part.repartition(row_groups).write.parquet(str(staging / name))
+        # Several files per split so Petastorm can shuffle them and shard them across workers; row groups of at most
+        # ROW_GROUP_BYTES so a streamed epoch holds a few small groups (uint8 decodes to 4x its size), not 128 MiB ones.
+        part.repartition(row_groups).write.option("parquet.block.size", ROW_GROUP_BYTES).parquet(str(staging / name))
         counts.append(spark().read.parquet(str(staging / name)).count())
     info = {"train": counts[0], "validation": counts[1] if validation else 0, "encoding": encoding}
     on_data_host(_publish_split, str(staging), str(folder), json.dumps(info))
@@ -249,29 +251,39 @@ def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_sh
     next group is on its way while the trainer consumes this one; at most READ_AHEAD groups wait decoded."""
     import numpy as np
 
-    seen, pending_x, pending_y = 0, [], []
-    expected = split_.rows if shard_count is None else None
+    size, seen, expected = spec.batch_size, 0, split_.rows if shard_count is None else None
+    carry_x = carry_y = None  # fewer than a batch of rows left by the last row group
     for x, y in _read_ahead(split_, spec, shuffle, epoch, cur_shard, shard_count):
-        if shuffle:
-            order = np.random.default_rng(spec.seed + epoch + seen).permutation(len(y))
-            x, y = x[order], y[order]
+        # Batches are gathered by index (shuffled) or sliced (in order): no permuted copy of the whole group.
+        order = np.random.default_rng(spec.seed + epoch + seen).permutation(len(y)) if shuffle else None
         seen += len(y)
-        pending_x.append(x)
-        pending_y.append(y)
-        held = sum(len(p) for p in pending_y)
-        if held >= spec.batch_size:
-            x_all, y_all = (np.concatenate(pending_x), np.concatenate(pending_y)) if len(pending_y) > 1 else (x, y)
-            full = held - held % spec.batch_size
-            for start in range(0, full, spec.batch_size):
-                yield x_all[start:start + spec.batch_size], y_all[start:start + spec.batch_size]
-            pending_x, pending_y = [x_all[full:]], [y_all[full:]]
-    if pending_y and sum(len(p) for p in pending_y):
-        yield np.concatenate(pending_x), np.concatenate(pending_y)
+        start = 0
+        if carry_y is not None:
+            need = min(size - len(carry_y), len(y))
+            head_x, head_y = _rows(x, y, order, 0, need)
+            carry_x, carry_y, start = np.concatenate([carry_x, head_x]), np.concatenate([carry_y, head_y]), need
+            if len(carry_y) < size:
+                continue
+            yield carry_x, carry_y
+            carry_x = carry_y = None
+        while start + size <= len(y):
+            yield _rows(x, y, order, start, start + size)
+            start += size
+        if start < len(y):
+            carry_x, carry_y = (np.copy(part) for part in _rows(x, y, order, start, len(y)))  # a copy: the group can go
+    if carry_y is not None and len(carry_y):
+        yield carry_x, carry_y
     if expected is not None and seen != expected:
         raise ShortEpochError(f"Epoch {epoch + 1} read {seen} of the {expected} rows of {spec.ref}: the read was incomplete, "
                               "so training stopped rather than learn from part of the data. Run it again.")
 
 
+def _rows(x, y, order, start: int, end: int):
+    """Rows start..end of a row group: in the shuffled order (gathered), or as they are (views)."""
+    return (x[order[start:end]], y[order[start:end]]) if order is not None else (x[start:end], y[start:end])
+
+
+ROW_GROUP_BYTES = 32 * 2**20
 READ_AHEAD = 2  # decoded row groups waiting for the trainer: the feed's memory is bounded by these, not the split
 
 
