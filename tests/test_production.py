@@ -283,7 +283,9 @@ def test_drift_bad_inputs_are_one_line(models, ip):
             path.write_text("".join(json.dumps({**r, "t": r["t"] - 7200}) + "\n" for r in lines))
         with pytest.raises(NbscaleError, match=r"^prod-digits v1 served \d+ recorded requests, none in the last 30m \(the newest 2\.\d h ago\)"):
             drift("prod-digits@champion", window="30m")
-    with mlflow.start_run(experiment_id=mlflow.set_experiment("outside").experiment_id):
+    # A user's own model, logged under the data dir (an experiment made without a location would write ./mlruns here).
+    outside = mlflow.create_experiment("outside", artifact_location=(models["data_dir"] / "outside-artifacts").as_uri())
+    with mlflow.start_run(experiment_id=outside):
         info = mlflow.pyfunc.log_model(name="m", python_model=_echo_model(), input_example=np.zeros((1, 2)))
     mlflow.register_model(info.model_uri, "outside-model")
     with pytest.raises(NbscaleError, match=r"^outside-model v1 was not trained by nbscale: it has no training dataset to compare with"):
