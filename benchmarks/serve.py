@@ -31,8 +31,8 @@ model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_cr
 CLIENTS = 4
 
 
-def rate(port: int, body: bytes, rows: int, requests_per_client: int) -> float:
-    """Predictions/s over CLIENTS threads, each with its own keep-alive connection, posting `body` (`rows` rows)."""
+def rate(port: int, body: bytes, rows: int, requests_per_client: int, clients: int = CLIENTS) -> float:
+    """Predictions/s over `clients` threads, each with its own keep-alive connection, posting `body` (`rows` rows)."""
     failures = []
 
     def client():
@@ -45,7 +45,7 @@ def rate(port: int, body: bytes, rows: int, requests_per_client: int) -> float:
                 failures.append(answer.status)
         connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -54,7 +54,7 @@ def rate(port: int, body: bytes, rows: int, requests_per_client: int) -> float:
     elapsed = time.perf_counter() - started
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed: {failures[:5]}")
-    return CLIENTS * requests_per_client * rows / elapsed
+    return clients * requests_per_client * rows / elapsed
 
 
 def wait_for(port: int, process: subprocess.Popen, timeout_s: float = 180) -> None:
@@ -104,7 +104,6 @@ def front_cost(body: bytes, requests_per_client: int, runs: int) -> dict:
     import nbscale.serving.front
     from nbscale.processes import free_port
 
-    global CLIENTS
     replica_port, front_port = free_port(), free_port()
     folder = tempfile.mkdtemp(prefix="nbscale-bench-front-")
     config = os.path.join(folder, "front.json")
@@ -118,15 +117,13 @@ def front_cost(body: bytes, requests_per_client: int, runs: int) -> dict:
     try:
         wait_for(replica_port, replica)
         wait_for(front_port, front)
-        out, kept = {}, CLIENTS
+        out = {}
         for clients in (1, 4):
-            CLIENTS = clients
-            rate(replica_port, body, 1, 50), rate(front_port, body, 1, 50)
-            direct = [rate(replica_port, body, 1, requests_per_client * 8) for _ in range(runs)]
-            fronted = [rate(front_port, body, 1, requests_per_client * 8) for _ in range(runs)]
+            rate(replica_port, body, 1, 50, clients), rate(front_port, body, 1, 50, clients)
+            direct = [rate(replica_port, body, 1, requests_per_client * 8, clients) for _ in range(runs)]
+            fronted = [rate(front_port, body, 1, requests_per_client * 8, clients) for _ in range(runs)]
             added_ms = (clients / statistics.median(fronted) - clients / statistics.median(direct)) * 1000
             out[clients] = ([a / b for a, b in zip(fronted, direct)], added_ms, statistics.median(fronted))
-        CLIENTS = kept
         return out
     finally:
         for process in (front, replica):
