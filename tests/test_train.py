@@ -41,6 +41,11 @@ def digits(tmp_path_factory):
         ingest("digit_images", f"{folder}/images-idx3-ubyte {folder}/labels-idx1-ubyte", shards=4)
         (folder / "unlabelled.csv").write_text("a,b,label\n1,2,0\n3,4,\n5,6,1\n7,8,1\n")
         ingest("unlabelled", str(folder / "unlabelled.csv"), label="label")
+        rng = np.random.default_rng(0)  # a regression target: a float label with hundreds of distinct values
+        a, b = rng.uniform(0, 10, 400), rng.uniform(0, 10, 400)
+        (folder / "prices.csv").write_text("a,b,price\n" + "".join(f"{x:.3f},{y:.3f},{3 * x - 2 * y + rng.normal(0, 0.1):.4f}\n"
+                                                                   for x, y in zip(a, b)))
+        ingest("prices", str(folder / "prices.csv"), label="price")
         yield
 
 
@@ -264,6 +269,63 @@ def test_bad_input_is_one_line_and_leaves_no_running_run(code, options, message)
         train(code, **{"epochs": 1, **options})
     assert message in str(raised.value) and "\n" not in str(raised.value)
     assert len(runs("RUNNING")) == 0
+
+
+def test_an_empty_cell_trains_a_default_model_for_columns_images_and_a_continuous_label():
+    client = nbscale.session.mlflow().MlflowClient()
+    tabular = train("", data="digits", epochs=6, batch_size=64, scale=16.0, experiment="defaults")
+    assert "BatchNormalization" in tabular.default_code and 'Dense(10, activation="softmax")' in tabular.default_code
+    assert tabular.metrics["val_accuracy"] > 0.8 and "nbscale&#x27;s default model" in tabular._repr_html_()
+    assert client.get_run(tabular.run_id).data.params["model"] == "nbscale default"
+    images = train("# nothing but a comment\n", data="digit_images", epochs=3, batch_size=32, scale=16.0, experiment="defaults")
+    assert "Conv2D" in images.default_code and images.history["loss"][-1] < images.history["loss"][0]
+    prices = train("", data="prices", epochs=30, batch_size=16, experiment="defaults")
+    assert 'loss="mse"' in prices.default_code and "Dense(1)" in prices.default_code
+    spread = float(np.std(dataset("prices").to_pandas()["price"]))
+    assert prices.metrics["val_mae"] < spread / 3, (prices.metrics, spread)  # learned, not the mean
+    assert client.get_run(prices.run_id).data.tags["nbscale.task"] == "regression"
+    # A default model is code: the same code in the cell trains the same model.
+    again = train(prices.default_code, data="prices", epochs=1, batch_size=16, experiment="defaults")
+    assert again.default_code == "" and again.model.count_params() == prices.model.count_params()
+
+
+def test_a_continuous_label_is_summarised_not_listed_class_by_class():
+    manifest = dataset("prices").manifest
+    summary = manifest["label_summary"]
+    assert manifest["label_balance"] == {} and sum(summary["counts"]) == 400 and len(summary["counts"]) == 10
+    assert summary["min"] < summary["quartiles"][1] < summary["max"]
+    card = ingest("prices", str(Path(manifest["source"])), label="price", allow_schema_change=True)._repr_html_()
+    assert "(continuous)" in card and card.count("<tr>") < 40  # ten bins, not a row per distinct value
+    assert dataset("digits").manifest["label_balance"]["3"] > 0 and "label_summary" not in dataset("digits").manifest
+
+
+def test_a_cell_adds_callbacks_and_fit_arguments():
+    cell = DENSE + ("callbacks = [keras.callbacks.EarlyStopping(monitor='loss', patience=0, min_delta=100)]\n"
+                    "fit_kwargs = {'class_weight': {c: 0.0 for c in range(10)}}\n")
+    result = train(cell, data="digits", epochs=10, batch_size=64, scale=16.0, experiment="callbacks")
+    # No epoch improves the loss by 100: EarlyStopping ends the fit after the second; weights of 0 make every loss 0.
+    assert len(result.history["loss"]) == 2 and result.history["loss"] == [0.0, 0.0]
+    assert "stopped early after 2 of 10 epochs" in result._repr_html_()
+    params = nbscale.session.mlflow().MlflowClient().get_run(result.run_id).data.params
+    assert params["callbacks"] == "EarlyStopping" and params["class_weight"].startswith("{0: 0.0")
+
+
+@pytest.mark.parametrize("addition, message", [
+    ("fit_kwargs = {'epochs': 3}", "fit_kwargs cannot set epochs: nbscale feeds the data"),
+    ("fit_kwargs = [1]", "`fit_kwargs` is a list: make it a dict"),
+    ("callbacks = [print]", "`callbacks` holds builtin_function_or_method, not Keras callbacks"),
+])
+def test_bad_callbacks_and_fit_arguments_are_one_line(addition, message):
+    with pytest.raises(NbscaleError) as raised:
+        train(DENSE + addition, data="digits", epochs=1)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert len(runs("RUNNING")) == 0
+
+
+def test_a_classifier_on_a_continuous_label_is_one_line():
+    with pytest.raises(NbscaleError) as raised:
+        train(DENSE.replace("(64,)", "(2,)"), data="prices", epochs=1)
+    assert "'price' of prices@v" in str(raised.value) and "is continuous" in str(raised.value) and "loss='mse'" in str(raised.value)
 
 
 def test_train_magic_binds_the_trained_model(ip):

@@ -222,8 +222,9 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     from ..ingest import dataset as find_dataset
     from ..scheduling import POOLS_NEED_A_SPARKCONTEXT
     from ..session import mlflow, spark
-    from ..train import (TrainProgress, TrainResult, _backup_dir, _build_model, _log_model, _log_params, open_run, precision_policy,
+    from ..train import (TrainProgress, TrainResult, _backup_dir, _log_model, _log_params, open_run, precision_policy,
                          quiet_loggers)
+    from ..train.cell import build, default_model_code, describe, is_blank
     from . import launcher, shipping
     from .card import render_job
 
@@ -236,7 +237,11 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     require_writable(f"Distributed training on {version.ref}")  # the job folder the workers share, the runs
     spec = feed.spec_for(version, label, batch_size, scale, seed)
     policy = precision_policy(precision, tensor_cores=gpus_per_worker > 0)  # the workers' GPUs, not the driver's
-    built = _build_model(code, namespace, None, seed, policy)  # the cell's errors show here, before any worker starts
+    default_code = None
+    if is_blank(code):  # the workers run nbscale's default model, as code (shown on the card)
+        code = default_code = default_model_code(spec, version)
+    cell = build(code, namespace, seed, policy)  # the cell's errors show here, before any worker starts
+    built = cell.model
     shipped = shipping.capture(code, namespace)
     session = spark()
     control = control_for(session)
@@ -331,7 +336,8 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
         if not logged:  # a reopened run has its parameters already
             _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
             mlf.log_params({"workers": workers, "min_workers": min_workers, "strategy": strategy, "gpus_per_worker": gpus_per_worker,
-                            "parameter_servers": parameter_servers if tasks > workers else 0, "spark_master": control.master})
+                            "parameter_servers": parameter_servers if tasks > workers else 0, "spark_master": control.master,
+                            **describe(cell), **({"model": "nbscale default"} if default_code else {})})
         mlf.set_tag("nbscale.job_dir", str(job.root))  # the latest launch's worker logs and state
         watcher.start()
         with control.labelled(run.group, run.title, pool):

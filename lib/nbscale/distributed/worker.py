@@ -73,19 +73,21 @@ class Worker:
             train_data, validation = self._worker_data(tf)
         import cloudpickle
 
-        from ..train import _build_model
+        from ..train.cell import build
 
         namespace = cloudpickle.loads(self.spec["namespace"])  # after the strategy: see shipping.capture
         with strategy.scope():
-            model = _build_model(self.spec["code"], namespace, None, self.spec["seed"], self.spec["precision"])
+            cell = build(self.spec["code"], namespace, self.spec["seed"], self.spec["precision"])
+        model = cell.model
         # Progress first: an epoch's metrics are recorded before its backup, so an epoch a resume skips is never unlogged.
-        callbacks = [self._progress_callback(tf_keras), tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"])]
+        # The cell's callbacks last: every worker sees the same all-reduced metrics, so an EarlyStopping stops them all at once.
+        callbacks = [self._progress_callback(tf_keras), tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"]), *cell.callbacks]
         self.save_state(state="training", threads=int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")))  # its share of the host's cores
         print(f"{self.role} {self.index} (rank {self.rank}, attempt {self.attempt}): training {self.spec['epochs']} epochs of "
               f"{self.spec['steps_per_epoch']} steps" + (f" on {self.state['rows']} rows of its shard" if self.state.get("rows") else ""),
               flush=True)
         model.fit(train_data, epochs=self.spec["epochs"], steps_per_epoch=self.spec["steps_per_epoch"], verbose=0,
-                  callbacks=callbacks, **validation or {})
+                  callbacks=callbacks, **validation or {}, **cell.fit_kwargs)
         digest = weights_digest(model)
         if self.chief:
             model.save_weights(str(self.job.weights))

@@ -5,7 +5,7 @@ import base64
 import html
 import io
 
-STYLE = "border:1px solid #ccc;border-radius:6px;padding:6px 10px;margin:2px 0"
+STYLE = "border:1px solid var(--jp-border-color2, #ccc);border-radius:6px;padding:6px 10px;margin:2px 0"
 
 
 def _table(header: list[str], rows: list[list], html_columns: tuple[int, ...] = ()) -> str:
@@ -16,9 +16,28 @@ def _table(header: list[str], rows: list[list], html_columns: tuple[int, ...] = 
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+SHOWN_CLASSES = 30
+
+
+def _cell(value) -> str:
+    """A sample value as a reader wants it: 6 significant digits, not 17."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _label_summary(label: str, summary: dict) -> str:
+    """A continuous label: its range and quartiles, and a histogram of ten bins."""
+    q1, median, q3 = summary["quartiles"]
+    edges, counts = summary["edges"], summary["counts"]
+    largest = max(counts)
+    rows = [[f"{edges[i]:.4g} – {edges[i + 1]:.4g}", _bar(count, largest)] for i, count in enumerate(counts)]
+    return (f"<div>label <code>{html.escape(label)}</code> (continuous): min {summary['min']:.4g} · quartiles {q1:.4g} / "
+            f"{median:.4g} / {q3:.4g} · max {summary['max']:.4g} · mean {summary['mean']:.4g}</div>"
+            + _table(["range", "rows"], rows, html_columns=(1,)))
+
+
 def _bar(value: int, largest: int) -> str:
     width = int(120 * value / largest) if largest else 0
-    return f"<span style='display:inline-block;background:#4a90d9;height:8px;width:{width}px'></span> {value}"
+    return f"<span style='display:inline-block;background:var(--jp-brand-color1, #4a90d9);height:8px;width:{width}px'></span> {value}"
 
 
 def _thumbnails(dataset, shape: list[int], count: int = 8) -> str:
@@ -50,16 +69,22 @@ def ingest_card(result) -> str:
     else:
         parts.append(_table(["column", "type", "nulls"], [[col, typ, m["nulls"].get(col, 0)] for col, typ in m["schema"]]))
     if m.get("label_balance"):
-        largest = max(m["label_balance"].values())
+        balance = list(m["label_balance"].items())
+        largest = max(v for _, v in balance)
+        shown = balance[:SHOWN_CLASSES]
+        more = f"<div>… and {len(balance) - len(shown)} more labels</div>" if len(balance) > len(shown) else ""
         parts.append(f"<div>label balance (<code>{html.escape(m['label'])}</code>)</div>"
-                     + _table(["label", "rows"], [[k, _bar(v, largest)] for k, v in m["label_balance"].items()], html_columns=(1,)))
+                     + _table(["label", "rows"], [[k, _bar(v, largest)] for k, v in shown], html_columns=(1,)) + more)
+    elif m.get("label_summary"):
+        parts.append(_label_summary(m["label"], m["label_summary"]))
     shard_rows = [s["rows"] for s in m["shards"]]
     parts.append(f"<div>shards: {len(shard_rows)} Parquet files, {sum(s['row_groups'] for s in m['shards'])} row groups; "
                  f"rows per shard min {min(shard_rows)} / max {max(shard_rows)}</div>")
     if m.get("image_shape"):
         parts.append(f"<div>sample images ({'×'.join(map(str, m['image_shape']))})</div>" + _thumbnails(result.dataset, m["image_shape"]))
     elif m["sample"]:
-        parts.append("<div>sample rows</div>" + _table(list(m["sample"][0]), [list(r.values()) for r in m["sample"]]))
+        parts.append("<div>sample rows</div><div style='overflow-x:auto;max-width:100%'>"
+                     + _table(list(m["sample"][0]), [[_cell(v) for v in r.values()] for r in m["sample"]]) + "</div>")
     if result.changes:
         ch = result.changes
         balance = ", ".join(f"{k}: {v:+d}" for k, v in ch["label_balance"].items()) or "unchanged"

@@ -94,6 +94,9 @@ class IngestResult:
                  f"  shards: {len(self.manifest['shards'])} files, rows {[s['rows'] for s in self.manifest['shards']]}"]
         if self.manifest.get("label_balance"):
             lines.append(f"  label balance ({self.manifest['label']}): {self.manifest['label_balance']}")
+        elif summary := self.manifest.get("label_summary"):
+            lines.append(f"  label {self.manifest['label']} (continuous): {summary['min']:.4g} to {summary['max']:.4g}, "
+                         f"median {summary['quartiles'][1]:.4g}")
         if self.changes:
             lines.append(f"  vs {self.changes['against']}: rows {self.changes['rows']:+d}, schema {self.changes['schema'] or 'unchanged'}")
         if self.cache:

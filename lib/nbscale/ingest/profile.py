@@ -27,18 +27,45 @@ def profile(df, label: str | None, known_nulls: dict[str, int | None] | None = N
     known = {c: n for c, n in (known_nulls or {}).items() if n is not None}
     missing = [c for c in df.columns if c not in known]
     nulls_row = df.agg(*[F.sum(F.col(f"`{c}`").isNull().cast("long")).alias(c) for c in missing]).first().asDict() if missing else {}
-    balance = {}
-    if label:
-        column = F.col(quoted(label))  # a name with a dot or a space is one column, not a struct field
-        balance = {str(r[0]): r[1] for r in df.groupBy(column).count().orderBy(column).collect()}
+    balance, summary = (_label_facts(df, label) if label else ({}, None))
     sample = [{k: _short(v) for k, v in row.asDict().items()} for row in df.limit(SAMPLE_ROWS).collect()]
     return {
         "schema": schema_of(df),
         "nulls": {c: int(known[c] if c in known else nulls_row[c] or 0) for c in df.columns},
         "label": label,
         "label_balance": balance,
+        **({"label_summary": summary} if summary else {}),
         "sample": sample,
     }
+
+
+MAX_CLASSES = 1000  # more distinct labels than this are no classes: counted as a distribution instead
+MAX_FLOAT_CLASSES = 20  # a float label with this few distinct values (0.0/1.0...) is still shown as classes
+HISTOGRAM_BINS = 10
+
+
+def _label_facts(df, label: str) -> tuple[dict[str, int], dict | None]:
+    """The label balance (rows per value) for class-like labels; for a continuous one (a float with many values,
+    or more than MAX_CLASSES values) a summary and a histogram instead of a row per distinct value."""
+    from pyspark.sql import functions as F
+
+    column = F.col(quoted(label))  # a name with a dot or a space is one column, not a struct field
+    continuous_type = dict(schema_of(df))[label] in ("float", "double")
+    bound = MAX_FLOAT_CLASSES if continuous_type else MAX_CLASSES
+    counted = df.groupBy(column).count().orderBy(column).limit(bound + 1).collect()
+    if len(counted) <= bound:
+        return {str(r[0]): r[1] for r in counted}, None
+    finite = df.where(column.isNotNull() & ~F.isnan(column))  # NaN sorts above every number in Spark: it would be the max
+    stats = finite.select(F.min(column), F.max(column), F.avg(column), F.percentile_approx(column, [0.25, 0.5, 0.75], 1000)).first()
+    if stats[0] is None:
+        return {}, None
+    low, high, mean, quartiles = float(stats[0]), float(stats[1]), float(stats[2]), [float(q) for q in stats[3]]
+    width = (high - low) / HISTOGRAM_BINS or 1.0
+    bucket = F.least(F.floor((column - F.lit(low)) / F.lit(width)), F.lit(HISTOGRAM_BINS - 1)).cast("int")
+    per_bin = dict(finite.groupBy(bucket.alias("bin")).count().collect())
+    counts = [int(per_bin.get(i, 0)) for i in range(HISTOGRAM_BINS)]
+    return {}, {"min": low, "max": high, "mean": mean, "quartiles": quartiles,
+                "edges": [low + i * width for i in range(HISTOGRAM_BINS + 1)], "counts": counts}
 
 
 def _short(value):

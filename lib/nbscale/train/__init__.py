@@ -23,6 +23,7 @@ from ..errors import NbscaleError
 from .task import TASK_TAG, task_of
 from ..limits import cap
 from .card import render
+from .cell import CellModel, build, check_model, default_model_code, describe, is_blank
 
 
 def _native_log() -> Path:
@@ -129,6 +130,7 @@ class TrainResult:
     model: object = field(repr=False)
     model_uri: str = ""
     card_html: str = ""  # a distributed run's card (workers, attempts) replaces the plain one
+    default_code: str = ""  # the model nbscale chose for an empty cell
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -137,38 +139,12 @@ class TrainResult:
     def _repr_html_(self) -> str:
         if self.card_html:
             return self.card_html
-        return render(self.title, self.history, self.epochs, self.samples_per_s, self.run_id, self.run_url, "finished", self.device)
+        return render(self.title, self.history, self.epochs, self.samples_per_s, self.run_id, self.run_url, "finished", self.device,
+                      default_code=self.default_code or None)
 
     def __repr__(self) -> str:
         last = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
         return f"<TrainResult {self.dataset}: {self.epochs} epochs, {last}; MLflow run {self.run_id}>"
-
-
-def _build_model(code: str | None, namespace: dict | None, model, seed: int, policy: str = "float32"):
-    """The cell's compiled model, its layers built under `policy` (a model passed in keeps its own)."""
-    tfk = keras()
-    if model is None:
-        tfk.utils.set_random_seed(seed)  # the same cell and --seed give the same initial weights
-        scope = {**(namespace or {}), "keras": tfk}
-        with dtype_policy(policy):  # compile() wraps the optimizer for loss scaling under mixed_float16
-            exec(compile(code or "", "<%%train cell>", "exec"), scope)  # noqa: S102 - the user's own cell
-        before = namespace or {}
-        # What this cell defines wins over a `model` or `build_model` left by an earlier cell.
-        if callable(scope.get("build_model")) and scope["build_model"] is not before.get("build_model"):
-            model = scope["build_model"]()
-        elif "model" in scope and scope["model"] is not before.get("model"):
-            model = scope["model"]
-        else:
-            raise NbscaleError("The %%train cell defines no `model` and no `build_model()`: end it with model = keras.Sequential([...]) and model.compile(...).")
-    if not isinstance(model, tfk.Model):
-        origin = type(model).__module__.split(".")[0]
-        if origin == "keras":
-            raise NbscaleError("The model was built with Keras 3 (`import keras`); nbscale trains with tf-keras: "
-                               "drop the `import keras` line and use the `keras` nbscale provides in the cell.")
-        raise NbscaleError(f"`model` is a {type(model).__name__}, not a Keras model: build it with keras.Sequential or keras.Model.")
-    if model.optimizer is None or not getattr(model, "_is_compiled", True):
-        raise NbscaleError("The model is not compiled: add model.compile(optimizer=..., loss=..., metrics=[...]) to the cell.")
-    return model
 
 
 def _check_labels(model, spec, version) -> None:
@@ -181,6 +157,11 @@ def _check_labels(model, spec, version) -> None:
     loss = getattr(model, "loss", None)
     loss = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", "") or ""
     balance = manifest.get("label_balance") if manifest.get("label") == spec.label else None
+    summary = manifest.get("label_summary") if manifest.get("label") == spec.label else None
+    if summary and "crossentropy" in loss.lower():
+        raise NbscaleError(f"{spec.label!r} of {spec.ref} is continuous ({summary['min']:.4g} to {summary['max']:.4g}, too many distinct "
+                           f"values to be classes), which {loss} cannot learn: predict a value — a Dense(1) output with loss='mse' — "
+                           "or leave the cell empty for nbscale's default regression model.")
     if not balance or "crossentropy" not in loss.lower() or not isinstance(model.output_shape, tuple):
         return
     units = model.output_shape[-1] or 1
@@ -284,7 +265,11 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
     version = find_dataset(data)
     require_writable(f"Training on {version.ref}")  # logs, checkpoints, the run and its model
     spec = feed.spec_for(version, label, batch_size, scale, seed)
-    built = _build_model(code, namespace, model, seed, precision_policy(precision))
+    default_code = None
+    if model is None and is_blank(code):  # an empty cell: a model that fits the data, shown so it can be copied and edited
+        code = default_code = default_model_code(spec, version)
+    cell = CellModel(check_model(model)) if model is not None else build(code, namespace, seed, precision_policy(precision))
+    built = cell.model
     _check_labels(built, spec, version)
     train_split, val_split = feed.split(version, spec, validation)
     _check_split(spec, version, validation, train_split.rows)
@@ -306,6 +291,7 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
         try:
             if not logged:  # a reopened run has its parameters already
                 _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
+                mlf.log_params({**describe(cell), **({"model": "nbscale default"} if default_code else {})})
             import tensorflow as tf
 
             delivered = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -315,20 +301,21 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
                 listener = on_epoch if step is None else on_step
                 if listener:
                     card = render(title, history, epochs, speed["samples_per_s"] or None, run_id, run_url, state, where,
-                                  (step, steps) if step is not None else None)
+                                  (step, steps) if step is not None else None, default_code)
                     listener(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
 
             non_finite: dict = {}
             callbacks = [_finite_callback(keras(), non_finite),  # first: a non-finite epoch is neither logged nor kept
                          _epoch_callback(keras(), mlf, history, logged, speed, train_split.rows, delivered, version.ref, refresh),
-                         keras().callbacks.BackupAndRestore(str(backups))]
+                         keras().callbacks.BackupAndRestore(str(backups)),
+                         *cell.callbacks]  # after nbscale's: an epoch an EarlyStopping ends on is logged first
             if on_step is not None:
                 callbacks.append(_step_callback(keras(), refresh))
             if stop is not None:
                 callbacks.append(_stop_callback(keras(), stop))
             refresh("starting")
             built.fit(feed.tf_dataset(train_split, spec, shuffle=True, counter=delivered), epochs=epochs, verbose=0, callbacks=callbacks,
-                      validation_data=feed.tf_dataset(val_split, spec, shuffle=False) if val_split else None)
+                      validation_data=feed.tf_dataset(val_split, spec, shuffle=False) if val_split else None, **cell.fit_kwargs)
             if non_finite:
                 raise NonFiniteLoss(non_finite_message(version.ref, **non_finite))
             if stop is not None and stop.is_set():
@@ -344,7 +331,8 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
             raise (kept or _one_line(exc)) from None
         mlf.end_run("FINISHED")
         shutil.rmtree(backups, ignore_errors=True)
-        return TrainResult(title, run_id, run_url, experiment, version.ref, epochs, history, speed["samples_per_s"], where, built, model_uri)
+        return TrainResult(title, run_id, run_url, experiment, version.ref, epochs, history, speed["samples_per_s"], where, built, model_uri,
+                           default_code=default_code or "")
     finally:
         _release(backups)
 

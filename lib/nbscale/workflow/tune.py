@@ -73,14 +73,15 @@ def _fmt(value) -> str:
 
 def _build(code: str, namespace: dict, hp, seed: int):
     """The cell's `build_model(hp)`, checked like %%train's model; the same seed gives the same initial weights."""
-    from ..train import _build_model, keras
+    from ..train import keras
+    from ..train.cell import check_model
 
     keras().utils.set_random_seed(seed)
     scope = {**(namespace or {}), "keras": keras()}
     exec(compile(code, "<%%tune cell>", "exec"), scope)  # noqa: S102 - the user's own cell
     if not callable(scope.get("build_model")):
         raise NbscaleError("The %%tune cell must define build_model(hp): ask hp for values, e.g. units = hp.suggest_int('units', 8, 64).")
-    return _build_model(None, None, scope["build_model"](hp), 0)
+    return check_model(scope["build_model"](hp))
 
 
 def _run_trial(payload: dict) -> dict:
