@@ -8,6 +8,7 @@ import time
 import pytest
 from conftest import free_port, module_data_dir
 
+import nbscale
 from nbscale import cluster
 from nbscale.errors import NbscaleError, SettingError
 from nbscale.ingest import ingest
@@ -217,12 +218,18 @@ def test_an_unreachable_master_is_one_line(settings):
         train_distributed(DENSE, data="digits", workers=2, scale=16, experiment="bad")
 
 
-def test_a_second_launch_in_the_same_session_works():
+def test_a_second_launch_in_the_same_session_works_with_the_default_model_and_the_cells_callbacks():
     from nbscale.distributed import train_distributed
 
-    first = train_distributed(DENSE, data="digits", workers=2, epochs=1, batch_size=64, scale=16, experiment="twice")
-    second = train_distributed(DENSE, data="digits", workers=2, epochs=1, batch_size=64, scale=16, experiment="twice")
+    first = train_distributed("", data="digits", workers=2, epochs=1, batch_size=64, scale=16, experiment="twice")
+    cell = DENSE + ("callbacks = [keras.callbacks.EarlyStopping(monitor='loss', patience=0, min_delta=100)]\n"
+                    "fit_kwargs = {'class_weight': {c: 0.0 for c in range(10)}}\n")
+    second = train_distributed(cell, data="digits", workers=2, epochs=6, batch_size=64, scale=16, experiment="twice")
     assert first.run_id != second.run_id and second.attempts == 1
+    params = nbscale.session.mlflow().MlflowClient().get_run(first.run_id).data.params
+    assert params["model"] == "nbscale default" and "BatchNormalization" in first.model.layers[0].__class__.__name__
+    # Both workers stop after the second epoch (the same all-reduced loss), and weights of 0 make every loss 0.
+    assert second.history["loss"] == [0.0, 0.0], second.history
 
 
 def test_the_magics_in_a_kernel_background_run_kill_a_worker_and_wait(standalone, tmp_path):

@@ -91,6 +91,13 @@ class Worker:
         digest = weights_digest(model)
         if self.chief:
             model.save_weights(str(self.job.weights))
+        elif self.spec["strategy"] != "parameter-server":
+            # Saving reads every variable; one kept per replica and summed on read (BatchNormalization's moving mean and
+            # variance) is an all-reduce, so every worker saves — the others to a folder thrown away — or the chief waits.
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="nbscale-weights-") as scratch:
+                model.save_weights(os.path.join(scratch, "weights.h5"))
         write_json(self.job.result_file(self.rank), {"rank": self.rank, "role": self.role, "digest": digest,
                                                      "attempt": self.attempt, "rows": self.state.get("rows")})
         self.save_state(state="finished")
