@@ -15,6 +15,16 @@ def test_the_readme_links_every_notebook_in_order():
     assert linked == [p.stem for p in NOTEBOOKS]
 
 
+def test_the_readme_says_which_magics_each_notebook_teaches_and_the_notebook_uses_them():
+    rows = re.findall(r"^\| \[(\d\d-[\w\-]+)\]\(notebooks/\1\.ipynb\) \| (.+) \|$", (ROOT / "README.md").read_text(), flags=re.M)
+    for name, text in rows:
+        cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        used = set(re.findall(r"%%?(\w+)", "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")))
+        named = re.findall(r"`%%?(\w+)[^`]*`", text)
+        assert named, f"README's row of {name} names none of the magics it teaches"
+        assert set(named) <= used, f"README's row of {name} names {sorted(set(named) - used)}, which the notebook never runs"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_notebook_is_committed_executed_without_errors_and_says_what_to_try_on_a_cluster(path):
     cells = json.loads(path.read_text())["cells"]

@@ -1,7 +1,7 @@
 """`%%train`: the cell builds a compiled Keras model; nbscale feeds it a dataset version and logs the run."""
 from __future__ import annotations
 
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .help import accepts_help
@@ -52,13 +52,16 @@ class TrainMagics(Magics):
     @argument("--pool", help="Spark fair-scheduler pool for the workers, so interactive cells are not starved.")
     @argument("--background", action="store_true", help="Train on a thread of this kernel and return at once; watch it with %%jobs.")
     @argument("-o", "--output", metavar="VAR", help="Bind the result (.model, .history, .run_id, .metrics) to VAR.")
-    @cell_magic
-    def train(self, line, cell):
+    @line_cell_magic
+    def train(self, line, cell=None):
         """Train the cell's compiled `model` (or `build_model()`) on a dataset version, fed by Petastorm.
 
-        In the cell, `keras` is the Keras nbscale trains with (tf-keras); the notebook's variables are visible.
-        After training, `model` in the notebook is the trained model."""
+        In the cell, `keras` is the Keras nbscale trains with (tf-keras); the notebook's variables are visible;
+        `callbacks = [...]` and `fit_kwargs = {...}` (class_weight, validation_freq) are passed to fit().
+        As a line magic (%train --data NAME) or with a cell of comments only, it trains nbscale's default model
+        for the data, shown on the card to copy and edit. After training, `model` in the notebook is the trained model."""
         args = parse_argstring(self.train, line)
+        cell = cell or ""
         self.last_cell = cell
         options = dict(data=args.data, label=args.label, epochs=args.epochs, batch_size=args.batch_size, validation=args.validation,
                        seed=args.seed, scale=args.scale, experiment=args.experiment, resume=args.resume,
