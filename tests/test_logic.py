@@ -190,3 +190,14 @@ def test_written_facts_reads_exact_rows_and_nulls_from_footers_and_leaves_the_un
     assert facts["nulls"] == {"a": 2, "b": 4, "c.d": 2}  # a dotted name is one column; lists and structs are Spark's to count
     pq.write_table(table, tmp_path / "data" / "p3.parquet", write_statistics=False)
     assert set(written_facts(str(tmp_path / "data"), None)["nulls"].values()) == {None}  # a file without statistics: counted by Spark
+
+
+def test_epoch_ticks_label_the_first_and_last_epochs_without_crowding():
+    from nbscale.train.card import epoch_ticks
+
+    assert epoch_ticks(1) == [1] and epoch_ticks(8) == list(range(1, 9))
+    assert epoch_ticks(20) == [1, 5, 10, 15, 20] and epoch_ticks(100) == [1, 20, 40, 60, 80, 100]
+    for epochs in (11, 19, 37, 333, 5000, 12345):
+        ticks = epoch_ticks(epochs)
+        assert ticks[0] == 1 and ticks == sorted(set(ticks)) and len(ticks) <= 11, (epochs, ticks)
+        assert ticks[-1] <= epochs and epochs - ticks[-1] < ticks[2] - ticks[1], (epochs, ticks)  # the end is labelled or near

@@ -47,7 +47,7 @@ def lab(tmp_path_factory):
         try:
             base = f"http://127.0.0.1:{port}"
             wait_until_answers(f"{base}/nbscale/api/status?token={TOKEN}", process, 90, why=lambda: log.seek(0) or log.read())
-            yield base, browser
+            yield base, browser, root
         finally:
             process.terminate()
             process.wait(30)
@@ -60,7 +60,7 @@ def test_the_panel_shows_the_work_cancels_a_job_and_inserts_a_magic(lab, tmp_pat
     from nbscale.jobs import registry
     from nbscale.session import experiment_id, mlflow
 
-    base, browser_path = lab
+    base, browser_path, _ = lab
     source = tmp_path / "panel.csv"
     source.write_text("x,label\n1,0\n2,1\n3,0\n4,1\n")
     ingest("panel_rows", str(source), label="label")
@@ -96,3 +96,90 @@ def test_the_panel_shows_the_work_cancels_a_job_and_inserts_a_magic(lab, tmp_pat
         finally:
             browser.close()
     assert (tmp_path / "nbscale-panel.png").stat().st_size > 10_000
+
+
+def luminance(css_color: str) -> float:
+    """0 (black) to 1 (white) for an `rgb(...)`/`rgba(...)` computed colour."""
+    import re
+
+    red, green, blue = (int(v) / 255 for v in re.findall(r"[\d.]+", css_color)[:3])
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
+def card_notebook(root) -> None:
+    """A notebook whose outputs are a finished training card and a serve card (one replica up, one down), trusted so
+    that JupyterLab renders their HTML as a kernel's output would be rendered."""
+    from types import SimpleNamespace
+
+    from nbscale.serving import card as serve_card
+    from nbscale.train.card import render
+
+    history = {"loss": [2.1 / (1 + e) for e in range(8)], "val_loss": [2.2 / (1 + e) for e in range(8)],
+               "accuracy": [0.5 + e * 0.06 for e in range(8)], "val_accuracy": [0.45 + e * 0.06 for e in range(8)]}
+    training = render("%%train digits@v1", history, 8, 5120.0, "0123abcd", None, "finished", "CPU · float32")
+    replicas = [SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port) for port in (40001, 40002)]
+    service = SimpleNamespace(name="digits", url="http://127.0.0.1:40000", shard_by=None,
+                              sides=[SimpleNamespace(label="digits v1", ref="digits@champion", weight=100.0, replicas=replicas)])
+    serve_card._examples["digits v1"] = '{"dataframe_split": {"columns": ["pixel_0"], "data": [[0.0]]}}'  # no registry here
+    serving = serve_card.render(service, {"sides": [{"label": "digits v1", "requests": 12, "errors": 0, "p50_ms": 3.1, "p95_ms": 5.2,
+                                                     "replicas": [{"url": replicas[0].url, "healthy": True},
+                                                                  {"url": replicas[1].url, "healthy": False}]}]})
+    notebook = json.loads((ROOT / "notebooks" / "00-quickstart.ipynb").read_text())
+    notebook["cells"] = [{"cell_type": "code", "id": f"card{i}", "metadata": {}, "execution_count": i + 1, "source": [],
+                          "outputs": [{"output_type": "display_data", "metadata": {}, "data": {"text/html": html, "text/plain": "card"}}]}
+                         for i, html in enumerate((training, serving))]
+    (root / "cards.ipynb").write_text(json.dumps(notebook))
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(root / "cards.ipynb")], check=True, capture_output=True, timeout=60)
+
+
+def test_the_training_and_serve_cards_read_in_the_light_and_dark_themes(lab):
+    """Screenshots of both themes are kept in build/test-artifacts/. In each theme the curves' axis labels take the
+    text colour (dark on light, light on dark), the card's border the theme's, and the health dots are CSS shapes."""
+    from playwright.sync_api import sync_playwright
+
+    base, browser_path, root = lab
+    artifacts = ROOT / "build" / "test-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    card_notebook(root)
+    seen = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, headless=True, args=["--no-sandbox"])
+        try:
+            for theme in ("JupyterLab Light", "JupyterLab Dark"):
+                set_theme(base, theme)
+                page = browser.new_page(viewport={"width": 1200, "height": 900})
+                page.goto(f"{base}/lab/tree/cards.ipynb?token={TOKEN}", timeout=120_000)
+                curve = page.locator(".nbscale-train svg.nbscale-curve").first
+                curve.wait_for(timeout=120_000)
+                page.wait_for_function(f"document.body.dataset.jpThemeName === {theme!r}", timeout=30_000)
+                ticks = curve.locator("text").all_text_contents()
+                assert {"1", "4", "8", "epoch"} <= set(ticks), ticks  # epoch ticks and the axis name
+                seen[theme] = page.evaluate("""() => {
+                    const card = document.querySelector('.nbscale-train');
+                    const label = card.querySelector('svg.nbscale-curve text');
+                    const dots = [...document.querySelectorAll('.nbscale-health')].map(d => [d.dataset.healthy, getComputedStyle(d).backgroundColor, d.getBoundingClientRect().width]);
+                    return {text: getComputedStyle(card).color, label: getComputedStyle(label).fill, border: getComputedStyle(card).borderTopColor, dots};
+                }""")
+                page.locator(".jp-Notebook").filter(has=page.locator(".nbscale-train")).screenshot(path=str(artifacts / f"cards-{theme.split()[-1].lower()}.png"))
+                page.close()
+        finally:
+            set_theme(base, "JupyterLab Light")
+            browser.close()
+    light, dark = seen["JupyterLab Light"], seen["JupyterLab Dark"]
+    assert light["label"] == light["text"] and dark["label"] == dark["text"], seen  # axis labels are currentColor
+    assert luminance(light["text"]) < 0.4 < 0.6 < luminance(dark["text"]), seen
+    assert luminance(dark["border"]) < 0.5 < luminance(light["border"]), seen  # no bright frame in the dark theme
+    assert [(d[0], d[2] > 4) for d in dark["dots"]] == [("true", True), ("false", True)], seen
+    assert dark["dots"][0][1] != dark["dots"][1][1]  # green and red
+    assert (artifacts / "cards-dark.png").stat().st_size > 10_000 and (artifacts / "cards-light.png").stat().st_size > 10_000
+
+
+def set_theme(base: str, theme: str) -> None:
+    """JupyterLab's theme setting, through its own settings API (what Settings > Theme writes)."""
+    import urllib.request
+
+    body = json.dumps({"raw": json.dumps({"theme": theme})}).encode()
+    request = urllib.request.Request(f"{base}/lab/api/settings/@jupyterlab/apputils-extension:themes", data=body, method="PUT",
+                                     headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - the test's own server
+        assert answer.status in (200, 204)

@@ -16,12 +16,16 @@ WIDTH, HEIGHT = 280, 130
 LEFT, RIGHT, TOP, BOTTOM = 42, 8, 8, 24  # room for the value labels (left) and the epoch ticks (below)
 
 
-def epoch_ticks(epochs: int, most: int = 6) -> list[int]:
-    """Epoch numbers (1-based) to label on the x axis: the first, the last, evenly spaced between."""
+def epoch_ticks(epochs: int, most: int = 10) -> list[int]:
+    """Epoch numbers (1-based) to label on the x axis: every one up to `most`, else 1 and round multiples, and the
+    last epoch unless it would crowd the tick before it."""
     if epochs <= most:
         return list(range(1, epochs + 1))
-    step = -(-(epochs - 1) // (most - 1))
-    return sorted({*range(1, epochs, step), epochs})
+    step = next((s for s in (2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000) if epochs / s <= most - 1), -(-epochs // (most - 1)))
+    ticks = [1, *range(step, epochs + 1, step)]
+    if epochs - ticks[-1] >= step / 2:
+        ticks.append(epochs)
+    return ticks
 
 
 def _curves(history: dict[str, list[float]], epochs: int, keys: list[str]) -> str:
