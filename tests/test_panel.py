@@ -56,6 +56,7 @@ def lab(tmp_path_factory):
 def test_the_panel_shows_the_work_cancels_a_job_and_inserts_a_magic(lab, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
+    import nbscale.state  # noqa: F401 - as %load_ext does: this process publishes its jobs like a kernel (not left to test order)
     from nbscale.ingest import ingest
     from nbscale.jobs import registry
     from nbscale.session import experiment_id, mlflow
