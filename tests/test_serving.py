@@ -88,7 +88,10 @@ def post(url: str, body: bytes):
 
 
 def test_one_replica_serves_what_the_model_predicts(models):
-    service = serving.serve("digits-dense@champion")
+    loading = []
+    service = serving.serve("digits-dense@champion", on_progress=loading.append)
+    assert loading[0].startswith("digits-dense v1: 0 of 1 replicas ready, replica 1 is loading the model"), loading
+    assert loading[-1].startswith("digits-dense v1: 1 of 1 replicas ready"), loading
     try:
         answer = serving.predict("digits-dense", models["x"][:8])
         expected = models["champion"].predict(models["scaled"][:8], verbose=0)
@@ -268,6 +271,16 @@ def test_score_writes_one_prediction_per_row_as_a_new_version(ip, models):
     assert dataset_names() == {"digits", "digits_scored", "threes"}  # nothing half-written
     with pytest.raises(NbscaleError, match="^digits-dense has no alias @nope"):
         ip.run_line_magic("score", "digits-dense@nope --data digits")
+
+
+def test_score_reports_spark_progress_while_it_runs(models):
+    from nbscale.serving.score import score
+
+    seen = []
+    ones = score("digits-dense@champion", data="digits", to="ones", where="label = 1", progress=seen.append)
+    running = [state for state in seen if not state.finished]
+    assert running and running[0].tasks_total >= 1 and seen[-1].finished, seen  # live while Spark ran, then closed
+    assert ones.manifest["counts"]["loaded"] == dataset("digits").manifest["label_balance"]["1"]
 
 
 def test_moving_the_alias_moves_serving_and_back_is_a_rollback(models):

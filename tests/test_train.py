@@ -299,6 +299,14 @@ def test_a_continuous_label_is_summarised_not_listed_class_by_class():
     assert dataset("digits").manifest["label_balance"]["3"] > 0 and "label_summary" not in dataset("digits").manifest
 
 
+def test_the_first_training_on_a_split_says_it_writes_the_split_first():
+    first, again = [], []
+    train("", data="prices", epochs=1, validation=0.3, on_epoch=first.append)  # a validation fraction no other test uses
+    train("", data="prices", epochs=1, validation=0.3, on_epoch=again.append)
+    assert "writing the training split of prices@v" in first[0].html and first[0].epoch == 0
+    assert not any("writing the training split" in card.html for card in again)  # written once per version
+
+
 def test_a_cell_adds_callbacks_and_fit_arguments():
     cell = DENSE + ("callbacks = [keras.callbacks.EarlyStopping(monitor='loss', patience=0, min_delta=100)]\n"
                     "fit_kwargs = {'class_weight': {c: 0.0 for c in range(10)}}\n")

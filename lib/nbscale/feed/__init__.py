@@ -20,6 +20,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..config import over_connect, settings
 from ..datahost import on_data_host
@@ -99,7 +100,8 @@ FEATURES = "nbscale_features"  # the split's one packed feature column
 LABEL = "nbscale_label"  # the split's label column: a plain name whatever the dataset calls it ("the label", "y.true")
 
 
-def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4, pull: bool = True) -> tuple[Split, Split | None]:
+def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4, pull: bool = True,
+          on_write: Callable[[], None] | None = None) -> tuple[Split, Split | None]:
     """A seeded train/validation split of a version, written once and reused (versions are immutable).
 
     The split is laid out for the feed: each row's features packed into one binary value (row-major,
@@ -107,7 +109,8 @@ def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4, pull:
     Decoding that is one `np.frombuffer` per row group, where a list<float> column costs Petastorm a
     copy per row and 4x the bytes (benchmarks/feed.py). Over Spark Connect the split is written on the
     cluster and, with `pull`, copied to this machine for a single-node training; without it (distributed
-    workers read it there) its cluster path is returned."""
+    workers read it there) its cluster path is returned. `on_write` is called before a split is written (the
+    first training on a version waits for a Spark job: the cell says so)."""
     if not 0 <= validation < 1:
         raise NbscaleError(f"--validation {validation} must be a fraction in [0, 1).")
     key = hashlib.sha1(json.dumps([LAYOUT, dataset.ref, validation, spec.seed, row_groups, spec.features, spec.label]).encode()).hexdigest()[:12]
@@ -116,6 +119,8 @@ def split(dataset, spec: FeedSpec, validation: float, row_groups: int = 4, pull:
     with _writing:  # trainings started side by side (a workflow's fan-out) write a split once
         text = on_data_host(_read_or_none, str(meta))
         if text is None:
+            if on_write is not None:
+                on_write()
             _write_split(dataset, spec, validation, row_groups, folder)
             text = on_data_host(_read_or_none, str(meta))
     rows = json.loads(text)

@@ -42,8 +42,14 @@ class ServingMagics(Magics):
             return stream(args.model, args.stream, args.to)
         if args.canary is None and args.weight != 10.0:
             raise NbscaleError("--weight is the share of a canary: use it with --canary NAME@ALIAS.")
-        return serving.serve(args.model, replicas=args.replicas, port=args.port, canary=args.canary, weight=args.weight,
-                             shard_by=args.shard_by)
+        from ..widgets.placeholder import Placeholder
+
+        loading = Placeholder()  # replicas load a TensorFlow model: seconds to minutes
+        try:
+            return serving.serve(args.model, replicas=args.replicas, port=args.port, canary=args.canary, weight=args.weight,
+                                 shard_by=args.shard_by, on_progress=lambda line: loading.show({"text/plain": line}))
+        finally:
+            loading.clear()
 
     @accepts_help
     @magic_arguments()
@@ -108,9 +114,11 @@ class ServingMagics(Magics):
         """Batch inference with Spark: %score fashion-cnn@champion --data fashion@v2 -o scored scores every row;
         as a cell magic, the cell body is a Spark SQL condition choosing the rows (e.g. label = 3)."""
         from ..serving.score import score
+        from ..widgets.progress import ProgressBar
 
         args = parse_argstring(self.score, line)
-        result = score(args.model, data=args.data, to=args.to, where=(cell or "").strip() or None)
+        result = score(args.model, data=args.data, to=args.to, where=(cell or "").strip() or None,
+                       progress=ProgressBar(f"score {args.model}").update)
         if args.output:
             self.shell.user_ns[args.output] = result
         rows = result.manifest["counts"]["loaded"]

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .. import events
 from ..config import settings
@@ -153,12 +154,13 @@ def _configure(service: Service) -> None:
 
 
 def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str | None = None, weight: float = 10.0,
-          shard_by: str | None = None) -> Service:
+          shard_by: str | None = None, on_progress: Callable[[str], None] | None = None) -> Service:
     """Serve model version `ref` ("name@alias", "name/N" or "name") on `replicas` server processes behind
     one front URL. With `canary="name@champion"`, `ref` joins the service of that model as a canary taking
     `weight` percent of the requests (the service is started first if it is not running). With
     `shard_by=COLUMN`, each replica is a shard and requests (DataFrame payloads with COLUMN) are routed
-    by the column's value, a key always to the same replica."""
+    by the column's value, a key always to the same replica. `on_progress` receives a line while the replicas load
+    their model (a TensorFlow model takes seconds to minutes)."""
     if replicas < 1:
         raise NbscaleError(f"--replicas {replicas} must be 1 or more.")
     if shard_by is not None and canary is not None:
@@ -167,12 +169,13 @@ def serve(ref: str, *, replicas: int = 1, port: int | None = None, canary: str |
         raise NbscaleError(f"--weight {weight:g} is the canary's share of requests in percent: use a number between 0 and 100.")
     require_writable(f"Serving {ref}", on_this_machine=True)  # the servers' folders and logs
     with _changing:
-        return _serve(ref, replicas, port, canary, weight, shard_by)
+        return _serve(ref, replicas, port, canary, weight, shard_by, on_progress)
 
 
-def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight: float, shard_by: str | None) -> Service:
+def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight: float, shard_by: str | None,
+           on_progress: Callable[[str], None] | None = None) -> Service:
     if canary is not None:
-        service = _services.get(resolve(canary)[0]) or _serve(canary, 1, port, None, weight, None)
+        service = _services.get(resolve(canary)[0]) or _serve(canary, 1, port, None, weight, None, on_progress)
         if service.shard_by:
             raise NbscaleError(f"The service of {service.name} is sharded: a canary needs an unsharded one (%serve --stop it first).")
         name, version = resolve(ref)
@@ -180,7 +183,7 @@ def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight
         if primary.label == f"{name} v{version}":
             raise NbscaleError(f"{ref} is {primary.label}, the version the service already serves: a canary must be another version.")
         side = Side(f"{name} v{version}", ref, weight, start_replicas(name, version, replicas, service.folder))
-        _await_replicas(side)
+        _await_replicas(side, on_progress)
         for old in service.sides[1:]:  # one canary at a time: a new one replaces the last
             stop_processes([r.process for r in old.replicas])
         primary.weight = 100 - weight
@@ -202,7 +205,7 @@ def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight
     side = Side(f"{name} v{version}", ref, 100.0, start_replicas(name, version, replicas, folder))
     service = Service(name, port, None, folder, [side], shard_by)
     try:
-        _await_replicas(side)
+        _await_replicas(side, on_progress)
         _configure(service)
         log = folder / "front.log"
         service.front = start_process("nbscale.serving.front", [host, str(port), str(folder / "front.json")], log)
@@ -241,10 +244,16 @@ def _serves_exactly(service: Service, label: str, replicas: int, shard_by: str |
             and port in (None, service.port) and service.running)
 
 
-def _await_replicas(side: Side) -> None:
+def _await_replicas(side: Side, on_progress: Callable[[str], None] | None = None) -> None:
+    started, count = time.monotonic(), len(side.replicas)
     try:
         for i, replica in enumerate(side.replicas):
+            if on_progress:
+                on_progress(f"{side.label}: {i} of {count} replicas ready, replica {i + 1} is loading the model "
+                            f"({time.monotonic() - started:.0f} s)")
             wait_healthy(replica.url, replica.process, replica.log, f"Replica {i + 1} of {side.label}")
+        if on_progress:
+            on_progress(f"{side.label}: {count} of {count} replicas ready ({time.monotonic() - started:.0f} s)")
     except BaseException:
         stop_processes([r.process for r in side.replicas])
         raise

@@ -2,9 +2,13 @@
 manager local), published as a new dataset version (the input's columns + prediction + probabilities)."""
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
+from typing import Callable
 
 from ..errors import NbscaleError, spark_errors
+from ..jobs.progress import SparkProgress
+from ..jobs.work import spark_work
 
 
 def with_predictions(df, spec, predict, task: str, contract):
@@ -45,10 +49,12 @@ def model_udf(session, name: str, version: int, contract):
         return mlflow.pyfunc.spark_udf(session, f"models:/{name}/{version}", env_manager="local", result_type=result_type)
 
 
-def score(model: str, *, data: str, to: str | None = None, where: str | None = None):
+def score(model: str, *, data: str, to: str | None = None, where: str | None = None,
+          progress: Callable[[SparkProgress], None] | None = None):
     """Predictions of `model` ("name@alias", "name/N") for every row of dataset version `data` (or the
     rows matching the Spark SQL condition `where`), written as the next version of dataset `to`
-    (default: DATA_scored). Returns the published dataset."""
+    (default: DATA_scored). Returns the published dataset. `progress` receives the Spark jobs' progress
+    every half second; an interrupt cancels them."""
     from ..datahost import on_data_host, require_shared_tracking
     from ..ingest import Dataset, store
     from ..ingest.profile import profile, written_facts
@@ -72,8 +78,8 @@ def score(model: str, *, data: str, to: str | None = None, where: str | None = N
             df = df.where(where)
             _ = df.schema  # analysed now: an unknown column fails here, not halfway through the write
     scored = with_predictions(df, spec, predict, task_of_version(name, version), contract)
-    expected = df.count()
-    with store.staging(to) as staged:
+    with spark_work(session, f"nbscale-score-{to}-{uuid.uuid4().hex[:8]}", f"%score {model}", progress), store.staging(to) as staged:
+        expected = df.count()
         scored.write.parquet(str(staged / "data"))
         facts = on_data_host(written_facts, str(staged / "data"), None)  # rows and nulls from the footers
         written = session.read.parquet(str(staged / "data"))

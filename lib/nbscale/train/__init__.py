@@ -271,7 +271,13 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
     cell = CellModel(check_model(model)) if model is not None else build(code, namespace, seed, precision_policy(precision))
     built = cell.model
     _check_labels(built, spec, version)
-    train_split, val_split = feed.split(version, spec, validation)
+    def writing_the_split():  # the first training on a version waits for a Spark job: say so, not just "starting"
+        if on_epoch is not None:
+            card = render(f"%%train {version.ref}", {}, epochs, None, None, None,
+                          f"writing the training split of {version.ref} with Spark (once per version)", device())
+            on_epoch(TrainProgress(card, 0, epochs, {}))
+
+    train_split, val_split = feed.split(version, spec, validation, on_write=writing_the_split)
     _check_split(spec, version, validation, train_split.rows)
     _check_shapes(built, spec, train_split.rows)
     backups = _claim(_backup_dir(experiment, version.ref, f"{code}|{parent_run_id}|{run_name}"))
