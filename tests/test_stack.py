@@ -1,4 +1,4 @@
-"""The pinned stack: what is installed is what pyproject.toml pins, and Binder installs the same."""
+"""The tested stack: what is installed is the exact set constraints.txt locks, inside pyproject.toml's ranges, and Binder installs the same."""
 import os
 import re
 import sys
@@ -12,55 +12,91 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
-def pins(lines) -> dict[str, str]:
+def requirements(lines) -> dict[str, Requirement]:
     found = {}
     for line in lines:
         line = line.split("#", 1)[0].strip()
         if line and not line.startswith("-"):
             req = Requirement(line)
-            (spec,) = req.specifier
-            assert spec.operator == "==", f"{line}: pin exactly"
-            found[req.name.lower().replace("_", "-")] = spec.version
+            found[req.name.lower().replace("_", "-")] = req
     return found
 
 
-RUNTIME = pins(PROJECT["dependencies"])
-TEST = pins(PROJECT["optional-dependencies"]["test"])
-LOCK = pins((ROOT / "constraints.txt").read_text().splitlines())
+def pins(lines) -> dict[str, str]:
+    found = {}
+    for name, req in requirements(lines).items():
+        (spec,) = req.specifier
+        assert spec.operator == "==", f"{req}: pin exactly"
+        found[name] = spec.version
+    return found
 
 
-def test_installed_versions_match_the_pins():
-    drift = {name: (pin, version(name)) for name, pin in {**RUNTIME, **TEST}.items() if version(name) != pin}
-    assert drift == {}, f"installed versions drifted from pyproject.toml (pin, installed): {drift}"
+RUNTIME = requirements(PROJECT["dependencies"])  # ranges: nbscale installs beside a user's stack
+TEST = pins(PROJECT["optional-dependencies"]["test"])  # the test tools: exact
+LOCK = pins((ROOT / "constraints.txt").read_text().splitlines())  # the exact set CI tests and make installs
+
+
+def test_every_dependency_is_a_range_from_the_tested_version_with_a_cap():
+    for name, req in RUNTIME.items():
+        operators = {spec.operator: spec.version for spec in req.specifier}
+        assert set(operators) == {">=", "<"}, f"{req}: a range >=TESTED,<CAP"
+        assert operators[">="] == LOCK[name], f"{req}: the lower bound is the version constraints.txt tests ({LOCK[name]})"
+
+
+def test_installed_versions_are_the_locked_ones_and_inside_the_ranges():
+    drift = {name: (LOCK.get(name), version(name)) for name in {**RUNTIME, **TEST} if version(name) != LOCK.get(name)}
+    assert drift == {}, f"installed versions drifted from constraints.txt (locked, installed): {drift}"
+    outside = {name: (str(req.specifier), version(name)) for name, req in RUNTIME.items() if version(name) not in req.specifier}
+    assert outside == {}, outside
 
 
 def test_full_resolved_set_matches_what_is_installed():
     drift = {name: (pin, version(name)) for name, pin in LOCK.items() if version(name) != pin}
-    assert drift == {}, f"installed versions drifted from constraints.txt (run `make lock` after changing a pin): {drift}"
+    assert drift == {}, f"installed versions drifted from constraints.txt (run `make lock` after changing a range): {drift}"
 
 
-def test_lock_agrees_with_the_pins():
-    assert {name: LOCK.get(name) for name in {**RUNTIME, **TEST}} == {**RUNTIME, **TEST}
+def test_lock_agrees_with_the_test_pins():
+    assert {name: LOCK.get(name) for name in TEST} == TEST
 
 
 def test_one_keras_one_tensorflow():
     # tf-keras needs the full `tensorflow` wheel; a second TensorFlow distribution would shadow it.
     assert "tensorflow-cpu" not in LOCK
-    assert RUNTIME["tf-keras"].split(".")[:2] == RUNTIME["tensorflow"].split(".")[:2]
+    assert LOCK["tf-keras"].split(".")[:2] == LOCK["tensorflow"].split(".")[:2]
+    assert RUNTIME["tf-keras"].specifier == RUNTIME["tensorflow"].specifier  # released per TensorFlow minor
     (gpu,) = PROJECT["optional-dependencies"]["gpu"]
-    assert Requirement(gpu).name == "tensorflow" and str(Requirement(gpu).specifier) == f"=={RUNTIME['tensorflow']}"
+    assert Requirement(gpu).name == "tensorflow" and Requirement(gpu).specifier == RUNTIME["tensorflow"].specifier
 
 
 def test_petastorm_compatible_arrow_and_numpy():
     # Petastorm 0.13.1 needs pyarrow <= 14.0.2, which needs numpy < 2; PySpark 4.1+ would need pyarrow >= 15.
-    assert tuple(map(int, RUNTIME["pyarrow"].split("."))) <= (14, 0, 2)
-    assert int(RUNTIME["numpy"].split(".")[0]) < 2
-    assert RUNTIME["pyspark"].startswith("4.0.")
+    assert "15.0.0" not in RUNTIME["pyarrow"].specifier and "14.0.2" in RUNTIME["pyarrow"].specifier
+    assert "2.0.0" not in RUNTIME["numpy"].specifier
+    assert "4.1.0" not in RUNTIME["pyspark"].specifier and LOCK["pyspark"].startswith("4.0.")
 
 
-def test_binder_installs_the_same_pins():
+def test_what_nbscale_imports_is_declared():
+    """A package imported by nbscale's own code is a declared dependency, not something another one happens to pull."""
+    import ast
+    import sys
+
+    imported = set()
+    for path in (ROOT / "lib" / "nbscale").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    distributions = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn", "tf_keras": "tf-keras", "IPython": "ipython",
+                     "jupyter_server": "jupyter-server", "pyspark": "pyspark", "google": None, "grpc": None}
+    third_party = {distributions.get(name, name.lower()) for name in imported - set(sys.stdlib_module_names) - {"nbscale"}} - {None}
+    declared = {name.lower() for name in RUNTIME}
+    assert third_party - declared == set(), f"imported but not declared in pyproject.toml: {sorted(third_party - declared)}"
+
+
+def test_binder_installs_the_same_ranges_and_the_locked_set():
     lines = (ROOT / "binder" / "requirements.txt").read_text().splitlines()
-    assert pins(lines) == RUNTIME
+    assert requirements(lines) == RUNTIME
     constraint = next(line for line in lines if line.startswith("-c "))
     assert (ROOT / "binder" / constraint.split()[1]).resolve() == ROOT / "constraints.txt"
 
@@ -82,4 +118,4 @@ def test_binder_runtime_java_and_postbuild():
 def test_readme_states_the_pinned_stack():
     readme = (ROOT / "README.md").read_text()
     for name in ("pyspark", "pyarrow", "numpy", "tensorflow", "tf-keras", "mlflow", "petastorm", "jupyterlab"):
-        assert f"{name} {RUNTIME[name]}" in readme, f"README does not state {name} {RUNTIME[name]}"
+        assert f"{name} {LOCK[name]}" in readme, f"README does not state the tested {name} {LOCK[name]}"
