@@ -29,10 +29,13 @@ def test_fan_out_runs_concurrently_and_fan_in_waits_for_all():
     for k in range(3):
         workflow.define(f"variant{k}", f"import time\ntime.sleep(1.5)\nv{k} = x + {k}", after=["source"])
     workflow.define("select", "best = max(v0, v1, v2)", after=["variant0", "variant1", "variant2"])
-    namespace = {}
-    view = workflow.run(namespace)
+    namespace, pictures = {}, []
+    view = workflow.run(namespace, on_change=lambda picture: pictures.append(repr(picture)))
     steps = {s.name: s for s in workflow.steps()}
     assert [s.state for s in steps.values()] == ["done"] * 5 and namespace["best"] == 12
+    # The DAG was redrawn while it ran: the three variants running side by side, then the fan-in running.
+    assert any(all(f"variant{k} [running]" in p for k in range(3)) for p in pictures), pictures
+    assert any("select [running]" in p for p in pictures) and pictures[-1] == repr(view)
     variants = [steps[f"variant{k}"] for k in range(3)]
     assert all(overlap(a, b) for a in variants for b in variants if a is not b)  # measured overlap, not just threads
     assert steps["select"].started >= max(v.ended for v in variants)

@@ -48,7 +48,13 @@ class WorkflowMagics(Magics):
 
         args = parse_argstring(self.pipeline, line)
         if args.action == "run":
-            return workflow.run(self.shell.user_ns, self._runner())
+            from ..widgets.placeholder import Placeholder
+
+            live = Placeholder()  # the DAG, its steps' states updating while they run
+            try:
+                return workflow.run(self.shell.user_ns, self._runner(), on_change=live.show)
+            finally:
+                live.clear()
         if args.action == "reset":
             print(workflow.reset(args.forget_memo))
             return None

@@ -149,9 +149,19 @@ def _track(step: Step) -> None:
     client.set_terminated(run.info.run_id, "FINISHED")
 
 
-def run(namespace: dict, runner: Callable[[str, dict], None] = _exec, parallel: int = PARALLEL):
-    """Run every defined step in dependency order; independent async steps concurrently."""
+def run(namespace: dict, runner: Callable[[str, dict], None] = _exec, parallel: int = PARALLEL,
+        on_change: Callable[[object], None] | None = None):
+    """Run every defined step in dependency order; independent async steps concurrently. `on_change` receives
+    the DAG's picture (a PipelineView) whenever a step's state changes, at most once a second otherwise."""
     from .view import PipelineView
+
+    shown: list = [None]
+
+    def show() -> None:
+        states = [(step.name, step.state) for step in steps()]
+        if on_change is not None and states != shown[0]:
+            shown[0] = states
+            on_change(PipelineView(steps()))
 
     order = list(_steps)
     for name in order:
@@ -170,16 +180,21 @@ def run(namespace: dict, runner: Callable[[str, dict], None] = _exec, parallel: 
                     if running or name != ready[0]:
                         break  # a sync step runs alone: after what is running ends, before anything else starts
                     pending.remove(name)
+                    _steps[name].state = "running"
+                    show()
                     _run_quietly(name, namespace, runner)
                     break
                 pending.remove(name)
+                _steps[name].state = "running"
                 running[pool.submit(_run_quietly, name, namespace, runner)] = name
+            show()
             if running:
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in finished:
                     running.pop(future)
             elif not ready:
                 break
+    show()
     return PipelineView(steps())
 
 
