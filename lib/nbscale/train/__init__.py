@@ -130,7 +130,7 @@ class TrainResult:
     model: object = field(repr=False)
     model_uri: str = ""
     card_html: str = ""  # a distributed run's card (workers, attempts) replaces the plain one
-    default_code: str = ""  # the model nbscale chose for an empty cell
+    default_code: str = ""  # the model nbscale chose when the cell gave none
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -161,7 +161,7 @@ def _check_labels(model, spec, version) -> None:
     if summary and "crossentropy" in loss.lower():
         raise NbscaleError(f"{spec.label!r} of {spec.ref} is continuous ({summary['min']:.4g} to {summary['max']:.4g}, too many distinct "
                            f"values to be classes), which {loss} cannot learn: predict a value — a Dense(1) output with loss='mse' — "
-                           "or leave the cell empty for nbscale's default regression model.")
+                           "or train nbscale's default model for it (%train --data NAME, without a cell).")
     if not balance or "crossentropy" not in loss.lower() or not isinstance(model.output_shape, tuple):
         return
     units = model.output_shape[-1] or 1
@@ -266,11 +266,12 @@ def train(code: str | None = None, *, data: str, label: str | None = None, epoch
     require_writable(f"Training on {version.ref}")  # logs, checkpoints, the run and its model
     spec = feed.spec_for(version, label, batch_size, scale, seed)
     default_code = None
-    if model is None and is_blank(code):  # an empty cell: a model that fits the data, shown so it can be copied and edited
+    if model is None and is_blank(code):  # no model in the cell: one that fits the data, shown so it can be copied and edited
         code = default_code = default_model_code(spec, version)
     cell = CellModel(check_model(model)) if model is not None else build(code, namespace, seed, precision_policy(precision))
     built = cell.model
     _check_labels(built, spec, version)
+
     def writing_the_split():  # the first training on a version waits for a Spark job: say so, not just "starting"
         if on_epoch is not None:
             card = render(f"%%train {version.ref}", {}, epochs, None, None, None,

@@ -86,8 +86,8 @@ def render(title: str, history: dict[str, list[float]], epochs: int, samples_per
         _curves(history, epochs, [k, f"val_{k}"]) for k in metric_keys)
     chosen = ""
     if default_code:
-        chosen = ("<details class='nbscale-default-model'><summary>The cell was empty: nbscale's default model (copy it into the cell "
-                  f"to edit it)</summary><pre style='font-size:11px'>{html.escape(default_code)}</pre></details>")
+        chosen = ("<details class='nbscale-default-model'><summary>No model in the cell: nbscale's default model (copy it into a %%train "
+                  f"cell to edit it)</summary><pre style='font-size:11px'>{html.escape(default_code)}</pre></details>")
     return (f"<div class='nbscale-train' style='border:1px solid {BORDER};border-radius:6px;padding:6px 10px'>"
             f"<b>{html.escape(title)}</b> — {html.escape(state)} on {html.escape(device)}<br>{bar} epoch {done}/{epochs}{steps}{speed}"
             f"{link}{early}<div style='font-size:12px'>{html.escape(last)}</div>{curves}{chosen}</div>")

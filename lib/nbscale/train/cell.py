@@ -1,5 +1,5 @@
-"""What a %%train cell gives: its compiled model, the callbacks and fit arguments it adds, or — for an empty
-cell — nbscale's default model for the dataset, as code the user can copy into the cell and edit."""
+"""What a %%train cell gives: its compiled model, the callbacks and fit arguments it adds, or — for %train without
+a cell, or a cell of comments only — nbscale's default model for the dataset, as code to copy into a cell and edit."""
 from __future__ import annotations
 
 import re
@@ -62,8 +62,8 @@ def _classes(spec, version) -> int:
     manifest = version.manifest
     recorded = manifest.get("label") == spec.label
     if recorded and manifest.get("label_summary"):
-        raise NbscaleError(f"{spec.label!r} of {spec.ref} is an integer label with too many distinct values to be classes: an empty "
-                           "cell cannot tell classes from a count — write the model in the cell (e.g. a Dense(1) output with "
+        raise NbscaleError(f"{spec.label!r} of {spec.ref} is an integer label with too many distinct values to be classes: nbscale's default "
+                           "model cannot tell classes from a count — write the model in the cell (e.g. a Dense(1) output with "
                            "loss='mse' for a count).")
     balance = manifest.get("label_balance") if recorded else None
     if not balance:  # trained on another column than the one ingested as the label
@@ -74,7 +74,7 @@ def _classes(spec, version) -> int:
     values = [int(v) for v in balance if re.fullmatch(r"-?\d+", v)]
     if not values or len(values) != len(balance) or min(values) < 0 or max(values) >= MAX_DEFAULT_CLASSES:
         raise NbscaleError(f"{spec.label!r} of {spec.ref} is not classes 0..{MAX_DEFAULT_CLASSES - 1} (values outside that range, "
-                           "or none): an empty cell cannot guess the model — write it in the cell (e.g. a Dense(1) output with "
+                           "or none): nbscale's default model would be a guess — write the model in a %%train cell (e.g. a Dense(1) output with "
                            "loss='mse' for a count).")
     return max(values) + 1
 
@@ -99,7 +99,7 @@ def build(code: str | None, namespace: dict | None, seed: int, policy: str = "fl
         model = scope["model"]
     else:
         raise NbscaleError("The %%train cell defines no `model` and no `build_model()`: end it with model = keras.Sequential([...]) "
-                           "and model.compile(...), or leave the cell empty for nbscale's default model.")
+                           "and model.compile(...), or run %train --data NAME without a cell for nbscale's default model.")
     return CellModel(check_model(model), _callbacks(tfk, defined("callbacks")), _fit_kwargs(defined("fit_kwargs")))
 
 
