@@ -70,6 +70,7 @@ def test_progress_bar_shows_while_spark_runs_and_leaves_no_trace(tmp_path):
         display_id = placeholder["transient"]["display_id"]
         assert kinds[0][0] == "display_data" and placeholder["data"] == {"text/plain": ""}
         updates = [c for k, c in kinds[1:] if c["transient"]["display_id"] == display_id]
+        assert updates[0]["data"]["text/plain"].startswith("Starting Spark for this session")  # the first Spark cell says why it waits
         assert any("application/vnd.jupyter.widget-view+json" in c["data"] for c in updates)
         assert updates[-1]["data"] == {"text/plain": ""}  # removed once the card is there
         result = next(c for k, c in done.outputs if k == "execute_result")

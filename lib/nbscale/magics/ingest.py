@@ -41,16 +41,22 @@ class IngestMagics(Magics):
     def ingest(self, line, cell=None):
         """Ingest a source into the next version of a Parquet dataset, validated, with Spark."""
         from ..ingest import ingest
+        from ..session import active_spark
         from ..widgets.progress import ProgressBar
 
         args = parse_argstring(self.ingest, line)
         # A cell body may use {python_variables}, as line magics may (IPython expands only those).
         source = self.shell.var_expand(cell) if cell is not None else " ".join(args.source)
-        result = ingest(args.name, source, format=args.format, label=args.label, shards=args.shards,
-                        batch_rows=args.batch_rows, cache=args.cache, mode=args.mode, schema=_unquote(args.schema),
-                        header=not args.no_header, sep=_unquote(args.sep), allow_schema_change=args.allow_schema_change,
-                        encoding=args.encoding,
-                        progress=ProgressBar(f"ingest {args.name}").update)
+        bar = ProgressBar(f"ingest {args.name}")
+        if active_spark() is None:  # the first Spark cell waits for the JVM before any job exists: say so
+            bar.note("Starting Spark for this session (the first Spark cell takes a few seconds)...")
+        try:
+            result = ingest(args.name, source, format=args.format, label=args.label, shards=args.shards,
+                            batch_rows=args.batch_rows, cache=args.cache, mode=args.mode, schema=_unquote(args.schema),
+                            header=not args.no_header, sep=_unquote(args.sep), allow_schema_change=args.allow_schema_change,
+                            encoding=args.encoding, progress=bar.update)
+        finally:
+            bar.done()
         if args.output:
             self.shell.user_ns[args.output] = result.dataset
         return result

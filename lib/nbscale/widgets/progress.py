@@ -14,6 +14,14 @@ class ProgressBar:
         self.bar = self.label = None
         self.slot = Placeholder()
 
+    def note(self, text: str) -> None:
+        """A line in the slot until the bar appears (e.g. while Spark starts, before any job exists)."""
+        self.slot.show({"text/plain": text})
+
+    def done(self) -> None:
+        """Empty the slot, whatever it shows (the cell's result, or its error, says what happened)."""
+        self.slot.clear()
+
     def _show(self) -> None:
         import ipywidgets as widgets
 
