@@ -206,6 +206,11 @@ def test_tune_runs_trials_as_spark_tasks_under_one_parent_and_selects_the_best(i
     assert parent.info.status == "FINISHED" and parent.data.tags["nbscale.best_run_id"] == best.run_id
     assert "digits-tuned v1" in result.registered and "@champion" in result.registered
     assert "<table>" in result._repr_html_() and f"trial {best.number}" in result._repr_html_()
+    # Optuna's own pictures of the search, on the card and with the parent run.
+    assert set(result.figures) == {"optimisation history", "parameter importances"}
+    assert all(png.startswith(b"\x89PNG") for png in result.figures.values()) and result._repr_html_().count("<img") == 2
+    logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"optimisation_history.png", "parameter_importances.png"} <= logged, logged
 
 
 def test_a_tune_cell_without_build_model_is_one_line(ip):
@@ -280,3 +285,20 @@ def test_memo_follows_a_global_that_a_helper_reads_and_refuses_to_guess():
     workflow.run(namespace)
     step = [s for s in workflow.steps() if s.name == "locked"][0]
     assert step.state == "done" and "memo cannot hash guard" in step.note
+
+
+def test_search_pictures_are_optunas_and_leave_the_notebooks_matplotlib_alone():
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from nbscale.workflow.tune import search_figures
+
+    before = dict(plt.rcParams)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=1))
+    study.optimize(lambda t: t.suggest_int("units", 8, 64) / 64 + t.suggest_float("lr", 1e-3, 1e-1, log=True), n_trials=6)
+    drawn = search_figures(study, "val_accuracy")
+    assert set(drawn) == {"optimisation history", "parameter importances"}
+    assert dict(plt.rcParams) == before and plt.get_fignums() == []  # Optuna's ggplot style undone, no figure left to redraw
+    one = optuna.create_study()
+    one.optimize(lambda t: t.suggest_int("u", 1, 2), n_trials=1)
+    assert set(search_figures(one, "loss")) == {"optimisation history"}  # no importances from one trial: left out, not faked

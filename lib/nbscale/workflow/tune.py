@@ -9,9 +9,11 @@ trial is an ordinary nbscale run (Petastorm feed, checked epochs, its model logg
 search's parent run. The driver tells the study each result and redraws the trials table."""
 from __future__ import annotations
 
+import base64
 import html
+import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import NbscaleError, first_useful_line
@@ -37,6 +39,7 @@ class TuneResult:
     note: str = ""
     seconds: float = 0.0
     registered: str = ""
+    figures: dict = field(default_factory=dict)  # name -> PNG bytes: Optuna's optimisation history, parameter importances
 
     @property
     def best(self) -> Trial | None:
@@ -55,8 +58,11 @@ class TuneResult:
             rows.append(f"<tr{mark}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
         summary = f"best {self.metric} {best.value:.4f} (trial {best.number})" if best else "no finished trial yet"
         extra = f" · {html.escape(self.registered)}" if self.registered else ""
-        return (f"<div class='nbscale-tune' style='border:1px solid #ccc;border-radius:6px;padding:6px 10px'><b>%%tune</b> — {summary}"
-                f"{extra}<br><span style='font-size:11px'>{html.escape(self.note)}</span><table><tr>{head}</tr>{''.join(rows)}</table></div>")
+        pictures = "".join(f"<img alt='{html.escape(name)}' title='{html.escape(name)}' style='max-width:420px;margin-right:8px' "
+                           f"src='data:image/png;base64,{base64.b64encode(png).decode()}'/>" for name, png in self.figures.items())
+        return (f"<div class='nbscale-tune' style='border:1px solid var(--jp-border-color2, #ccc);border-radius:6px;padding:6px 10px'>"
+                f"<b>%%tune</b> — {summary}{extra}<br><span style='font-size:11px'>{html.escape(self.note)}</span>"
+                f"<table><tr>{head}</tr>{''.join(rows)}</table>{f'<div>{pictures}</div>' if pictures else ''}</div>")
 
     def __repr__(self) -> str:
         best = self.best
@@ -210,6 +216,9 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
             client.log_param(parent, f"best_{key}", value)
         client.log_metric(parent, f"best_{metric}", best.value)
         client.set_tag(parent, "nbscale.best_run_id", best.run_id)
+    result.figures = search_figures(study, metric)
+    for name, png in result.figures.items():  # with the search's parent run, where the trials are its children
+        client.log_image(parent, _image(png), f"{name.replace(' ', '_')}.png")
     client.set_terminated(parent, "FINISHED" if best else "FAILED")
     if best is None:
         raise NbscaleError(f"Every trial failed (first: {result.trials[0].error}); see the child runs of MLflow run {parent}.")
@@ -219,3 +228,43 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
         card = register_model(register, run_id=best.run_id, alias=alias)
         result.registered = card.note
     return result
+
+
+def search_figures(study, metric: str) -> dict[str, bytes]:
+    """Optuna's own pictures of a search: the optimisation history, and (with two or more finished trials whose
+    values differ) the parameter importances. A picture Optuna cannot draw for this study is left out, not faked."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as plots
+
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    wanted = {"optimisation history": plots.plot_optimization_history}
+    if len(finished) >= 2 and len({t.value for t in finished}) > 1 and finished[0].params:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same search draws the same importances
+        wanted["parameter importances"] = lambda searched: plots.plot_param_importances(searched, evaluator=evaluator)
+    drawn = {}
+    for name, plot in wanted.items():
+        # rc_context: Optuna's plots call plt.style.use("ggplot"), which would restyle the notebook's own plots after.
+        with warnings.catch_warnings(), plt.rc_context():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError):  # e.g. importances of a parameter that never varied
+                continue
+            if name == "optimisation history":
+                axes.set_ylabel(metric)
+            figure = axes.figure
+            figure.set_size_inches(5.2, 3.2)
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
+            plt.close(figure)  # an inline backend would otherwise draw it again under the cell
+        drawn[name] = buffer.getvalue()
+    return drawn
+
+
+def _image(png: bytes):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png))
