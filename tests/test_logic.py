@@ -201,3 +201,22 @@ def test_epoch_ticks_label_the_first_and_last_epochs_without_crowding():
         ticks = epoch_ticks(epochs)
         assert ticks[0] == 1 and ticks == sorted(set(ticks)) and len(ticks) <= 11, (epochs, ticks)
         assert ticks[-1] <= epochs and epochs - ticks[-1] < ticks[2] - ticks[1], (epochs, ticks)  # the end is labelled or near
+
+
+def test_the_progress_bar_fills_once_per_job_and_counts_the_jobs_done_so_far():
+    from types import SimpleNamespace
+
+    from nbscale.jobs.progress import ProgressWatcher
+    from nbscale.widgets.progress import ProgressBar
+
+    stages = {1: SimpleNamespace(numTasks=4, numCompletedTasks=4, numActiveTasks=0, name="count at x"),
+              2: SimpleNamespace(numTasks=8, numCompletedTasks=2, numActiveTasks=3, name="parquet at y")}
+    jobs = {10: SimpleNamespace(status="SUCCEEDED", stageIds=[1]), 11: SimpleNamespace(status="RUNNING", stageIds=[2])}
+    tracker = SimpleNamespace(getJobIdsForGroup=lambda group: list(jobs), getJobInfo=jobs.get, getStageInfo=stages.get)
+    watcher = ProgressWatcher(SimpleNamespace(statusTracker=lambda: tracker, master="local[2]"), "g", lambda state: None)
+    state = watcher.poll()
+    assert (state.tasks_done, state.tasks_total, state.running_tasks_done, state.running_tasks_total) == (6, 12, 2, 8)
+    bar = ProgressBar("ingest x")
+    bar.update(state)
+    assert (bar.bar.value, bar.bar.max) == (2, 8)  # this job's tasks, not 6 of a total that grows with each job
+    assert bar.label.value.startswith("job 2: 2/8 tasks · parquet · 1 job(s) done so far"), bar.label.value

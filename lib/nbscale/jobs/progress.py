@@ -23,6 +23,10 @@ class SparkProgress:
     seconds: float
     finished: bool = False
     waiting: str = ""  # why no task runs although jobs wait (a cluster with no executor for this application)
+    # The running jobs' own tasks: a bar over these fills once per job. The totals above grow as a cell submits jobs
+    # one after another (nobody knows in advance how many), so a bar over them would fill and fall back.
+    running_tasks_done: int = 0
+    running_tasks_total: int = 0
 
     @property
     def fraction(self) -> float:
@@ -43,7 +47,7 @@ class ProgressWatcher:
         tracker = self.sc.statusTracker()
         jobs_done = jobs_total = tasks_done = tasks_total = 0
         stage = ""
-        running = active = 0
+        running = active = running_done = running_total = 0
         for job_id in tracker.getJobIdsForGroup(self.group):
             job = tracker.getJobInfo(job_id)
             if job is None:
@@ -59,11 +63,14 @@ class ProgressWatcher:
                 tasks_total += info.numTasks
                 # A stage whose output was reused is skipped and never counts its tasks done.
                 tasks_done += info.numTasks if succeeded else info.numCompletedTasks
+                if job.status == "RUNNING":
+                    running_total += info.numTasks
+                    running_done += info.numCompletedTasks
                 active += info.numActiveTasks
                 if info.numActiveTasks:
                     stage = info.name
         return SparkProgress(jobs_done, jobs_total, tasks_done, tasks_total, stage, time.monotonic() - self._started, finished,
-                             self._waiting(running and not active and not finished))
+                             self._waiting(running and not active and not finished), running_done, running_total)
 
     def _waiting(self, idle: bool) -> str:
         """Spark's own word for this ("Initial job has not accepted any resources") goes to the driver log
@@ -124,8 +131,11 @@ class ConnectProgressWatcher:
         tasks_total = sum(s.num_tasks for stages, _ in operations for s in stages)
         tasks_done = sum(s.num_tasks if done or s.done else s.num_completed_tasks for stages, done in operations for s in stages)
         running = [s for stages, done in operations if not done for s in stages if not s.done]
+        live = [s for stages, done in operations if not done for s in stages]
         return SparkProgress(sum(done for _, done in operations), len(operations), tasks_done, tasks_total,
-                             f"stage {running[-1].stage_id}" if running else "", time.monotonic() - self._started, finished)
+                             f"stage {running[-1].stage_id}" if running else "", time.monotonic() - self._started, finished,
+                             running_tasks_done=sum(s.num_tasks if s.done else s.num_completed_tasks for s in live),
+                             running_tasks_total=sum(s.num_tasks for s in live))
 
     def __enter__(self):
         self.spark.registerProgressHandler(self)

@@ -37,10 +37,14 @@ class ProgressBar:
             return
         if self.bar is None:
             self._show()
-        self.bar.max = max(state.tasks_total, 1)
-        self.bar.value = state.tasks_done
+        # The bar is the running job's: how many jobs a cell submits is not known in advance, so a bar over all of
+        # them would fill, then fall back when the next job arrives. The label counts the jobs done so far.
+        running = state.jobs_total - state.jobs_done
+        self.bar.max = max(state.running_tasks_total, 1)
+        self.bar.value = min(state.running_tasks_done, self.bar.max) if running else self.bar.max
         stage = f" · {state.stage.split(' at ')[0]}" if state.stage else ""
+        job = f"job {state.jobs_done + 1}: {state.running_tasks_done}/{state.running_tasks_total} tasks" if running else "between jobs"
         if state.waiting:
-            self.label.value = f"{state.tasks_done}/{state.tasks_total} tasks · {state.waiting} · {state.seconds:.0f} s"
+            self.label.value = f"{job} · {state.waiting} · {state.seconds:.0f} s"
             return
-        self.label.value = f"{state.tasks_done}/{state.tasks_total} tasks, {state.jobs_done}/{state.jobs_total} jobs{stage} · {state.seconds:.0f} s"
+        self.label.value = f"{job}{stage} · {state.jobs_done} job(s) done so far · {state.seconds:.0f} s"
