@@ -19,10 +19,10 @@ class NbscaleMagics(Magics):
         "action",
         nargs="?",
         default="status",
-        choices=["status", "connect", "start", "stop", "cluster"],
+        choices=["status", "connect", "start", "stop", "cluster", "ui"],
         help="status (default): show the status card; connect: change master / tracking URI; "
         "start: start Spark now and bind it to `spark`; stop: stop the Spark session; "
-        "cluster up|down|status: a Spark standalone cluster on 127.0.0.1.",
+        "cluster up|down|status: a Spark standalone cluster on 127.0.0.1; ui: the MLflow UI (started on 127.0.0.1 for a local store).",
     )
     @argument("cluster_action", nargs="?", choices=["up", "down", "status"], help="For cluster: up, down or status (default).")
     @argument("--workers", type=int, default=1, help="cluster up: number of Spark workers (default 1).")
@@ -44,6 +44,7 @@ class NbscaleMagics(Magics):
         %nbscale stop                              stop the Spark session
         %nbscale cluster up --workers 2            a Spark standalone master + workers on 127.0.0.1
         %nbscale cluster down | status
+        %nbscale ui                                the MLflow UI: a tracking server's, or one started for the local store
         """
         from ..connection import connect
         from ..session import spark
@@ -67,6 +68,10 @@ class NbscaleMagics(Magics):
                 print("Cluster stopped." if cluster.down() else "No nbscale cluster was running.")
                 return None
             return cluster.status()
+        if args.action == "ui":
+            from ..mlflowui import mlflow_ui
+
+            return mlflow_ui()
         if args.action == "stop":
             from ..session import stop_spark
 

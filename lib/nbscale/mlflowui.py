@@ -1,0 +1,115 @@
+"""`%nbscale ui`: the MLflow UI of this notebook's tracking store, started when none runs.
+
+A tracking server already has its UI (its URL is returned). For the local SQLite store, MLflow's own UI app runs
+in one child process on 127.0.0.1 only — it has no authentication and can delete runs, so it is never bound to
+another address — and dies with the kernel (the parent-death signal is set before it starts)."""
+from __future__ import annotations
+
+import atexit
+import html
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from .config import over_connect, settings
+from .datadir import local_dir, work_dir
+from .errors import NbscaleError
+from .processes import free_port, spawn
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 90
+_lock = threading.Lock()
+_running: dict[str, "MlflowUI"] = {}  # tracking URI -> its UI
+
+
+@dataclass
+class MlflowUI:
+    url: str
+    store: str
+    process: subprocess.Popen | None = field(default=None, repr=False)  # None: a tracking server's own UI
+
+    @property
+    def running(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _repr_html_(self) -> str:
+        whose = "the tracking server's own UI" if self.process is None else f"started for {html.escape(self.store)}, on this machine only"
+        return (f"<div class='nbscale-ui'>MLflow UI: <a href='{html.escape(self.url)}' target='_blank'>{html.escape(self.url)}</a> "
+                f"<span style='opacity:.65'>({whose})</span></div>")
+
+    def __repr__(self) -> str:
+        return f"MLflow UI at {self.url}" + (" (the tracking server's own)" if self.process is None else f" for {self.store}")
+
+
+def mlflow_ui() -> MlflowUI:
+    """The MLflow UI for the current tracking URI: a server's own, or one started on 127.0.0.1 for a local store."""
+    uri = settings().tracking_uri
+    if uri.startswith(("http://", "https://")):
+        return MlflowUI(uri.rstrip("/"), uri)
+    if not uri.startswith("sqlite:///"):
+        raise NbscaleError(f"%nbscale ui shows a SQLite store or a tracking server, not {uri}: run `mlflow ui --backend-store-uri {uri}`.")
+    with _lock:
+        known = _running.get(uri)
+        if known is not None and known.running:
+            return known
+        ui = _start(uri)
+        _running[uri] = ui
+        return ui
+
+
+def _die_with_parent() -> None:  # in the child, before exec: a killed kernel leaves no UI holding a port
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _start(uri: str) -> MlflowUI:
+    port = free_port(LOOPBACK)
+    log = (work_dir() if not over_connect() else local_dir()) / "mlflow-ui.log"  # writable even beside a read-only data dir
+    # MLflow's UI app (what `mlflow ui` runs) in one uvicorn process: `mlflow ui` itself would start uvicorn as a
+    # grandchild that a killed kernel leaves behind. The store reaches the app as `mlflow server` hands it over.
+    env = dict(os.environ, _MLFLOW_SERVER_FILE_STORE=uri, _MLFLOW_SERVER_REGISTRY_STORE=uri, _MLFLOW_SGI_NAME="uvicorn")
+    with open(log, "ab") as out:
+        process = spawn([sys.executable, "-m", "uvicorn", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
+                         "mlflow.server.fastapi_app:app"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                        preexec_fn=_die_with_parent)
+    url = f"http://{LOOPBACK}:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise NbscaleError(f"The MLflow UI stopped while starting (exit {process.returncode}); its log: {log}.")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310 - our own loopback child
+                if answer.status == 200:
+                    return MlflowUI(url, uri, process)
+        except OSError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise NbscaleError(f"The MLflow UI did not answer {url}/health within {START_TIMEOUT_S} s; its log: {log}.")
+
+
+def _stop_all() -> None:
+    for ui in list(_running.values()):
+        ui.stop()
+
+
+
+atexit.register(_stop_all)
