@@ -296,6 +296,7 @@ def test_a_continuous_label_is_summarised_not_listed_class_by_class():
     assert summary["min"] < summary["quartiles"][1] < summary["max"]
     card = ingest("prices", str(Path(manifest["source"])), label="price", allow_schema_change=True)._repr_html_()
     assert "(continuous)" in card and card.count("<tr>") < 40  # ten bins, not a row per distinct value
+    assert "label balance not counted (continuous: %drift --data prices@v" in card  # not "unchanged"
     assert dataset("digits").manifest["label_balance"]["3"] > 0 and "label_summary" not in dataset("digits").manifest
 
 

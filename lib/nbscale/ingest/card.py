@@ -88,6 +88,8 @@ def ingest_card(result) -> str:
     if result.changes:
         ch = result.changes
         balance = ", ".join(f"{k}: {v:+d}" for k, v in ch["label_balance"].items()) or "unchanged"
+        if m.get("label_summary"):  # no balance to compare: a continuous label's distribution is %drift's to measure
+            balance = f"not counted (continuous: %drift --data {result.dataset.ref} --against {ch['against']})"
         parts.append(f"<div>vs {html.escape(ch['against'])}: rows {ch['rows']:+d}; schema "
                      f"{html.escape('; '.join(ch['schema']) or 'unchanged')}; label balance {html.escape(balance)}</div>")
     if result.cache:
