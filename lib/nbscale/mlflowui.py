@@ -8,7 +8,6 @@ from __future__ import annotations
 import atexit
 import html
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from .config import over_connect, settings
 from .datadir import local_dir, work_dir
 from .errors import NbscaleError
-from .processes import free_port, spawn
+from .processes import free_port, parent_death_signal, spawn
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 90
@@ -38,13 +37,10 @@ class MlflowUI:
         return self.process is None or self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            from .serving.launch import stop_processes
+
+            stop_processes([self.process])
 
     def _repr_html_(self) -> str:
         whose = "the tracking server's own UI" if self.process is None else f"started for {html.escape(self.store)}, on this machine only"
@@ -71,15 +67,6 @@ def mlflow_ui() -> MlflowUI:
         return ui
 
 
-def _die_with_parent() -> None:  # in the child, before exec: a killed kernel leaves no UI holding a port
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _start(uri: str) -> MlflowUI:
     port = free_port(LOOPBACK)
     log = (work_dir() if not over_connect() else local_dir()) / "mlflow-ui.log"  # writable even beside a read-only data dir
@@ -89,7 +76,7 @@ def _start(uri: str) -> MlflowUI:
     with open(log, "ab") as out:
         process = spawn([sys.executable, "-m", "uvicorn", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
                          "mlflow.server.fastapi_app:app"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                        preexec_fn=_die_with_parent)
+                        preexec_fn=parent_death_signal)  # a killed kernel leaves no UI holding a port
     url = f"http://{LOOPBACK}:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -13,12 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Call first thing in a child: when its parent dies, the kernel sends it `sig`."""
+def parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """When this process's parent dies, the kernel sends it `sig`; kept across exec, so it also works as the
+    `preexec_fn` of a third-party server."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     except OSError:
         pass  # not Linux: the parent's own cleanup stops the child
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Call first thing in a child: when its parent dies, the kernel sends it `sig`."""
+    parent_death_signal(sig)
     if os.getppid() == 1:  # the parent died before prctl took effect
         sys.exit(3)
 
