@@ -63,3 +63,40 @@ def test_the_linter_passes():
     checked = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "lib", "tests", "benchmarks", "conftest.py"],
                              cwd=root, capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def owner(module: str) -> str:
+    """The package a module belongs to: nbscale.train.cell -> nbscale.train; a top-level module owns itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def private_imports_across_packages() -> list[str]:
+    """`from ..x import _name` where x is another package: the private names each package keeps to itself."""
+    import ast
+    from pathlib import Path
+
+    import nbscale
+
+    root = Path(nbscale.__file__).parent
+    found = []
+    for file in sorted(root.rglob("*.py")):
+        relative = file.relative_to(root.parent).with_suffix("")
+        module = ".".join(relative.parts[:-1] if relative.name == "__init__" else relative.parts)
+        package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(file.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join([*base, node.module] if node.module else base) if node.level else node.module or ""
+            if not target.startswith("nbscale"):
+                continue
+            for alias in node.names:
+                name = alias.name
+                if name.startswith("_") and not name.startswith("__") and owner(target) != owner(module):
+                    found.append(f"{module}: from {target} import {name}")
+    return found
+
+
+def test_no_package_imports_another_packages_private_names():
+    assert private_imports_across_packages() == []

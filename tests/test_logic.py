@@ -220,3 +220,56 @@ def test_the_progress_bar_fills_once_per_job_and_counts_the_jobs_done_so_far():
     bar.update(state)
     assert (bar.bar.value, bar.bar.max) == (2, 8)  # this job's tasks, not 6 of a total that grows with each job
     assert bar.label.value.startswith("job 2: 2/8 tasks · parquet · 1 job(s) done so far"), bar.label.value
+
+
+def test_each_training_option_is_declared_once_and_reaches_every_command():
+    """%%train's flags, %%tune's share of them and the launcher's line all come from TrainOptions/ClusterOptions."""
+    import dataclasses
+    import inspect
+
+    from IPython.core.magic_arguments import parse_argstring
+
+    from nbscale.magics.train import TrainMagics
+    from nbscale.magics.workflow import WorkflowMagics
+    from nbscale.train.options import ClusterOptions, TrainOptions, from_args
+    from nbscale.workflow.tune import TUNE_DEFAULTS
+
+    train_magic, tune_magic = TrainMagics.train, WorkflowMagics.tune
+    args = parse_argstring(train_magic, "--data d --epochs 3 --ps 2 --resume --precision float32 --min-workers 1")
+    assert from_args(TrainOptions, args) == TrainOptions(data="d", epochs=3, resume=True, precision="float32")
+    assert from_args(ClusterOptions, args) == ClusterOptions(parameter_servers=2, min_workers=1)
+    tuned = from_args(TrainOptions, parse_argstring(tune_magic, "--data d --seed 7"), TrainOptions(**TUNE_DEFAULTS))
+    assert (tuned.epochs, tuned.batch_size, tuned.experiment, tuned.seed) == (3, 64, "nbscale-tune", 7)
+    assert "--resume" not in tune_magic.__doc__ and "--precision" not in tune_magic.__doc__  # trials train afresh
+    with pytest.raises(Exception, match="--data"):
+        parse_argstring(train_magic, "--epochs 3")
+    # No flag of the option model is spelled out again in the two magics or the form.
+    from nbscale.widgets import launcher
+
+    flags = {f"\"--{f.name.replace('_', '-')}\"" for group in (TrainOptions, ClusterOptions) for f in dataclasses.fields(group)}
+    for code in (inspect.getsource(train_magic), inspect.getsource(tune_magic), inspect.getsource(launcher)):
+        assert "@argument(" in code or "LaunchForm" in code  # the decorators are in what is read
+        assert [flag for flag in flags if flag in code] == [], code[:200]
+
+
+def test_the_equivalent_train_line_shows_what_differs_from_the_defaults():
+    from nbscale.train.options import ClusterOptions, TrainOptions, train_line
+
+    assert train_line(TrainOptions(data="d"), ClusterOptions()) == "%%train --data d"
+    assert train_line(TrainOptions(data="d", scale=16.0, label="y", resume=True), ClusterOptions(workers=2, pool="p"), background=True) \
+        == "%%train --data d --workers 2 --pool p --label y --scale 16 --resume --background"
+    assert "--ps" not in train_line(TrainOptions(data="d"), ClusterOptions(workers=2, parameter_servers=3))  # all-reduce has none
+    assert "--strategy parameter-server --ps 3" in train_line(TrainOptions(data="d"),
+                                                              ClusterOptions(workers=2, strategy="parameter-server", parameter_servers=3))
+
+
+def test_library_calls_refuse_an_option_no_command_has():
+    from nbscale.train import train
+    from nbscale.workflow.tune import tune
+
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
+        train("model = None", data="d", epoch=3)
+    with pytest.raises(NbscaleError, match="--data NAME"):
+        train("model = None")
+    with pytest.raises(NbscaleError, match="resume is for %%train"):
+        tune("", data="d", resume=True)

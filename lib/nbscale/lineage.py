@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import NbscaleError
+from .tags import DATA, run_of
 
 DATASET_REF = re.compile(r"^[\w.\-]+@(v\d+|latest)$")
 SHOWN_METRICS = ("val_accuracy", "accuracy", "val_loss")
@@ -66,7 +67,7 @@ def lineage(ref: str) -> Lineage:
     ref = ref.strip()
     if DATASET_REF.match(ref):  # MLflow reserves "latest" and "v<N>": they are never model aliases
         return _from_dataset(ref)
-    from .registry import _client
+    from .session import tracking_client as _client
 
     name = ref.partition("@")[0].partition("/")[0]
     try:
@@ -81,15 +82,15 @@ def lineage(ref: str) -> Lineage:
 
 
 def _from_model(ref: str) -> Lineage:
-    from .registry import _client
+    from .session import tracking_client as _client
     from .serving.versions import resolve
 
     name, number = resolve(ref)
     client = _client()
     version = client.get_model_version(name, str(number))
-    run_id = (version.tags or {}).get("nbscale.run_id") or version.run_id
+    run_id = run_of(version)
     run = client.get_run(run_id)
-    data = (version.tags or {}).get("nbscale.data") or run.data.params.get("data", "")
+    data = (version.tags or {}).get(DATA) or run.data.params.get("data", "")
     model = _model_node(client, name, number)
     run_node = _run_node(client, run, [model])
     return Lineage(ref, [_dataset_node(data, [run_node])] if data else [run_node])
@@ -97,7 +98,7 @@ def _from_model(ref: str) -> Lineage:
 
 def _from_dataset(ref: str) -> Lineage:
     from .ingest import dataset
-    from .registry import _client
+    from .session import tracking_client as _client
     from .session import mlflow
 
     exact = dataset(ref).ref  # "name@latest" -> "name@v3": runs record the exact version
@@ -112,7 +113,7 @@ def _from_dataset(ref: str) -> Lineage:
     by_run: dict[str, list[Node]] = {}
     aliases: dict[str, dict] = {}  # one registry lookup per model, not per version
     for v in client.search_model_versions():
-        run_id = (v.tags or {}).get("nbscale.run_id") or v.run_id
+        run_id = run_of(v)
         if run_id in ids:
             by_run.setdefault(shown_as[run_id], []).append(_model_node(client, v.name, int(v.version), aliases))
     top = [r for r in runs if shown_as[r.info.run_id] == r.info.run_id]

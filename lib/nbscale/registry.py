@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from . import events
 from .datadir import require_writable_store
 from .errors import NbscaleError
+from .tags import DATA, MODEL_URI, RUN_ID, TASK, run_of
 
 NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 
@@ -102,14 +103,12 @@ def best_run(experiment: str, metric: str, lowest: bool | None = None):
     values never win). `lowest` None: the direction comes from the metric's name (see `direction`)."""
     import math
 
-    from .train import MODEL_TAG
-
     lower, _ = direction(metric, lowest)
     client = _client()
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise NbscaleError(f"There is no MLflow experiment {experiment!r}: train into it first (%%train ... --experiment {experiment}).")
-    runs = client.search_runs([found.experiment_id], filter_string=f"attributes.status = 'FINISHED' and tags.`{MODEL_TAG}` LIKE 'models:/%'",
+    runs = client.search_runs([found.experiment_id], filter_string=f"attributes.status = 'FINISHED' and tags.`{MODEL_URI}` LIKE 'models:/%'",
                               max_results=1000)
     scored = [r for r in runs if metric in r.data.metrics and math.isfinite(r.data.metrics[metric])]
     if not scored:
@@ -129,8 +128,7 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
 
     import mlflow
 
-    from .train import MODEL_TAG, quiet_loggers
-    from .train.task import TASK_TAG
+    from .quiet import quiet_loggers
 
     _check_name(name)
     require_writable_store(f"Registering {name}")
@@ -148,7 +146,7 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
     if broken:
         raise NbscaleError(f"Run {run.info.run_id} has {broken[0]} {run.data.metrics[broken[0]]}: a model that learned nothing usable "
                            "is never registered. Fix the data or options and train again.")
-    uri = run.data.tags.get(MODEL_TAG)
+    uri = run.data.tags.get(MODEL_URI)
     if not uri:
         raise NbscaleError(f"Run {run.info.run_id} has no model logged by nbscale (it {run.info.status.lower()}): register a finished %%train run.")
     try:
@@ -157,8 +155,8 @@ def register(name: str, *, run_id: str | None = None, best: str | None = None, e
         champion = None
     # MLflow prints "Successfully registered model ..." itself; the card says it once.
     with quiet_loggers("mlflow", output=True):
-        version = mlflow.register_model(uri, name, tags={"nbscale.run_id": run.info.run_id, "nbscale.data": run.data.params.get("data", ""),
-                                                         TASK_TAG: run.data.tags.get(TASK_TAG, "")})
+        version = mlflow.register_model(uri, name, tags={RUN_ID: run.info.run_id, DATA: run.data.params.get("data", ""),
+                                                         TASK: run.data.tags.get(TASK, "")})
     followed = ""
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
@@ -205,10 +203,10 @@ def versions(name: str | None = None) -> list[ModelVersionInfo]:
         for alias, number in (registered.aliases or {}).items():
             aliases.setdefault(str(number), []).append(alias)
         for v in sorted(client.search_model_versions(f"name = '{model}'"), key=lambda v: int(v.version)):
-            run_id = (v.tags or {}).get("nbscale.run_id") or v.run_id or ""
+            run_id = run_of(v)
             run = client.get_run(run_id) if run_id else None
             found.append(ModelVersionInfo(model, int(v.version), sorted(aliases.get(str(v.version), [])), run_id,
-                                          (v.tags or {}).get("nbscale.data", ""), dict(run.data.metrics) if run else {}))
+                                          (v.tags or {}).get(DATA, ""), dict(run.data.metrics) if run else {}))
     return found
 
 

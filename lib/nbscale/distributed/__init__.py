@@ -13,7 +13,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
 
 from ..config import over_connect, settings
 from ..datahost import on_data_host
@@ -22,6 +23,11 @@ from ..limits import cap
 from ..scheduling import check_pool
 from .control import ConnectControl, check_capacity, control_for
 from .jobdir import JobDir, JobView, snapshot, touch
+
+from ..train.options import ClusterOptions, TrainOptions, split_settings
+
+if TYPE_CHECKING:  # imported where used
+    from ..train.result import DistributedTrainResult
 
 STRATEGIES = ("multiworker", "parameter-server")
 CAPACITY_GRACE_S = 15  # how long a running job waits for lost task slots to come back
@@ -185,11 +191,11 @@ def _splits(version, spec, model, validation: float, seed: int, workers: int, st
     """The seeded split, written with a file per worker at least; every all-reduce worker must get rows.
     It stays where the data dir is (over Connect: on the cluster, which the workers read)."""
     from .. import feed
-    from ..train import _check_labels, _check_shapes, _check_split
+    from ..train.checks import check_labels, check_shapes, check_split
 
-    _check_labels(model, spec, version)
+    check_labels(model, spec, version)
     train_split, val_split = feed.split(version, spec, validation, row_groups=max(4, workers), pull=False)
-    _check_split(spec, version, validation, train_split.rows)
+    check_split(spec, version, validation, train_split.rows)
     if strategy == "multiworker":
         for part, name in ((train_split, "training"), (val_split, "validation")):
             if part is None:
@@ -198,17 +204,17 @@ def _splits(version, spec, model, validation: float, seed: int, workers: int, st
                 if rows == 0:
                     raise NbscaleError(f"{version.ref} has too few rows for {workers} workers: worker {rank} would get no {name} rows. "
                                        "Use fewer --workers or a larger dataset.")
-    _check_shapes(model, spec, train_split.rows)
+    check_shapes(model, spec, train_split.rows)
     return train_split, val_split
 
 
-def train_distributed(code: str | None = None, *, data: str, workers: int, strategy: str = "multiworker", parameter_servers: int = 1,
-                      label: str | None = None, epochs: int = 5, batch_size: int = 128, validation: float = 0.2, seed: int = 42,
-                      scale: float = 1.0, experiment: str = "nbscale", resume: bool = False, pool: str | None = None,
-                      gpus_per_worker: int = 0, min_workers: int | None = None, precision: str = "auto", namespace: dict | None = None,
-                      on_epoch: Callable | None = None, stop: threading.Event | None = None, on_start: Callable[[DistributedRun], None] | None = None):
+def train_distributed(code: str | None = None, *, options: TrainOptions | None = None, cluster: ClusterOptions | None = None,
+                      namespace: dict | None = None, on_epoch: Callable | None = None, stop: threading.Event | None = None,
+                      on_start: Callable[[DistributedRun], None] | None = None, **given) -> DistributedTrainResult:
     """Train the cell's model on `workers` workers of the session's Spark cluster; one MLflow parent run.
-    `precision` auto is mixed float16 when the workers get GPUs (--gpus-per-worker), else float32.
+    `options` (what to train, as `train` takes it) and `cluster` (workers, strategy, parameter servers, GPUs per
+    worker, min workers, pool) may also be given as their fields' keywords. `precision` auto is mixed float16
+    when the workers get GPUs (`gpus_per_worker`), else float32.
 
     Over Spark Connect the same barrier stage runs on the cluster; the job folder (in the cluster's data dir)
     is read through one small Spark task per refresh, so the workers still need neither the notebook nor the
@@ -222,12 +228,21 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     from ..ingest import dataset as find_dataset
     from ..scheduling import POOLS_NEED_A_SPARKCONTEXT
     from ..session import mlflow, spark
-    from ..train import (TrainProgress, TrainResult, _backup_dir, _log_model, _log_params, open_run, precision_policy,
-                         quiet_loggers)
+    from ..quiet import quiet_loggers
+    from ..train import DistributedTrainResult, TrainProgress, TrainingCancelled, precision_policy
+    from ..train.tracking import backup_dir, log_model, log_params, open_run, run_url
     from ..train.cell import build, default_model_code, describe, is_blank
     from . import launcher, shipping
     from .card import render_job
 
+    train_given, cluster_given = split_settings("train_distributed", given, TrainOptions, ClusterOptions)
+    opts, where = replace(options or TrainOptions(), **train_given), replace(cluster or ClusterOptions(), **cluster_given)
+    if not opts.data:
+        raise NbscaleError("Say which dataset version to train on: --data NAME (see %datasets).")
+    data, label, epochs, batch_size, validation = opts.data, opts.label, opts.epochs, opts.batch_size, opts.validation
+    seed, scale, experiment, resume, precision = opts.seed, opts.scale, opts.experiment, opts.resume, opts.precision
+    workers, strategy, parameter_servers = where.workers, where.strategy, where.parameter_servers
+    pool, gpus_per_worker, min_workers = where.pool, where.gpus_per_worker, where.min_workers
     tasks, min_workers = _check_options(strategy, workers, epochs, parameter_servers, min_workers, batch_size)
     epochs = cap("epochs", epochs)
     if pool:
@@ -251,7 +266,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
                    + (f" with {gpus_per_worker} GPU(s) each" if gpus_per_worker else ""), profile=profile)
 
     job = JobDir(Path(settings().data_dir) / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
-    backups = _backup_dir(experiment, version.ref, f"{strategy}|{code}", root=Path(settings().data_dir))
+    backups = backup_dir(experiment, version.ref, f"{strategy}|{code}", root=Path(settings().data_dir))
     backups_exist = resume and on_data_host(os.path.isdir, str(backups))
     if not resume:
         on_data_host(remove_tree, str(backups))
@@ -265,9 +280,8 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     client = mlf.MlflowClient()
     parent, _, logged = open_run(mlf, experiment, f"{version.ref} ×{workers} {time.strftime('%H:%M:%S')}", backups, resume,
                                  backups_exist=backups_exist)
-    uri = settings().tracking_uri
-    run_url = f"{uri.rstrip('/')}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" if uri.startswith("http") else None
-    run = DistributedRun(f"%%train {version.ref} --workers {workers}", str(job.root), workers, strategy, epochs, parent.info.run_id, run_url,
+    page = run_url(parent)
+    run = DistributedRun(f"%%train {version.ref} --workers {workers}", str(job.root), workers, strategy, epochs, parent.info.run_id, page,
                          control)
     if control.master.startswith("local"):
         run.notes.append(f"Spark {control.master} never retries a failed task: connect to a cluster for fault tolerance.")
@@ -334,7 +348,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
     status = "FAILED"
     try:
         if not logged:  # a reopened run has its parameters already
-            _log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
+            log_params(mlf, built, version, spec, epochs, validation, train_split, val_split)
             mlf.log_params({"workers": workers, "min_workers": min_workers, "strategy": strategy, "gpus_per_worker": gpus_per_worker,
                             "parameter_servers": parameter_servers if tasks > workers else 0, "spark_master": control.master,
                             **describe(cell), **({"model": "nbscale default"} if default_code else {})})
@@ -361,7 +375,7 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
             # The chief's file has no optimizer slots for the driver's unbuilt optimizer: expected, hence quiet.
             weights = download(str(job.weights), Path(here) / job.weights.name) if connect else job.weights
             built.load_weights(str(weights))
-            model_uri = _log_model(mlf, built, version, spec)
+            model_uri = log_model(mlf, built, version, spec)
         status = "FINISHED"
     except BaseException as exc:
         if caused_by_interrupt(exc):
@@ -370,8 +384,6 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
             raise KeyboardInterrupt from None
         if stop is not None and stop.is_set():
             status = "KILLED"
-            from ..train import TrainingCancelled
-
             raise TrainingCancelled(f"Distributed training on {version.ref} was cancelled; its MLflow run is marked KILLED and "
                                     "the workers are stopped. Run the cell again with --resume to continue.") from None
         if isinstance(exc, NbscaleError):
@@ -394,12 +406,10 @@ def train_distributed(code: str | None = None, *, data: str, workers: int, strat
         mlf.end_run(status)
     on_data_host(remove_tree, str(backups))
     metrics = run.view()
-    result = TrainResult(run.title, run.run_id, run_url, experiment, version.ref, epochs, metrics["history"], metrics["samples_per_s"] or 0.0,
-                         f"{workers} workers · {strategy}", built, model_uri)
-    result.workers, result.strategy, result.attempts, result.job_dir = workers, strategy, len(run.seen.attempts), str(job.root)
-    result.digests = {r: run.seen.results.get(r) for r in range(tasks)}
-    result.card_html = render_job(run.title, metrics)
-    return result
+    return DistributedTrainResult(run.title, run.run_id, page, experiment, version.ref, epochs, metrics["history"],
+                                  metrics["samples_per_s"] or 0.0, f"{workers} workers · {strategy}", built, model_uri,
+                                  workers=workers, strategy=strategy, attempts=len(run.seen.attempts), job_dir=str(job.root),
+                                  digests={r: run.seen.results.get(r) for r in range(tasks)}, card_html=render_job(run.title, metrics))
 
 
 def _refuse_non_finite(run: DistributedRun, ref: str) -> None:
@@ -407,7 +417,7 @@ def _refuse_non_finite(run: DistributedRun, ref: str) -> None:
     all-reduce one worker leaving its collective would leave the others waiting."""
     import math
 
-    from ..train import NonFiniteLoss, non_finite_message
+    from ..train.callbacks import NonFiniteLoss, non_finite_message
 
     history = run.view()["history"]
     for metric in ("loss", "val_loss"):

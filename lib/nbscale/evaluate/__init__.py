@@ -82,7 +82,7 @@ def evaluate(name: str, version, rows: HeldOut) -> Evaluation:
     from ..serving.contract import contract_of
     from ..session import experiment_id
     from ..session import mlflow as configured
-    from ..train import quiet_loggers
+    from ..quiet import quiet_loggers
     from ..train.task import CLASSIFICATION, task_of_version
 
     mlflow = configured()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ..train.options import ClusterOptions, TrainOptions, from_args, option_arguments
 from .help import accepts_help
 
 from ..widgets.placeholder import Placeholder
@@ -16,9 +17,9 @@ class _LiveCard(Placeholder):
         self.show({"text/html": progress.html, "text/plain": progress.line()})
 
 
-def _trainer(options: dict):
-    """One function per kind of run: in this kernel, or on the cluster's workers."""
-    if "workers" in options:
+def _trainer(run: dict):
+    """One function per kind of run: in this kernel, or on the cluster's workers (`run` has their options)."""
+    if "cluster" in run:
         from ..distributed import train_distributed
 
         return train_distributed
@@ -31,25 +32,7 @@ def _trainer(options: dict):
 class TrainMagics(Magics):
     @accepts_help
     @magic_arguments()
-    @argument("--data", required=True, help="Dataset version to train on: NAME, NAME@latest or NAME@vK.")
-    @argument("--label", help="Label column (default: the one given at %%ingest --label, else 'label').")
-    @argument("--epochs", type=int, default=5)
-    @argument("--batch-size", type=int, default=128)
-    @argument("--validation", type=float, default=0.2, help="Fraction held out for validation, split reproducibly by --seed.")
-    @argument("--seed", type=int, default=42)
-    @argument("--scale", type=float, default=1.0, help="Divide features by this (e.g. 255 for 8-bit images).")
-    @argument("--experiment", default="nbscale", help="MLflow experiment of the run.")
-    @argument("--resume", action="store_true", help="Continue from the last completed epoch of an interrupted run of this cell.")
-    @argument("--precision", default="auto", choices=["auto", "mixed", "float32"],
-              help="auto: mixed float16 on a GPU with tensor cores, float32 elsewhere; mixed or float32 to choose.")
-    @argument("--workers", type=int, default=0, help="Train on N workers of the Spark cluster (0: here, in the kernel).")
-    @argument("--strategy", default="multiworker", choices=["multiworker", "parameter-server"],
-              help="With --workers: all-reduce (MultiWorkerMirroredStrategy) or parameter servers (ParameterServerStrategy).")
-    @argument("--ps", type=int, default=1, help="Parameter servers for --strategy parameter-server (a chief task is added too).")
-    @argument("--gpus-per-worker", type=int, default=0, help="With --workers: GPUs Spark gives each worker task (stage-level scheduling).")
-    @argument("--min-workers", type=int, help="Elastic: if the cluster loses capacity, go on with as few as this many workers "
-                                                "(default: --workers, i.e. not elastic).")
-    @argument("--pool", help="Spark fair-scheduler pool for the workers, so interactive cells are not starved.")
+    @option_arguments(TrainOptions, ClusterOptions)
     @argument("--background", action="store_true", help="Train on a thread of this kernel and return at once; watch it with %%jobs.")
     @argument("-o", "--output", metavar="VAR", help="Bind the result (.model, .history, .run_id, .metrics) to VAR.")
     @line_cell_magic
@@ -63,27 +46,23 @@ class TrainMagics(Magics):
         args = parse_argstring(self.train, line)
         cell = cell or ""
         self.last_cell = cell
-        options = dict(data=args.data, label=args.label, epochs=args.epochs, batch_size=args.batch_size, validation=args.validation,
-                       seed=args.seed, scale=args.scale, experiment=args.experiment, resume=args.resume,
-                       precision=args.precision, namespace=dict(self.shell.user_ns))
-        if args.workers:
-            options.update(workers=args.workers, strategy=args.strategy, parameter_servers=args.ps, pool=args.pool,
-                           gpus_per_worker=args.gpus_per_worker, min_workers=args.min_workers)
+        options, cluster = from_args(TrainOptions, args), from_args(ClusterOptions, args)
+        run = dict(options=options, namespace=dict(self.shell.user_ns), **({"cluster": cluster} if cluster.workers else {}))
         if args.background:
             from IPython.display import display
 
             from ..widgets.jobcard import JobCard
 
-            live = JobCard(f"%%train {args.data}")
+            live = JobCard(f"%%train {options.data}")
             display(live)
-            job = self._in_background(cell, options, live, args.output)
+            job = self._in_background(cell, run, live, args.output)
             print(f"Training in the background as job {job.id}: %jobs shows it, %jobs cancel {job.id} stops it"
                   + (f"; {args.output} is bound when it ends." if args.output else "."))
             return None
         live = _LiveCard()
         try:
-            steps = {} if "workers" in options else {"on_step": live.update}  # a distributed card has per-worker steps
-            result = _trainer(options)(cell, on_epoch=live.update, **steps, **options)
+            steps = {} if "cluster" in run else {"on_step": live.update}  # a distributed card has per-worker steps
+            result = _trainer(run)(cell, on_epoch=live.update, **steps, **run)
         finally:
             live.clear()
         self._bind(result, args.output)
@@ -94,7 +73,7 @@ class TrainMagics(Magics):
         if output:
             self.shell.user_ns[output] = result
 
-    def _in_background(self, cell, options, live, output):
+    def _in_background(self, cell, run: dict, live, output):
         from ..jobs import registry
 
         def work(job):
@@ -102,9 +81,9 @@ class TrainMagics(Magics):
                 job.progress, job.epochs_done = progress.line(), progress.epoch
                 live.update(progress)
 
-            extra = {"on_start": lambda run: setattr(job, "handle", run)} if "workers" in options else {"on_step": live.update}
+            extra = {"on_start": lambda handle: setattr(job, "handle", handle)} if "cluster" in run else {"on_step": live.update}
             try:
-                result = _trainer(options)(cell, on_epoch=on_epoch, stop=job.stop, **options, **extra)
+                result = _trainer(run)(cell, on_epoch=on_epoch, stop=job.stop, **run, **extra)
             except BaseException as exc:
                 if hasattr(live, "ended"):
                     live.ended("cancelled" if job.stop.is_set() else "failed", str(exc))
@@ -113,11 +92,11 @@ class TrainMagics(Magics):
             self._bind(result, output)
             return result
 
-        where = f" --workers {options['workers']}" if "workers" in options else ""
-        job = registry.start("train", f"%%train {options['data']}{where}", work)
+        where = f" --workers {run['cluster'].workers}" if "cluster" in run else ""
+        job = registry.start("train", f"%%train {run['options'].data}{where}", work)
         job.view = live
         if hasattr(live, "attach"):
-            live.attach(job, distributed="workers" in options)
+            live.attach(job, distributed="cluster" in run)
         return job
 
     @accepts_help
@@ -134,13 +113,13 @@ class TrainMagics(Magics):
         args = parse_argstring(self.launch, line)
         names = sorted({row["dataset"].split("@")[0] for row in datasets()})
 
-        def on_launch(options, code, form):
-            if not options.data:
+        def on_launch(request, code, form):
+            if not request.options.data:
                 from ..errors import NbscaleError
 
                 raise NbscaleError("No dataset to train on: ingest one first (%%ingest NAME).")
-            kwargs = dict(options.train_kwargs(), namespace=dict(self.shell.user_ns))
-            job = self._in_background(code, kwargs, form, None)
+            run = dict(options=request.options, cluster=request.cluster, namespace=dict(self.shell.user_ns))
+            job = self._in_background(code, run, form, None)
             return f"Launched as job {job.id}: %jobs shows it, %jobs cancel {job.id} stops it."
 
         form = LaunchForm(names, getattr(self, "last_cell", None) or TEMPLATE, on_launch)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ..train.options import TrainOptions, from_args, option_arguments
+from ..workflow.tune import TUNE_DEFAULTS, TUNED_OPTIONS
 from .help import accepts_help
 
 
@@ -62,20 +64,13 @@ class WorkflowMagics(Magics):
 
     @accepts_help
     @magic_arguments()
-    @argument("--data", required=True, help="Dataset version the trials train on.")
     @argument("--trials", type=int, default=6)
     @argument("--parallel", type=int, default=2, help="Trials trained at once, as tasks of one Spark job.")
     @argument("--metric", default="val_accuracy", help="What the search optimises (a metric every trial logs).")
     @argument("--lowest", dest="lowest", action="store_const", const=True, default=None,
               help="Lower is better (default: from the metric's name — loss, error, mae, mse... lower; accuracy, auc... higher).")
     @argument("--highest", dest="lowest", action="store_const", const=False, help="Higher is better.")
-    @argument("--label", help="Label column (default: the one given at %%ingest --label, else 'label').")
-    @argument("--epochs", type=int, default=3)
-    @argument("--batch-size", type=int, default=64)
-    @argument("--validation", type=float, default=0.2)
-    @argument("--seed", type=int, default=42, help="Seeds the sampler and the split.")
-    @argument("--scale", type=float, default=1.0)
-    @argument("--experiment", default="nbscale-tune", help="MLflow experiment: one parent run, a child run per trial.")
+    @option_arguments(TrainOptions, only=TUNED_OPTIONS, defaults=TUNE_DEFAULTS)
     @argument("--register", metavar="NAME", help="Register the best trial's model under NAME.")
     @argument("--alias", help="With --register: point this alias at it.")
     @argument("-o", "--output", metavar="VAR", help="Bind the search result (.best, .trials) to VAR.")
@@ -88,9 +83,8 @@ class WorkflowMagics(Magics):
         args = parse_argstring(self.tune, line)
         live = Placeholder()
         try:
-            result = tune(cell, data=args.data, trials=args.trials, parallel=args.parallel, metric=args.metric, lowest=args.lowest,
-                          label=args.label, epochs=args.epochs, batch_size=args.batch_size, validation=args.validation, seed=args.seed,
-                          scale=args.scale, experiment=args.experiment, register=args.register, alias=args.alias,
+            result = tune(cell, options=from_args(TrainOptions, args, TrainOptions(**TUNE_DEFAULTS)), trials=args.trials,
+                          parallel=args.parallel, metric=args.metric, lowest=args.lowest, register=args.register, alias=args.alias,
                           namespace=dict(self.shell.user_ns),
                           on_round=lambda r: live.show({"text/html": r._repr_html_(), "text/plain": repr(r)}))
         finally:

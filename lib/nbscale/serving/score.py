@@ -41,7 +41,7 @@ def model_udf(session, name: str, version: int, contract):
     result type from the model's signature (a model owning its contract answers a struct), else array<float>."""
     import mlflow.pyfunc
 
-    from ..train import quiet_loggers
+    from ..quiet import quiet_loggers
 
     result_type = None if contract.features is not None else "array<float>"
     # MLflow warns that env_manager="local" does not rebuild the training environment: here it is that environment.

@@ -3,6 +3,7 @@ features (label, scale, dataset) so that serving, scoring and streaming feed it 
 from __future__ import annotations
 
 from ..errors import NbscaleError
+from ..tags import run_of
 
 
 def resolve(ref: str) -> tuple[str, int]:
@@ -35,7 +36,7 @@ def training_params(name: str, version) -> dict:
     from ..session import tracking_client
 
     client = tracking_client()
-    run_id = (client.get_model_version(name, str(version)).tags or {}).get("nbscale.run_id")
+    run_id = run_of(client.get_model_version(name, str(version)))
     return dict(client.get_run(run_id).data.params) if run_id else {}
 
 

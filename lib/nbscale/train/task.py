@@ -2,7 +2,8 @@
 wherever a prediction is shown or written (an argmax over one regression output is always class 0)."""
 from __future__ import annotations
 
-TASK_TAG = "nbscale.task"
+from ..tags import RUN_ID, TASK as TASK_TAG
+
 CLASSIFICATION, REGRESSION = "classification", "regression"
 _CLASS_LOSSES = ("crossentropy", "hinge", "focal", "kl_divergence", "kld")
 
@@ -25,8 +26,8 @@ def task_of_version(name: str, version) -> str:
     client = tracking_client()
     tags = client.get_model_version(name, str(version)).tags or {}
     task = tags.get(TASK_TAG)
-    if not task and tags.get("nbscale.run_id"):
-        task = client.get_run(tags["nbscale.run_id"]).data.tags.get(TASK_TAG)
+    if not task and tags.get(RUN_ID):
+        task = client.get_run(tags[RUN_ID]).data.tags.get(TASK_TAG)
     if task not in (CLASSIFICATION, REGRESSION):
         raise NbscaleError(f"{name} v{version} does not record whether it predicts classes or values (it was not trained by this "
                            "version of nbscale): train and register it again with %%train and %register.")

@@ -13,11 +13,12 @@ import base64
 import html
 import io
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import NbscaleError, first_useful_line
 from ..limits import cap
+from ..train.options import TrainOptions, split_settings
 
 
 @dataclass
@@ -105,10 +106,9 @@ def _run_trial(payload: dict) -> dict:
     cfg.data_dir, cfg.tracking_uri = payload["data_dir"], payload["tracking_uri"]
     try:
         namespace = cloudpickle.loads(payload["namespace"])
-        model = _build(payload["code"], namespace, optuna.trial.FixedTrial(payload["params"]), payload["seed"])
-        result = train(None, model=model, data=payload["data"], label=payload["label"], epochs=payload["epochs"],
-                       batch_size=payload["batch_size"], validation=payload["validation"], seed=payload["seed"], scale=payload["scale"],
-                       experiment=payload["experiment"], parent_run_id=payload["parent"], run_name=f"trial {payload['number']}")
+        model = _build(payload["code"], namespace, optuna.trial.FixedTrial(payload["params"]), payload["options"].seed)
+        result = train(None, model=model, options=payload["options"], parent_run_id=payload["parent"],
+                       run_name=f"trial {payload['number']}")
         value = result.metrics.get(payload["metric"])
         if value is None:
             return {"number": payload["number"], "error": f"no metric {payload['metric']!r} (it logged {', '.join(result.metrics)})",
@@ -144,11 +144,17 @@ def _run_round(payloads: list[dict], group: str) -> list[dict]:
     return [cloudpickle.loads(row["answer"]) for row in rows]
 
 
-def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: str = "val_accuracy", lowest: bool | None = None,
-         label: str | None = None, epochs: int = 3, batch_size: int = 64, validation: float = 0.2, seed: int = 42, scale: float = 1.0,
-         experiment: str = "nbscale-tune", register: str | None = None, alias: str | None = None, namespace: dict | None = None,
-         on_round: Callable[[TuneResult], None] | None = None) -> TuneResult:
-    """Search `trials` hyperparameter sets of the cell's build_model(hp), `parallel` at a time as Spark tasks."""
+# The training options a %%tune cell takes, and its own defaults (trials train shorter than a %%train).
+TUNED_OPTIONS = ("data", "label", "epochs", "batch_size", "validation", "seed", "scale", "experiment")
+TUNE_DEFAULTS = {"epochs": 3, "batch_size": 64, "experiment": "nbscale-tune"}
+
+
+def tune(code: str, *, trials: int = 6, parallel: int = 2, metric: str = "val_accuracy", lowest: bool | None = None,
+         register: str | None = None, alias: str | None = None, namespace: dict | None = None,
+         on_round: Callable[[TuneResult], None] | None = None, options: TrainOptions | None = None, **given) -> TuneResult:
+    """Search `trials` hyperparameter sets of the cell's build_model(hp), `parallel` at a time as Spark tasks.
+    Each trial trains with `options` (a `TrainOptions`, or its fields as keywords: data, label, epochs, batch_size,
+    validation, seed, scale, experiment; by default 3 epochs of batch 64 into the experiment nbscale-tune)."""
     import logging
 
     import optuna
@@ -162,6 +168,15 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
 
     from ..registry import direction
 
+    (changes,) = split_settings("tune", given, TrainOptions)
+    opts = replace(options or TrainOptions(**TUNE_DEFAULTS), **changes)
+    if set(changes) - set(TUNED_OPTIONS) or opts.resume:
+        raise NbscaleError(f"%%tune trains each trial afresh with {', '.join(TUNED_OPTIONS)}: "
+                           f"{', '.join(sorted(set(changes) - set(TUNED_OPTIONS)) or ['resume'])} is for %%train.")
+    if not opts.data:
+        raise NbscaleError("Say which dataset version the trials train on: --data NAME (see %datasets).")
+    data, label, batch_size, validation, seed, scale = opts.data, opts.label, opts.batch_size, opts.validation, opts.seed, opts.scale
+    experiment = opts.experiment
     require_shared_tracking("%%tune", "each trial logs its own run and model from the executor that trains it")
     if trials < 1 or parallel < 1 or batch_size < 1:
         raise NbscaleError(f"--trials {trials}, --parallel {parallel} and --batch-size {batch_size} must each be 1 or more.")
@@ -185,10 +200,9 @@ def tune(code: str, *, data: str, trials: int = 6, parallel: int = 2, metric: st
             for trial in asked:
                 _build(code, namespace, trial, seed)  # samples its values here; a broken cell fails before any task starts
                 result.trials.append(Trial(trial.number, dict(trial.params), "running"))
-            payloads = [{"number": t.number, "params": t.params, "code": code, "namespace": shipped, "data": version.ref, "label": label,
-                         "epochs": epochs, "batch_size": batch_size, "validation": validation, "seed": seed, "scale": scale,
-                         "experiment": experiment, "parent": parent, "metric": metric, "data_dir": settings().data_dir,
-                         "tracking_uri": settings().tracking_uri} for t in asked]
+            payloads = [{"number": t.number, "params": t.params, "code": code, "namespace": shipped, "options": replace(opts, data=version.ref),
+                         "parent": parent, "metric": metric, "data_dir": settings().data_dir, "tracking_uri": settings().tracking_uri}
+                        for t in asked]
             if on_round:
                 on_round(result)
             answers = {a["number"]: a for a in _run_round(payloads, f"nbscale-tune-{parent[:8]}")}
