@@ -20,5 +20,21 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(TypeError):
         write_json(target, {"key": object()})  # not JSON: fails before anything is written
     with pytest.raises(TypeError):
-        write_atomic(target, 42)  # neither text nor bytes: fails while writing the temporary file
+        write_atomic(target, 42)  # neither text nor bytes: refused before any file is made
     assert target.read_text() == '{"key": "old"}' and [p.name for p in tmp_path.iterdir()] == ["memo.json"]
+
+
+def test_a_secret_file_is_never_readable_by_others(tmp_path):
+    """The serving front's config holds its bearer secret: created 0600, not created open and narrowed after."""
+    import os
+    import stat
+
+    target = tmp_path / "front.json"
+    before = os.umask(0)  # no umask to hide a wrong mode
+    try:
+        write_json(target, {"secret": "s"}, mode=0o600)
+        write_json(tmp_path / "jobs.json", [])
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "jobs.json").stat().st_mode) == 0o666  # others' files keep what the umask allows

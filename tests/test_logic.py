@@ -273,3 +273,14 @@ def test_library_calls_refuse_an_option_no_command_has():
         train("model = None")
     with pytest.raises(NbscaleError, match="resume is for %%train"):
         tune("", data="d", resume=True)
+
+
+def test_a_model_version_label_is_read_back_in_one_place():
+    from nbscale.contracts import ModelVersion
+
+    model = ModelVersion("fashion v2 cnn", 12)  # a name may itself contain " v"
+    assert model.label == "fashion v2 cnn v12" and str(model) == model.label
+    assert ModelVersion.from_label(model.label) == model
+    for bad in ("digits", "digits vx", " v3", "digits v"):
+        with pytest.raises(ValueError, match="not a model version label"):
+            ModelVersion.from_label(bad)

@@ -8,22 +8,23 @@ import uuid
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o666) -> None:
     """Write a sibling temporary file, then rename it over `path` (atomic on one filesystem; the name is
-    unique per writer, so two writers never share a temporary file)."""
+    unique per writer, so two writers never share a temporary file). `mode` (less the umask) is set as the file is created
+    (0o600 for a secret: never readable by others, not even for a moment)."""
+    if not isinstance(data, (str, bytes)):
+        raise TypeError(f"write_atomic writes text or bytes, not {type(data).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
     try:
-        if isinstance(data, bytes):
-            partial.write_bytes(data)
-        else:
-            partial.write_text(data)
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
+            out.write(data if isinstance(data, bytes) else data.encode())
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
 
-def write_json(path: Path, value) -> None:
-    write_atomic(path, json.dumps(value))
+def write_json(path: Path, value, mode: int = 0o666) -> None:
+    write_atomic(path, json.dumps(value), mode)

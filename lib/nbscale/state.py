@@ -19,6 +19,7 @@ from pathlib import Path
 from . import events
 from .config import settings
 from .datadir import local_dir
+from .contracts import PanelRequest, PublishedJob, PublishedServer, PublishedVersion
 from .files import write_json
 
 INTERVAL_S = 0.5
@@ -31,11 +32,11 @@ def kernel_dir(data_dir: str | None = None, pid: int | None = None) -> Path:
     return (Path(data_dir) if data_dir else local_dir()) / "kernels" / str(pid or os.getpid())
 
 
-def jobs_now() -> list[dict]:
+def jobs_now() -> list[PublishedJob]:
     from .jobs import registry
 
-    return [{"id": j.id, "kind": j.kind, "title": j.title, "state": j.state, "progress": j.progress, "started": j.started,
-             "ended": j.ended, "error": j.error, "log": _job_log(j)} for j in registry.jobs()]
+    return [PublishedJob(id=j.id, kind=j.kind, title=j.title, state=j.state, progress=j.progress, started=j.started, ended=j.ended,
+                         error=j.error, log=_job_log(j)) for j in registry.jobs()]
 
 
 def _job_log(job) -> str | None:
@@ -50,15 +51,15 @@ def _job_log(job) -> str | None:
     return str(log.relative_to(data)) if log.is_relative_to(data) else None
 
 
-def servers_now() -> list[dict]:
+def servers_now() -> list[PublishedServer]:
     from . import serving
 
-    return [{"name": s.name, "url": f"{s.url}/invocations", "healthy": s.running,
-             "versions": [{"label": side.label, "weight": side.weight, "replicas": len(side.replicas)} for side in s.sides]}
+    return [PublishedServer(name=s.name, url=f"{s.url}/invocations", healthy=s.running,
+                            versions=[PublishedVersion(label=side.label, weight=side.weight, replicas=len(side.replicas)) for side in s.sides])
             for s in serving.services()]
 
 
-def carry_out(request: dict) -> None:
+def carry_out(request: PanelRequest) -> None:
     from . import serving
     from .jobs import registry
 

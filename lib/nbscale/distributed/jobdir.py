@@ -11,6 +11,8 @@ import re
 import time
 from pathlib import Path
 
+from ..contracts import WorkerState
+
 # TensorFlow's start-up lines on a machine without CUDA: true, and no news to the reader of the card.
 _NOISE = re.compile(r"absl::InitializeLog|cudart_stub|cuInit|cuda_platform|cuda_dnn|cuda_fft|cuda_blas|computation placer")
 
@@ -72,7 +74,7 @@ class JobDir:
         self.attempt(number).mkdir(parents=True, exist_ok=True)
         return number
 
-    def states(self, attempt: int) -> dict[int, dict]:
+    def states(self, attempt: int) -> dict[int, WorkerState]:
         found = {}
         for path in self.attempt(attempt).glob("worker-*.json"):
             state = read_json(path)

@@ -15,6 +15,7 @@ import time
 import traceback
 
 from ..processes import die_with_parent
+from ..contracts import WorkerResult, WorkerState
 from ..files import write_json
 from .jobdir import JobDir, append_json
 
@@ -40,7 +41,7 @@ class Worker:
         config = json.loads(os.environ["TF_CONFIG"])
         self.cluster, self.role, self.index = config["cluster"], config["task"]["type"], config["task"]["index"]
         self.chief = self.role == "chief" or (self.role == "worker" and self.index == 0 and "chief" not in self.cluster)
-        self.state = {"rank": rank, "role": self.role, "index": self.index, "pid": os.getpid(), "attempt": attempt,
+        self.state: WorkerState = {"rank": rank, "role": self.role, "index": self.index, "pid": os.getpid(), "attempt": attempt,
                       "host": self.cluster[self.role][self.index].rsplit(":", 1)[0],
                       "epoch": 0, "epochs": self.spec["epochs"], "step": 0, "steps": self.spec["steps_per_epoch"], "state": "starting"}
         self.save_state()
@@ -98,8 +99,8 @@ class Worker:
 
             with tempfile.TemporaryDirectory(prefix="nbscale-weights-") as scratch:
                 model.save_weights(os.path.join(scratch, "weights.h5"))
-        write_json(self.job.result_file(self.rank), {"rank": self.rank, "role": self.role, "digest": digest,
-                                                     "attempt": self.attempt, "rows": self.state.get("rows")})
+        write_json(self.job.result_file(self.rank), WorkerResult(rank=self.rank, role=self.role, digest=digest, attempt=self.attempt,
+                                                                 rows=self.state.get("rows")))
         self.save_state(state="finished")
 
     def _worker_data(self, tf):

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contracts import ModelVersion
 from ..errors import NbscaleError
 from .stats import Shift, shift
 
@@ -296,8 +297,8 @@ def _log(report: DriftReport, model: str | None) -> str:
         client.log_text(run.info.run_id, json.dumps({"features": [vars(f) for f in report.features],
                                                     "prediction": vars(report.prediction) if report.prediction else None}), "drift.json")
         if model is not None:
-            name, _, version = report.subject.rpartition(" v")
-            client.set_model_version_tag(name, version, "nbscale.drift_run", run.info.run_id)
+            subject = ModelVersion.from_label(report.subject)
+            client.set_model_version_tag(subject.name, str(subject.version), "nbscale.drift_run", run.info.run_id)
         status = "FINISHED"
     finally:
         client.set_terminated(run.info.run_id, status)

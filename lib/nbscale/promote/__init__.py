@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contracts import ModelVersion
 from ..errors import NbscaleError
 
 EXPERIMENT = "nbscale-promotions"
@@ -218,9 +219,9 @@ def _quality(side: SideMeasure, since: float, task: str) -> None:
     records = served(side.label, since)
     latencies = [r["latency_ms"] for r in records]
     side.p95_ms = float(np.percentile(latencies, 95)) if latencies else None
-    name, _, version = side.label.rpartition(" v")
+    model = ModelVersion.from_label(side.label)
     try:
-        label = trained_feed(name, version)[0].label
+        label = trained_feed(model.name, model.version)[0].label
     except NbscaleError:
         return
     truth, guess = [], []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import secrets
 import subprocess
 import threading
@@ -20,8 +19,10 @@ from typing import Callable
 
 from .. import events
 from ..config import settings
+from ..contracts import FrontConfig, FrontSide, ModelVersion, TrafficConfig
 from ..datahost import require_writable
 from ..errors import NbscaleError
+from ..files import write_json
 from ..processes import free_port, port_is_free
 from .launch import Replica, folder_for, start_process, start_replicas, stop_processes, wait_healthy
 from .versions import resolve, sample_rows, trained_feed  # noqa: F401 - part of nbscale.serving's API
@@ -29,10 +30,14 @@ from .versions import resolve, sample_rows, trained_feed  # noqa: F401 - part of
 
 @dataclass
 class Side:
-    label: str  # "fashion-cnn v3"
+    model: ModelVersion  # what it serves: fashion-cnn v3
     ref: str  # what was asked for: "fashion-cnn@champion"
     weight: float
     replicas: list[Replica] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.model.label
 
 
 @dataclass
@@ -141,13 +146,12 @@ def traffic_root() -> Path:
 
 
 def _configure(service: Service) -> None:
-    config = {"name": service.name, "shard_by": service.shard_by,
-              "sides": [{"label": s.label, "weight": s.weight, "replicas": [r.url for r in s.replicas]} for s in service.sides]}
+    config: FrontConfig = {"name": service.name, "shard_by": service.shard_by,
+                           "sides": [FrontSide(label=s.label, weight=s.weight, replicas=[r.url for r in s.replicas]) for s in service.sides]}
     # The front reads its secret and body limit from this file at start (readable by this user only).
-    path = service.folder / "front.json"
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        json.dump({**config, "secret": service.secret, "max_body_bytes": settings().max_request_mb << 20,
-                   "traffic": {"dir": str(traffic_root()), "max_bytes": settings().traffic_mb << 20, "sample": settings().traffic_sample}}, f)
+    write_json(service.folder / "front.json", FrontConfig(**config, secret=service.secret, max_body_bytes=settings().max_request_mb << 20,
+                                                          traffic=TrafficConfig(dir=str(traffic_root()), max_bytes=settings().traffic_mb << 20,
+                                                                                sample=settings().traffic_sample)), mode=0o600)
     if service.front is not None:
         with urllib.request.urlopen(service.control("/nbscale/config", config), timeout=5):
             pass
@@ -180,9 +184,9 @@ def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight
             raise NbscaleError(f"The service of {service.name} is sharded: a canary needs an unsharded one (%serve --stop it first).")
         name, version = resolve(ref)
         primary = service.sides[0]
-        if primary.label == f"{name} v{version}":
+        if primary.model == ModelVersion(name, version):
             raise NbscaleError(f"{ref} is {primary.label}, the version the service already serves: a canary must be another version.")
-        side = Side(f"{name} v{version}", ref, weight, start_replicas(name, version, replicas, service.folder))
+        side = Side(ModelVersion(name, version), ref, weight, start_replicas(name, version, replicas, service.folder))
         _await_replicas(side, on_progress)
         for old in service.sides[1:]:  # one canary at a time: a new one replaces the last
             stop_processes([r.process for r in old.replicas])
@@ -193,7 +197,7 @@ def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight
 
     name, version = resolve(ref)
     running = _services.get(name)
-    if running and _serves_exactly(running, f"{name} v{version}", replicas, shard_by, port):
+    if running and _serves_exactly(running, ModelVersion(name, version), replicas, shard_by, port):
         return running  # the same %serve again (a re-run cell, a workflow's second run): nothing to restart
     if running:
         stop(name)  # serving another version (or replica count) of a served model: a fresh service
@@ -202,7 +206,7 @@ def _serve(ref: str, replicas: int, port: int | None, canary: str | None, weight
     if not port_is_free(host, port):
         raise NbscaleError(f"Port {port} on {host} is in use: pick another with --port, or leave it out for a free one.")
     folder = folder_for(name)
-    side = Side(f"{name} v{version}", ref, 100.0, start_replicas(name, version, replicas, folder))
+    side = Side(ModelVersion(name, version), ref, 100.0, start_replicas(name, version, replicas, folder))
     service = Service(name, port, None, folder, [side], shard_by)
     try:
         _await_replicas(side, on_progress)
@@ -229,7 +233,7 @@ def end_canary(name: str, keep: str) -> str:
         primary, canary = served.sides[0], served.sides[1]
         if keep == "canary":
             retired = primary.replicas + [r for side in served.sides[2:] for r in side.replicas]
-            served.sides = [Side(canary.label, primary.ref, 100.0, canary.replicas)]
+            served.sides = [Side(canary.model, primary.ref, 100.0, canary.replicas)]
         else:
             retired = [r for side in served.sides[1:] for r in side.replicas]
             primary.weight = 100.0
@@ -239,8 +243,8 @@ def end_canary(name: str, keep: str) -> str:
         return served.sides[0].label
 
 
-def _serves_exactly(service: Service, label: str, replicas: int, shard_by: str | None, port: int | None) -> bool:
-    return ([(s.label, len(s.replicas)) for s in service.sides] == [(label, replicas)] and service.shard_by == shard_by
+def _serves_exactly(service: Service, model: ModelVersion, replicas: int, shard_by: str | None, port: int | None) -> bool:
+    return ([(s.model, len(s.replicas)) for s in service.sides] == [(model, replicas)] and service.shard_by == shard_by
             and port in (None, service.port) and service.running)
 
 
@@ -275,16 +279,15 @@ def _follow_alias(name: str, alias: str) -> str:
     for side in service.sides if service else []:
         if side.ref != f"{name}@{alias}":
             continue
-        _, version = resolve(side.ref)
-        label = f"{name} v{version}"
-        if label == side.label:
+        model = ModelVersion(*resolve(side.ref))
+        if model == side.model:
             continue
-        fresh = Side(label, side.ref, side.weight, start_replicas(name, version, len(side.replicas), service.folder))
+        fresh = Side(model, side.ref, side.weight, start_replicas(name, model.version, len(side.replicas), service.folder))
         _await_replicas(fresh)
-        old, side.label, side.replicas = side.replicas, fresh.label, fresh.replicas
+        old, side.model, side.replicas = side.replicas, fresh.model, fresh.replicas
         _configure(service)
         stop_processes([r.process for r in old])
-        moved.append(f"the service of {name} now answers @{alias} with {label}")
+        moved.append(f"the service of {name} now answers @{alias} with {model}")
     return "; ".join(moved)
 
 
@@ -292,7 +295,7 @@ def stop(name: str | None = None) -> str:
     """Stop the service and the streams of model `name` (of every model when None)."""
     from .stream import _streams, stop_streams
 
-    streaming = {each.label.rsplit(" v", 1)[0] for each in _streams.values()}
+    streaming = {each.model.name for each in _streams.values()}
     names = [name.partition("@")[0].partition("/")[0]] if name else sorted(set(_services) | streaming)
     for each in names:
         if each not in _services and each not in streaming:
@@ -330,11 +333,13 @@ def predict(name: str, data):
     from .contract import contract_of
 
     served = service(name)
-    model, _, version = served.sides[0].label.rpartition(" v")  # the primary side's version says what the rows must be
-    answer = post(served.url, contract_of(model, int(version)).body(data))
-    model, _, version = answer.served_by.rpartition(" v")  # the front names the version that answered: "NAME vN"
-    try:
-        answer.task = task_of_version(model, int(version)) if model and version.isdigit() else None
+    primary = served.sides[0].model  # the primary side's version says what the rows must be
+    answer = post(served.url, contract_of(primary.name, primary.version).body(data))
+    try:  # the front names the version that answered by its label
+        answerer = ModelVersion.from_label(answer.served_by)
+        answer.task = task_of_version(answerer.name, answerer.version)
+    except ValueError:  # not a version's label: shown as raw outputs
+        answer.task = None
     except NbscaleError:
         answer.task = None  # shown as raw outputs, never as a guessed class
     return answer

@@ -28,6 +28,7 @@ import sys
 import time
 import zlib
 
+from ..contracts import FrontConfig
 from .traffic import TrafficLog
 
 HEALTH_EVERY_S = 1.0
@@ -62,7 +63,7 @@ class Side:
 
 
 class Front:
-    def __init__(self, config: dict):
+    def __init__(self, config: FrontConfig):
         self.sides: list[Side] = []
         # Set once, from the file the kernel wrote (mode 0600); a POST can never change them.
         self.secret = str(config.get("secret", ""))
@@ -77,7 +78,7 @@ class Front:
         given = headers.get("authorization", "")
         return bool(self.secret) and hmac.compare_digest(given.encode(), f"Bearer {self.secret}".encode())
 
-    def apply(self, config: dict) -> None:
+    def apply(self, config: FrontConfig) -> None:
         old = {side.label: side for side in self.sides}
         sides = []
         for spec in config["sides"]:

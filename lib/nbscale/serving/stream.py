@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import settings
+from ..contracts import ModelVersion
 from ..errors import NbscaleError
 
 TRIGGER = "1 second"
@@ -22,13 +23,17 @@ TRIGGER = "1 second"
 
 @dataclass
 class Stream:
-    model: str
-    label: str  # "digits-dense v1"
+    ref: str  # what was asked for: "digits-dense@champion"
+    model: ModelVersion  # what it scores with
     in_dir: Path
     out_dir: Path
     checkpoint: Path
     query: object  # pyspark StreamingQuery
     _footer_rows: dict = field(default_factory=dict, repr=False)  # file -> rows, read once
+
+    @property
+    def label(self) -> str:
+        return self.model.label
 
     def stats(self) -> dict:
         progress = [p for p in self.query.recentProgress if p]
@@ -111,7 +116,7 @@ def stream(model: str, in_dir: str, out_dir: str) -> Stream:
         raise NbscaleError("--stream and --to must be separate folders (the output would be read as input).")
     key = str(target)
     if key in _streams and _streams[key].query.isActive:
-        raise NbscaleError(f"{target} is already being written by a stream of {_streams[key].label}: %serve --stop {name} first.")
+        raise NbscaleError(f"{target} is already being written by a stream of {_streams[key].model}: %serve --stop {name} first.")
     spec, trained_on = trained_feed(name, version, otherwise="streaming needs the columns of the dataset it was trained on")
     session = spark()
     # The input's columns are the training data's (the label may be missing: it is read as null).
@@ -123,14 +128,14 @@ def stream(model: str, in_dir: str, out_dir: str) -> Stream:
     checkpoint = Path(settings().data_dir) / "streams" / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     query = (scored.writeStream.format("parquet").option("path", key).option("checkpointLocation", str(checkpoint))
              .trigger(processingTime=TRIGGER).queryName(f"nbscale-{name}-{hashlib.sha1(key.encode()).hexdigest()[:6]}").start())
-    _streams[key] = Stream(model, f"{name} v{version}", source, target, checkpoint, query)
+    _streams[key] = Stream(model, ModelVersion(name, version), source, target, checkpoint, query)
     return _streams[key]
 
 
 def stop_streams(name: str | None = None) -> list[str]:
     stopped = []
     for key, each in list(_streams.items()):
-        if name is None or each.label.rsplit(" v", 1)[0] == name:
+        if name is None or each.model.name == name:
             each.stop()
             stopped.append(f"the stream into {each.out_dir}")
             del _streams[key]

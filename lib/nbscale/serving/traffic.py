@@ -14,14 +14,16 @@ import threading
 import time
 from pathlib import Path
 
+from ..contracts import ModelVersion
+
 MAX_RECORD_BYTES = 1 << 20  # a larger request (a big batch) is answered but not recorded
 MAX_PENDING = 5000  # records waiting for the next flush; beyond it they are dropped (and counted)
 
 
 def version_folder(root: Path, label: str) -> Path:
     """The folder of model version `label` ("digits v3")."""
-    name, _, version = label.rpartition(" v")
-    return root / name.replace(os.sep, "_") / f"v{version}"
+    model = ModelVersion.from_label(label)
+    return root / model.name.replace(os.sep, "_") / f"v{model.version}"
 
 
 class TrafficLog:
