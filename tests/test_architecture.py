@@ -100,3 +100,16 @@ def private_imports_across_packages() -> list[str]:
 
 def test_no_package_imports_another_packages_private_names():
     assert private_imports_across_packages() == []
+
+
+def test_a_deprecated_call_in_nbscale_fails_and_a_named_librarys_own_does_not():
+    """pyproject's filterwarnings: a warning raised from nbscale's code is an error; pyspark's about itself is not."""
+    import warnings
+
+    call = "import warnings\nwarnings.warn('this call is deprecated', {})"
+    for category in (DeprecationWarning, FutureWarning):
+        with pytest.raises(category):
+            exec(call.format(category.__name__), {"__name__": "nbscale.example"})  # noqa: S102 - a warning attributed to nbscale
+    with warnings.catch_warnings(record=True) as seen:  # the suite's filters, recording what they let through
+        exec(call.format("DeprecationWarning"), {"__name__": "pyspark.sql.example"})  # noqa: S102
+    assert seen == []

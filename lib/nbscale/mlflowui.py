@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from dataclasses import dataclass, field
 
 from .config import over_connect, settings
@@ -78,19 +76,14 @@ def _start(uri: str) -> MlflowUI:
                          "mlflow.server.fastapi_app:app"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                         preexec_fn=parent_death_signal)  # a killed kernel leaves no UI holding a port
     url = f"http://{LOOPBACK}:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise NbscaleError(f"The MLflow UI stopped while starting (exit {process.returncode}); its log: {log}.")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310 - our own loopback child
-                if answer.status == 200:
-                    return MlflowUI(url, uri, process)
-        except OSError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise NbscaleError(f"The MLflow UI did not answer {url}/health within {START_TIMEOUT_S} s; its log: {log}.")
+    from .serving.launch import wait_healthy
+
+    try:
+        wait_healthy(url, process, log, "The MLflow UI", timeout_s=START_TIMEOUT_S, path="/health")
+    except BaseException:
+        process.kill()
+        raise
+    return MlflowUI(url, uri, process)
 
 
 def _stop_all() -> None:

@@ -65,19 +65,22 @@ def start_replicas(name: str, version: int, count: int, folder: Path) -> list[Re
     return replicas
 
 
-def wait_healthy(url: str, process: subprocess.Popen, log: Path, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+def wait_healthy(url: str, process: subprocess.Popen, log: Path, what: str, timeout_s: float = START_TIMEOUT_S,
+                 path: str = "/ping") -> None:
+    """Until `process` answers 200 on `url``path` (MLflow's model server: /ping; its UI: /health); one line naming its
+    log if it stops first or does not answer in time."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise NbscaleError(f"{what} stopped while starting: {_last_error(log)} (log: {log}).")
         try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=1) as answer:
+            with urllib.request.urlopen(f"{url}{path}", timeout=1) as answer:
                 if answer.status == 200:
                     return
         except OSError:
             pass
         time.sleep(0.3)
-    raise NbscaleError(f"{what} did not answer {url}/ping within {timeout_s:.0f} s (log: {log}).")
+    raise NbscaleError(f"{what} did not answer {url}{path} within {timeout_s:.0f} s (log: {log}).")
 
 
 def _last_error(log: Path) -> str:
