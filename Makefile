@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt kernels/nbscale-local/kernel.json kerne
 # The JupyterLab panel is committed built (installs need no Node.js); rebuilt here only when the
 # sources differ from the ones it was built from (a content hash: git checkouts scramble mtimes).
 labextension: setup
-	@hash=$$(cat extension/package.json extension/yarn.lock extension/src/*.ts extension/style/*.css | sha1sum | cut -c1-40); \
+	@hash=$$(cat extension/package.json extension/yarn.lock extension/src/*.ts extension/style/*.css extension/schema/*.json extension/install.json | sha1sum | cut -c1-40); \
 	 if [ "$$(cat $(LABEXT)/.source-sha1 2>/dev/null)" != "$$hash" ]; then \
 	   echo "nbscale: building the JupyterLab panel (extension/ changed)"; \
 	   cd extension && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm install && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm build && cd .. && \

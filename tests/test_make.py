@@ -65,6 +65,7 @@ def test_the_panel_is_built_from_its_sources_and_enabled_in_the_venv():
 
     sources = [ROOT / "extension" / name for name in ("package.json", "yarn.lock")]
     sources += sorted((ROOT / "extension" / "src").glob("*.ts")) + sorted((ROOT / "extension" / "style").glob("*.css"))
+    sources += sorted((ROOT / "extension" / "schema").glob("*.json")) + [ROOT / "extension" / "install.json"]
     built_from = (ROOT / "lib" / "nbscale" / "labextension" / ".source-sha1").read_text().strip()
     assert built_from == hashlib.sha1(b"".join(p.read_bytes() for p in sources)).hexdigest(), \
         "extension/ changed since lib/nbscale/labextension was built: run make labextension and commit the build"

@@ -175,12 +175,75 @@ def test_the_training_and_serve_cards_read_in_the_light_and_dark_themes(lab):
     assert (artifacts / "cards-dark.png").stat().st_size > 10_000 and (artifacts / "cards-light.png").stat().st_size > 10_000
 
 
-def set_theme(base: str, theme: str) -> None:
-    """JupyterLab's theme setting, through its own settings API (what Settings > Theme writes)."""
+def put_setting(base: str, plugin: str, values: dict) -> None:
+    """A plugin's user settings, through JupyterLab's own settings API (what the Settings editor writes)."""
     import urllib.request
 
-    body = json.dumps({"raw": json.dumps({"theme": theme})}).encode()
-    request = urllib.request.Request(f"{base}/lab/api/settings/@jupyterlab/apputils-extension:themes", data=body, method="PUT",
+    body = json.dumps({"raw": json.dumps(values)}).encode()
+    request = urllib.request.Request(f"{base}/lab/api/settings/{plugin}", data=body, method="PUT",
                                      headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - the test's own server
         assert answer.status in (200, 204)
+
+
+def set_theme(base: str, theme: str) -> None:
+    put_setting(base, "@jupyterlab/apputils-extension:themes", {"theme": theme})
+
+
+def test_the_panel_polls_only_while_shown_backs_off_on_errors_and_takes_its_interval_from_settings(lab):
+    """The request/poll layer in the real bundle: with refreshSeconds 0.5 (the panel's setting) it reads the
+    status every half second while shown; collapsed it sends nothing; when every API call fails it says the
+    server's message and waits longer and longer (lumino's Poll backoff) instead of hammering the server."""
+    import time
+
+    from playwright.sync_api import expect, sync_playwright
+
+    base, browser_path, _ = lab
+    put_setting(base, "nbscale-labextension:panel", {"refreshSeconds": 0.5})
+    ticks: list[float] = []  # one status request per refresh
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.on("request", lambda r: ticks.append(time.monotonic()) if "/nbscale/api/status" in r.url else None)
+            page.goto(f"{base}/lab/tree/panel.ipynb?token={TOKEN}", timeout=120_000)
+            tab = page.locator("li[data-id='nbscale-panel']")
+            tab.wait_for(timeout=120_000)
+            page.wait_for_timeout(3000)
+            assert ticks == [], "the panel polled before it was ever shown"
+            tab.click()
+            expect(page.locator("#nbscale-panel [data-nbscale-section='datasets']")).to_be_visible(timeout=30_000)
+            # From here the API answers at once (an empty state), so the count measures the poll, not MLflow's searches.
+            empty = {"status": {}, "runs": {"experiments": [], "runs": []}}
+            answering = lambda route: route.fulfill(  # noqa: E731
+                status=200, content_type="application/json",
+                body=json.dumps({"result": next((v for k, v in empty.items() if f"/nbscale/api/{k}" in route.request.url), [])}))
+            page.route("**/nbscale/api/**", answering)
+
+            def count_for(seconds: float) -> int:
+                start = time.monotonic()
+                page.wait_for_timeout(seconds * 1000)
+                return len([t for t in ticks if start <= t < start + seconds])
+
+            shown = count_for(4)
+            assert shown >= 5, f"{shown} refreshes in 4 s: the 0.5 s setting did not reach the panel (2 s would give 2)"
+            tab.click()  # collapse the sidebar
+            expect(page.locator("#nbscale-panel")).to_be_hidden(timeout=10_000)
+            page.wait_for_timeout(1000)  # a refresh already under way may finish
+            assert count_for(4) == 0, "the collapsed panel kept polling"
+            tab.click()
+            expect(page.locator("#nbscale-panel")).to_be_visible(timeout=10_000)
+            assert count_for(2) >= 1, "the panel did not refresh when shown again"
+
+            def failing(route):
+                route.fulfill(status=500, content_type="application/json", body=json.dumps({"message": "nbscale test: the API is down"}))
+
+            page.unroute("**/nbscale/api/**")
+            page.route("**/nbscale/api/**", failing)
+            expect(page.locator("#nbscale-panel .nbscale-error")).to_have_text("nbscale test: the API is down", timeout=10_000)
+            backing_off = count_for(10)
+            assert backing_off <= 10, f"{backing_off} refreshes in 10 s of errors: no backoff (0.5 s apart would be 20)"
+            page.unroute("**/nbscale/api/**")
+        finally:
+            put_setting(base, "nbscale-labextension:panel", {})
+            browser.close()
