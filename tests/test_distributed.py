@@ -263,7 +263,7 @@ def test_the_magics_in_a_kernel_background_run_kill_a_worker_and_wait(standalone
 
 
 def test_the_launch_form_shows_the_equivalent_cell_and_launches_it(ip):
-    from nbscale.jobs import registry
+    from nbscale.jobs import background
 
     ip.user_ns["hidden"] = 32
     form = ip.run_line_magic("launch", "--data digits --workers 2")
@@ -276,10 +276,10 @@ def test_the_launch_form_shows_the_equivalent_cell_and_launches_it(ip):
     form.ps.value = 2
     assert "--strategy parameter-server --ps 2 --epochs 2" in form.line.value
     form.strategy.value = "multiworker"
-    before = {job.id for job in registry.jobs()}
+    before = {job.id for job in background.jobs()}
     form.launch_button.click()
     assert "Launched as job" in form.message.value, form.message.value
-    job = next(job for job in registry.jobs() if job.id not in before)
+    job = next(job for job in background.jobs() if job.id not in before)
     job.wait(300)
     assert job.state == "finished", job.error
     assert "finished on 2 workers" in form.card.value and job.result.workers == 2
@@ -318,10 +318,10 @@ def test_a_job_that_finds_the_slots_busy_says_it_waits_then_runs():
     assert result.attempts == 1 and "finished" in cards[-1]
 
 def test_the_cancel_button_on_a_background_jobs_card_stops_it(ip):
-    from nbscale.jobs import registry
+    from nbscale.jobs import background
 
     ip.run_cell_magic("train", "--data digits --workers 2 --epochs 500 --batch-size 8 --scale 16 --experiment card --background", DENSE)
-    job = registry.jobs()[-1]
+    job = background.jobs()[-1]
     deadline = time.monotonic() + 120
     while not (job.handle and job.handle.job.attempts() and job.handle.job.states(0)):
         assert time.monotonic() < deadline and job.state == "running", job.error

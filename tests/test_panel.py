@@ -58,7 +58,7 @@ def test_the_panel_shows_the_work_cancels_a_job_and_inserts_a_magic(lab, tmp_pat
 
     import nbscale.state  # noqa: F401 - as %load_ext does: this process publishes its jobs like a kernel (not left to test order)
     from nbscale.ingest import ingest
-    from nbscale.jobs import registry
+    from nbscale.jobs import background
     from nbscale.session import experiment_id, mlflow
 
     base, browser_path, _ = lab
@@ -69,7 +69,7 @@ def test_the_panel_shows_the_work_cancels_a_job_and_inserts_a_magic(lab, tmp_pat
     with mlf.start_run(experiment_id=experiment_id("panel-tutorial"), run_name="panel-run") as run:
         mlf.log_params({"data": "panel_rows@v1"})
         mlf.log_metric("val_accuracy", 0.5)
-    job = registry.start("test", "panel wait", lambda job: job.stop.wait(300))
+    job = background.start("test", "panel wait", lambda job: job.stop.wait(300))
     job_key = f"{os.getpid()}/{job.id}"
 
     with sync_playwright() as playwright:

@@ -117,9 +117,9 @@ def test_datasets_runs_and_models_as_the_kernel_left_them(server, tmp_path):
 
 
 def test_a_job_in_the_kernel_is_listed_and_cancelled_from_the_panel(server):
-    from nbscale.jobs import registry
+    from nbscale.jobs import background
 
-    job = registry.start("test", "a long wait", lambda job: job.stop.wait(120))
+    job = background.start("test", "a long wait", lambda job: job.stop.wait(120))
     kernel = os.getpid()
     deadline = time.monotonic() + 20
     while not [j for j in api(server, "GET", "jobs")[1]["result"] if j["kernel"] == kernel and j["id"] == job.id]:

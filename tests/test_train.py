@@ -374,10 +374,10 @@ def _wait(job, state_not="running", seconds=180):
 
 
 def test_background_training_runs_while_the_notebook_goes_on(ip, capsys):
-    from nbscale.jobs import registry
+    from nbscale.jobs import background
 
     ip.run_cell_magic("train", "--data digits --epochs 3 --batch-size 64 --scale 16 --experiment bg --background -o bg", DENSE)
-    job = registry.jobs()[-1]
+    job = background.jobs()[-1]
     assert f"Training in the background as job {job.id}" in capsys.readouterr().out
     assert ip.run_cell("1 + 1").result == 2  # the kernel is free while it trains
     _wait(job)
@@ -390,10 +390,10 @@ def test_background_training_runs_while_the_notebook_goes_on(ip, capsys):
 
 
 def test_cancel_stops_a_background_training_and_kills_its_run(ip):
-    from nbscale.jobs import registry
+    from nbscale.jobs import background
 
     ip.run_cell_magic("train", "--data digits --epochs 5000 --batch-size 16 --scale 16 --experiment cancelled --background", DENSE)
-    job = registry.jobs()[-1]
+    job = background.jobs()[-1]
     for _ in range(600):  # until an epoch is done
         if job.progress.startswith("epoch ") or job.state != "running":
             break

@@ -33,10 +33,10 @@ def kernel_dir(data_dir: str | None = None, pid: int | None = None) -> Path:
 
 
 def jobs_now() -> list[PublishedJob]:
-    from .jobs import registry
+    from .jobs import background
 
     return [PublishedJob(id=j.id, kind=j.kind, title=j.title, state=j.state, progress=j.progress, started=j.started, ended=j.ended,
-                         error=j.error, log=_job_log(j)) for j in registry.jobs()]
+                         error=j.error, log=_job_log(j)) for j in background.jobs()]
 
 
 def _job_log(job) -> str | None:
@@ -61,10 +61,10 @@ def servers_now() -> list[PublishedServer]:
 
 def carry_out(request: PanelRequest) -> None:
     from . import serving
-    from .jobs import registry
+    from .jobs import background
 
     if request.get("action") == "cancel":
-        registry.cancel(int(request["job"]))
+        background.cancel(int(request["job"]))
     elif request.get("action") == "stop":
         serving.stop(str(request["server"]))
 

@@ -12,8 +12,8 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..config import over_connect, settings
@@ -21,10 +21,9 @@ from ..datahost import on_data_host
 from ..errors import NbscaleError, caused_by_interrupt, executor_failure, first_useful_line
 from ..limits import cap
 from ..scheduling import check_pool
+from ..train.options import ClusterOptions, TrainOptions, split_settings
 from .control import ConnectControl, check_capacity, control_for
 from .jobdir import JobDir, JobView, snapshot, touch
-
-from ..train.options import ClusterOptions, TrainOptions, split_settings
 
 if TYPE_CHECKING:  # imported where used
     from ..train.result import DistributedTrainResult

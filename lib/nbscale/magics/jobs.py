@@ -41,7 +41,7 @@ class JobsMagics(Magics):
     def jobs(self, line):
         """List this kernel's background jobs (state, progress per worker, time), cancel one (%jobs cancel 2),
         or kill one worker of a distributed job to watch Spark rerun it and training resume (%jobs kill 2 1)."""
-        from ..jobs import registry
+        from ..jobs import background
 
         args = parse_argstring(self.jobs, line)
         if args.action == "wait":
@@ -49,7 +49,7 @@ class JobsMagics(Magics):
 
             if args.job is None:
                 raise NbscaleError("Which job? Write %jobs wait ID [--epoch N] (ids are in %jobs).")
-            job = registry.get(args.job)
+            job = background.get(args.job)
             if args.epoch:
                 job.wait_for_epoch(args.epoch, args.timeout)
                 print(f"Job {job.id} has finished epoch {args.epoch}." if job.epochs_done >= args.epoch
@@ -64,7 +64,7 @@ class JobsMagics(Magics):
 
             if args.job is None or args.rank is None:
                 raise NbscaleError("Which worker? Write %jobs kill JOB RANK (ranks are on the job's card).")
-            run = registry.get(args.job).handle
+            run = background.get(args.job).handle
             if run is None or not hasattr(run, "id"):
                 raise NbscaleError(f"Job {args.job} is not a distributed training: only workers of %%train --workers jobs can be killed.")
             print(kill_worker(run.id, args.rank))
@@ -74,11 +74,11 @@ class JobsMagics(Magics):
                 from ..errors import NbscaleError
 
                 raise NbscaleError("Which job? Write %jobs cancel ID (ids are in %jobs).")
-            job = registry.cancel(args.job)
+            job = background.cancel(args.job)
             print(f"Job {job.id} ({job.title}): stop requested; it stops after the current batch." if job.state == "running"
                   else f"Job {job.id} is already {job.state}.")
             return None
-        return HTML(jobs_card(registry.jobs()))
+        return HTML(jobs_card(background.jobs()))
 
     @accepts_help
     @magic_arguments()

@@ -5,9 +5,8 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..train.options import ClusterOptions, TrainOptions, from_args, option_arguments
-from .help import accepts_help
-
 from ..widgets.placeholder import Placeholder
+from .help import accepts_help
 
 
 class _LiveCard(Placeholder):
@@ -74,7 +73,7 @@ class TrainMagics(Magics):
             self.shell.user_ns[output] = result
 
     def _in_background(self, cell, run: dict, live, output):
-        from ..jobs import registry
+        from ..jobs import background
 
         def work(job):
             def on_epoch(progress):
@@ -93,7 +92,7 @@ class TrainMagics(Magics):
             return result
 
         where = f" --workers {run['cluster'].workers}" if "cluster" in run else ""
-        job = registry.start("train", f"%%train {run['options'].data}{where}", work)
+        job = background.start("train", f"%%train {run['options'].data}{where}", work)
         job.view = live
         if hasattr(live, "attach"):
             live.attach(job, distributed="cluster" in run)

@@ -6,7 +6,8 @@ every epoch's rows, logs the run, and leaves no run RUNNING when something fails
 
 The training core other packages use (distributed training, its workers, %%tune) is public here and in
 the modules beside this one: `cell` (the model a cell builds), `runtime` (tf-keras, device, precision),
-`checks` (model against data), `tracking` (the MLflow run), `callbacks` (the local loop's), `result`."""
+`checks` (model against data), `tracking` (the MLflow run), `callbacks` (the local loop's), `result`, `options`
+(what to train and where, declared once for the magics, the launcher and these functions)."""
 from __future__ import annotations
 
 import shutil

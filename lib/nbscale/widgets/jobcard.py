@@ -28,9 +28,9 @@ class JobCard:
             self.worker.layout.display = self.kill_button.layout.display = "none"
 
     def cancel(self) -> str:
-        from ..jobs import registry
+        from ..jobs import background
 
-        registry.cancel(self.job.id)
+        background.cancel(self.job.id)
         return f"Job {self.job.id}: stop requested."
 
     def kill(self) -> str:
