@@ -9,7 +9,7 @@ LAB_PORT ?= 8888
 DEMO_OUT ?= build/demo
 ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup lab labextension test test-fast demo notebooks lock clean check-tools
+.PHONY: setup lab labextension test test-fast test-py312 demo notebooks lock clean check-tools
 LABEXT := lib/nbscale/labextension
 
 setup: $(STAMP)
@@ -53,6 +53,18 @@ test: setup
 # What a developer runs while working: no Spark-heavy suites, no notebooks.
 test-fast: setup
 	$(BIN)/python -m pytest -p no:nbval -m "not slow" tests
+
+# Python 3.12 beside the main 3.11: the same locked set installed in a second venv, then the fast layer and the
+# quickstart (ingest, train, register, serve, predict) under nbval on it. CI runs it after `make test`.
+PYTHON312 ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do "$$p" -c '' 2>/dev/null && { command -v "$$p"; break; }; done)
+VENV312 := build/venv-py312
+test-py312:
+	@[ -n "$(PYTHON312)" ] || { echo "nbscale: no python3.12 found: install Python 3.12 (or run make test-py312 PYTHON312=/path/to/python3.12)." >&2; exit 1; }
+	test -x $(VENV312)/bin/python || $(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install -q --upgrade pip==25.3
+	$(VENV312)/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(VENV312)/bin/python -m pytest -p no:nbval -m "not slow" -q tests
+	$(VENV312)/bin/python -m pytest -q --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg --nbval-kernel-name python3 notebooks/00-quickstart.ipynb
 
 demo: setup
 	mkdir -p $(DEMO_OUT)
