@@ -38,3 +38,20 @@ def test_a_secret_file_is_never_readable_by_others(tmp_path):
         os.umask(before)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "jobs.json").stat().st_mode) == 0o666  # others' files keep what the umask allows
+
+
+def test_a_streamed_file_appears_only_when_whole(tmp_path):
+    """A download or a decompressed file: written under a temporary name, renamed into place at the end."""
+    from nbscale.files import replacing
+
+    target = tmp_path / "cache" / "train-images.idx"
+    with replacing(target) as first, replacing(target) as second:  # two writers of one file never share a partial
+        assert first != second and first.parent == second.parent == target.parent
+        first.write_bytes(b"one")
+        assert not target.exists()  # nothing published mid-write
+        second.write_bytes(b"two")
+    assert target.read_bytes() == b"one"  # the last to finish wins, whole (the inner block ended first)
+    with pytest.raises(EOFError), replacing(target) as partial:
+        partial.write_bytes(b"half")
+        raise EOFError("truncated gzip")
+    assert target.read_bytes() == b"one" and sorted(p.name for p in target.parent.iterdir()) == ["train-images.idx"]

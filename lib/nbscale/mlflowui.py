@@ -71,10 +71,9 @@ def _start(uri: str) -> MlflowUI:
     # MLflow's UI app (what `mlflow ui` runs) in one uvicorn process: `mlflow ui` itself would start uvicorn as a
     # grandchild that a killed kernel leaves behind. The store reaches the app as `mlflow server` hands it over.
     env = dict(os.environ, _MLFLOW_SERVER_FILE_STORE=uri, _MLFLOW_SERVER_REGISTRY_STORE=uri, _MLFLOW_SGI_NAME="uvicorn")
-    with open(log, "ab") as out:
-        process = spawn([sys.executable, "-m", "uvicorn", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
-                         "mlflow.server.fastapi_app:app"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                        preexec_fn=parent_death_signal)  # a killed kernel leaves no UI holding a port
+    with open(log, "ab") as out:  # this module's main: the app under uvicorn, in a process that dies with the kernel
+        process = spawn([sys.executable, "-m", "nbscale.mlflowui", LOOPBACK, str(port)], stdout=out, stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL, env=env, preexec_fn=parent_death_signal)
     url = f"http://{LOOPBACK}:{port}"
     from .serving.launch import wait_healthy
 
@@ -93,3 +92,20 @@ def _stop_all() -> None:
 
 
 atexit.register(_stop_all)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m nbscale.mlflowui HOST PORT`: MLflow's UI app (the store in the environment, as `mlflow server`
+    hands it over) under one uvicorn worker; the process ends when the kernel that started it does."""
+    from .processes import die_with_parent
+
+    die_with_parent()
+    host, port = argv
+    import uvicorn
+
+    uvicorn.run("mlflow.server.fastapi_app:app", host=host, port=int(port), workers=1, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -30,4 +30,3 @@ def quiet_loggers(*names: str, output: bool = False):
         finally:
             for logger, level in zip(loggers, levels):
                 logger.setLevel(level)
-

@@ -3,7 +3,6 @@ checked against a known MD5 where there is one, and never left half-written."""
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import urllib.error
 import urllib.parse
@@ -11,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import NbscaleError
+from ..files import replacing
 
 CHUNK = 1 << 20
 
@@ -38,28 +38,22 @@ def download(url: str, md5: str | None = None, timeout: float = 60.0) -> Path:
     target = cache_dir() / hashlib.sha1(url.encode()).hexdigest()[:16] / file_name
     if target.is_file() and (md5 is None or md5_of(target) == md5):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:  # noqa: S310 - the user's URL
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            for block in iter(lambda: response.read(CHUNK), b""):
-                out.write(block)
-                done += len(block)
-                _progress(url, done, total)
-        print(file=sys.stderr)
-    except (urllib.error.URLError, OSError) as exc:
-        partial.unlink(missing_ok=True)
-        reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None) or exc
-        raise NbscaleError(f"Could not download {url} ({reason}): check the URL and the network, or download it and give the local path.") from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    if md5 is not None and (got := md5_of(partial)) != md5:
-        partial.unlink()
-        raise NbscaleError(f"{url} downloaded with MD5 {got}, expected {md5}: the file is damaged or changed; nothing was cached.")
-    os.replace(partial, target)
+    with replacing(target) as partial:  # in place only when whole and checked
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:  # noqa: S310 - the user's URL
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    out.write(block)
+                    done += len(block)
+                    _progress(url, done, total)
+            print(file=sys.stderr)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None) or exc
+            raise NbscaleError(f"Could not download {url} ({reason}): check the URL and the network, or download it and give the local "
+                               "path.") from None
+        if md5 is not None and (got := md5_of(partial)) != md5:
+            raise NbscaleError(f"{url} downloaded with MD5 {got}, expected {md5}: the file is damaged or changed; nothing was cached.")
     return target
 
 

@@ -25,6 +25,7 @@ from typing import Callable
 from ..config import over_connect, settings
 from ..datahost import on_data_host
 from ..errors import NbscaleError
+from ..files import replacing
 from ..sources import quoted
 
 READER_POOL = "dummy"
@@ -166,11 +167,9 @@ def _pulled(split_: Split, copy: str, part: str, row_groups: int) -> Split:
         if table.num_rows != split_.rows:
             raise ShortEpochError(f"Fetching the {part} split through Spark Connect gave {table.num_rows} of its {split_.rows} rows: "
                                   "nothing was trained. Run the cell again.")
-        here.mkdir(parents=True, exist_ok=True)
-        partial = here / f".part-0.{uuid.uuid4().hex[:8]}.partial"
         fitting = ROW_GROUP_BYTES // max(1, table.nbytes // max(1, table.num_rows))  # rows in ROW_GROUP_BYTES, as on the cluster
-        pq.write_table(table, partial, row_group_size=max(1, min(math.ceil(table.num_rows / row_groups), fitting)))
-        os.replace(partial, file)
+        with replacing(file) as partial:
+            pq.write_table(table, partial, row_group_size=max(1, min(math.ceil(table.num_rows / row_groups), fitting)))
     return dataclasses.replace(split_, path=here.as_uri())
 
 

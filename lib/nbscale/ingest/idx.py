@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import shutil
 import struct
 from pathlib import Path
 
 from ..config import settings
 from ..errors import NbscaleError
+from ..files import replacing
 from .readers import URI_RE, Read, expand, items
 
 
@@ -23,15 +23,12 @@ def _plain_copy(path: Path) -> Path:
     stat = path.stat()
     target = Path(settings().data_dir) / "cache" / "idx" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".part")
-        try:
-            with gzip.open(path, "rb") as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except (OSError, EOFError) as exc:
-            partial.unlink(missing_ok=True)
-            raise NbscaleError(f"{path} is not a readable gzip file ({exc}): download it again.") from None
-        os.replace(partial, target)
+        with replacing(target) as partial:
+            try:
+                with gzip.open(path, "rb") as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except (OSError, EOFError) as exc:
+                raise NbscaleError(f"{path} is not a readable gzip file ({exc}): download it again.") from None
     return target
 
 

@@ -140,8 +140,6 @@ def train(code: str | None = None, *, options: TrainOptions | None = None, names
         release_backups(backups)
 
 
-
-
 def _one_line(exc: BaseException) -> BaseException:
     if isinstance(exc, NbscaleError):
         return exc
@@ -152,5 +150,3 @@ def _one_line(exc: BaseException) -> BaseException:
     if "ShortEpochError" in text:  # raised in the feed, wrapped by tf.data
         return ShortEpochError(text.split("ShortEpochError: ", 1)[1].splitlines()[0])
     return NbscaleError(f"Training failed: {first_useful_line(text)}")
-
-

@@ -68,4 +68,3 @@ def check_shapes(model, spec, train_rows: int) -> None:
                            f"start the model with keras.Input(shape={spec.feature_shape}).")
     if spec.batch_size > train_rows:
         raise NbscaleError(f"--batch-size {spec.batch_size} is larger than the {train_rows} training rows of {spec.ref}: use a smaller batch.")
-

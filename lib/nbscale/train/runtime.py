@@ -80,4 +80,3 @@ def dtype_policy(policy: str):
         yield
     finally:
         mixed_precision.set_global_policy(before)
-

@@ -52,7 +52,6 @@ def backup_dir(experiment: str, ref: str, code: str | None, root: Path | None = 
     return (root or local_dir()) / "checkpoints" / experiment / key
 
 
-
 def open_run(mlf, experiment: str, name: str, backups: Path, resume: bool, parent_run_id: str | None = None,
              backups_exist: bool | None = None):
     """(active run, history so far, epochs already logged). With `resume` and backups left by an
@@ -105,7 +104,6 @@ def keep_if_unlogged(exc: BaseException, model, run_id: str) -> NbscaleError | N
                         f"is kept at {path} (keras.models.load_model reads it); %nbscale connect to a live server before training again.")
 
 
-
 _logging_inputs = threading.Lock()
 
 
@@ -149,7 +147,6 @@ def log_input_once(mlf, dataset, attempts: int = 4) -> None:
             time.sleep(0.1 * (attempt + 1))
 
 
-
 def log_model(mlf, model, version, spec) -> str:
     """Log the model with its input contract (raw feature columns of `version`, the feed's transform) and
     two real rows of the version as its input example (read where the data dir is)."""
@@ -165,4 +162,3 @@ def log_model(mlf, model, version, spec) -> str:
     mlf.set_tag(MODEL_TAG, info.model_uri)  # how %register finds a run's model
     mlf.set_tag(TASK_TAG, task)  # classes or values: how predictions are shown and written
     return info.model_uri
-
