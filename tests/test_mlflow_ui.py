@@ -36,8 +36,10 @@ def alive(pid: int) -> bool:
 
 
 def test_the_ui_shows_the_local_store_on_loopback_and_dies_with_its_kernel(tmp_path):
-    kernel = subprocess.Popen([sys.executable, "-c", STARTS_A_UI], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              env=dict(os.environ, NBSCALE_DATA_DIR=str(tmp_path)))
+    env = dict(os.environ, NBSCALE_DATA_DIR=str(tmp_path))
+    for inherited in ("MLFLOW_TRACKING_URI", "NBSCALE_TRACKING_URI"):  # an earlier test's store (mlflow.set_tracking_uri sets it)
+        env.pop(inherited, None)
+    kernel = subprocess.Popen([sys.executable, "-c", STARTS_A_UI], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         url, pid = kernel.stdout.readline().split()
         assert url.startswith("http://127.0.0.1:"), url  # no authentication, run deletion: never on another address

@@ -70,7 +70,8 @@ def _start(uri: str) -> MlflowUI:
     log = (work_dir() if not over_connect() else local_dir()) / "mlflow-ui.log"  # writable even beside a read-only data dir
     # MLflow's UI app (what `mlflow ui` runs) in one uvicorn process: `mlflow ui` itself would start uvicorn as a
     # grandchild that a killed kernel leaves behind. The store reaches the app as `mlflow server` hands it over.
-    env = dict(os.environ, _MLFLOW_SERVER_FILE_STORE=uri, _MLFLOW_SERVER_REGISTRY_STORE=uri, _MLFLOW_SGI_NAME="uvicorn")
+    env = dict(os.environ, _MLFLOW_SERVER_FILE_STORE=uri, _MLFLOW_SERVER_REGISTRY_STORE=uri, _MLFLOW_SGI_NAME="uvicorn",
+               MLFLOW_TRACKING_URI=uri, MLFLOW_REGISTRY_URI=uri)  # not another store the kernel's environment may name
     with open(log, "ab") as out:  # this module's main: the app under uvicorn, in a process that dies with the kernel
         process = spawn([sys.executable, "-m", "nbscale.mlflowui", LOOPBACK, str(port)], stdout=out, stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL, env=env, preexec_fn=parent_death_signal)
