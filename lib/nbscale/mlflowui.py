@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import atexit
 import html
-import os
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from .config import over_connect, settings
 from .datadir import local_dir, work_dir
 from .errors import NbscaleError
-from .processes import free_port, parent_death_signal, spawn
+from .processes import free_port
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 90
@@ -70,13 +69,13 @@ def _start(uri: str) -> MlflowUI:
     log = (work_dir() if not over_connect() else local_dir()) / "mlflow-ui.log"  # writable even beside a read-only data dir
     # MLflow's UI app (what `mlflow ui` runs) in one uvicorn process: `mlflow ui` itself would start uvicorn as a
     # grandchild that a killed kernel leaves behind. The store reaches the app as `mlflow server` hands it over.
-    env = dict(os.environ, _MLFLOW_SERVER_FILE_STORE=uri, _MLFLOW_SERVER_REGISTRY_STORE=uri, _MLFLOW_SGI_NAME="uvicorn",
-               MLFLOW_TRACKING_URI=uri, MLFLOW_REGISTRY_URI=uri)  # not another store the kernel's environment may name
-    with open(log, "ab") as out:  # this module's main: the app under uvicorn, in a process that dies with the kernel
-        process = spawn([sys.executable, "-m", "nbscale.mlflowui", LOOPBACK, str(port)], stdout=out, stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL, env=env, preexec_fn=parent_death_signal)
+    # This module's main runs the app under uvicorn in a process that dies with the kernel; it is started as the model
+    # servers are (their environment names this kernel's store, not one the kernel's environment may have inherited).
+    from .serving.launch import start_process, wait_healthy
+
+    process = start_process("nbscale.mlflowui", [LOOPBACK, str(port)], log, _MLFLOW_SERVER_FILE_STORE=uri,
+                            _MLFLOW_SERVER_REGISTRY_STORE=uri, _MLFLOW_SGI_NAME="uvicorn")
     url = f"http://{LOOPBACK}:{port}"
-    from .serving.launch import wait_healthy
 
     try:
         wait_healthy(url, process, log, "The MLflow UI", timeout_s=START_TIMEOUT_S, path="/health")

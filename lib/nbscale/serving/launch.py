@@ -49,10 +49,12 @@ def _env() -> dict:
     return env
 
 
-def start_process(module: str, args: list[str], log: Path) -> subprocess.Popen:
+def start_process(module: str, args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    """`python -m module args` with this kernel's stores in its environment (and `env`), its output in `log`; the
+    module's main calls `processes.die_with_parent` first."""
     with open(log, "ab") as out:
         return spawn([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                     env=_env(), start_new_session=True)
+                     env={**_env(), **env}, start_new_session=True)
 
 
 def start_replicas(name: str, version: int, count: int, folder: Path) -> list[Replica]:
