@@ -284,3 +284,24 @@ def test_a_model_version_label_is_read_back_in_one_place():
     for bad in ("digits", "digits vx", " v3", "digits v"):
         with pytest.raises(ValueError, match="not a model version label"):
             ModelVersion.from_label(bad)
+
+
+def test_ui_links_go_through_the_jupyter_server_only_when_it_proxies_them(monkeypatch):
+    """A kernel its server told where UIs are proxied links them there and publishes the port for the server; any
+    other kernel links the UI as it is and publishes nothing. A stopped UI is no longer published."""
+    from nbscale import uilinks
+
+    monkeypatch.delenv(uilinks.PREFIX_VARIABLE, raising=False)
+    assert uilinks.browser_url("http://127.0.0.1:4040", "spark", page="jobs/") == "http://127.0.0.1:4040"
+    assert uilinks.published() == []
+    monkeypatch.setenv(uilinks.PREFIX_VARIABLE, "/user/ann/nbscale/ui/")
+    assert uilinks.browser_url("http://127.0.0.1:4040", "spark", page="jobs/") == "/user/ann/nbscale/ui/4040/jobs/"
+    assert uilinks.browser_url("http://10.1.2.3:5001/", "mlflow") == "/user/ann/nbscale/ui/5001/"
+    assert uilinks.browser_url("https://mlflow.example.org/", "mlflow") == "https://mlflow.example.org/"  # not ours to proxy
+    try:
+        assert uilinks.published() == [{"kind": "mlflow", "host": "10.1.2.3", "port": 5001}, {"kind": "spark", "host": "127.0.0.1", "port": 4040}]
+        uilinks.forget("mlflow")
+        assert [ui["kind"] for ui in uilinks.published()] == ["spark"]
+    finally:
+        uilinks.forget("spark")
+        uilinks.forget("mlflow")

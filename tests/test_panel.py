@@ -1,8 +1,9 @@
 """The nbscale panel in a real JupyterLab, driven by headless Chromium (Debian's, at /usr/bin/chromium).
 
-This test process plays the kernel: it ingests a dataset, logs a run and starts a background job; the
-browser must show them in the panel, cancel the job with its button, and put a dataset's magic into the
-notebook's active cell."""
+JupyterLab runs under a base URL, as on Binder or JupyterHub. In the panel tests this test process plays the
+kernel: it ingests a dataset, logs a run and starts a background job; the browser must show them in the panel,
+cancel the job with its button, and put a dataset's magic into the notebook's active cell. The UI test runs a
+real kernel started by the server."""
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from conftest import ROOT, free_port, module_data_dir, wait_until_answers
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "nbscale-panel-test"
+BASE_URL = "/user/nbscale/"  # as Binder's, whose single-user servers live under /user/<name>/
 
 
 def chromium() -> str:
@@ -41,11 +43,13 @@ def lab(tmp_path_factory):
         log = open(root.parent / "lab.log", "w+")
         process = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
-             f"--IdentityProvider.token={TOKEN}", "--ServerApp.allow_unauthenticated_access=False", f"--ServerApp.root_dir={root}"],
-            env=dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+             f"--IdentityProvider.token={TOKEN}", "--ServerApp.allow_unauthenticated_access=False", f"--ServerApp.root_dir={root}",
+             f"--ServerApp.base_url={BASE_URL}"],
+            env=dict(os.environ, NBSCALE_DATA_DIR=cfg.data_dir, NBSCALE_TRACKING_URI=cfg.tracking_uri,
+                     JUPYTER_RUNTIME_DIR=str(root.parent / "runtime")),  # where the UI test finds its kernel's connection file
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            base = f"http://127.0.0.1:{port}"
+            base = f"http://127.0.0.1:{port}{BASE_URL.rstrip('/')}"
             wait_until_answers(f"{base}/nbscale/api/status?token={TOKEN}", process, 90, why=lambda: log.seek(0) or log.read())
             yield base, browser, root
         finally:
@@ -247,3 +251,89 @@ def test_the_panel_polls_only_while_shown_backs_off_on_errors_and_takes_its_inte
         finally:
             put_setting(base, "nbscale-labextension:panel", {})
             browser.close()
+
+
+def server_kernel(base: str, root):
+    """A kernel started by the Jupyter server (so it inherits the server's environment, as a notebook's does), and a
+    client that runs cells in it and returns their display outputs."""
+    import urllib.request
+
+    from jupyter_client import BlockingKernelClient
+
+    request = urllib.request.Request(f"{base}/api/kernels", data=b'{"name": "python3"}', method="POST",
+                                     headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - the test's own server
+        kernel_id = json.load(answer)["id"]
+    client = BlockingKernelClient()
+    client.load_connection_file(str(root.parent / "runtime" / f"kernel-{kernel_id}.json"))
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+
+    def run(code: str) -> list[dict]:
+        outputs: list[dict] = []
+        reply = client.execute_interactive(code, timeout=240, output_hook=lambda m: outputs.append(m["content"]))
+        assert reply["content"]["status"] == "ok", [o for o in outputs if "traceback" in o]
+        return [o["data"] for o in outputs if "data" in o]
+
+    def shut_down():
+        client.stop_channels()
+        urllib.request.urlopen(urllib.request.Request(f"{base}/api/kernels/{kernel_id}", method="DELETE",  # noqa: S310
+                                                      headers={"Authorization": f"token {TOKEN}"}), timeout=60).close()
+
+    return run, shut_down
+
+
+def test_the_spark_and_mlflow_ui_links_open_through_the_jupyter_server(lab):
+    """JupyterLab elsewhere (Binder, a remote host): the browser reaches the Jupyter server and nothing else. A kernel
+    the server started links its Spark UI and its MLflow UI under the server's base URL; Chromium, with every request
+    to another port refused, opens them there: Spark's jobs page, its executors page (which Spark's scripts fill in
+    from its REST API; under jupyter-server-proxy's own /proxy/<port>/ route they ask for an application called
+    "<port>" and the table stays empty), and MLflow's experiment list. A port no kernel published is not proxied."""
+    import re
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from playwright.sync_api import expect, sync_playwright
+
+    base, browser_path, root = lab
+    run, shut_down = server_kernel(base, root)
+    try:
+        run("%load_ext nbscale\nfrom nbscale.session import spark\nspark().range(1000).selectExpr('sum(id)').collect()")
+        card = run("%nbscale")[0]["text/html"]
+        spark_link = re.search(r'<a href="([^"]+)"', card).group(1)
+        ui = run("%nbscale ui")[0]["text/html"]
+        mlflow_link = re.search(r"<a href='([^']+)'", ui).group(1)
+        assert re.fullmatch(f"{BASE_URL}nbscale/ui/[0-9]+/jobs/", spark_link), card
+        assert re.fullmatch(f"{BASE_URL}nbscale/ui/[0-9]+/", mlflow_link), ui
+        origin = base[: -len(BASE_URL.rstrip("/"))]
+        jupyter_port = urllib.parse.urlsplit(origin).port
+        with pytest.raises(urllib.error.HTTPError, match="404"):  # a port of this machine that no kernel published
+            urllib.request.urlopen(urllib.request.Request(f"{base}/nbscale/ui/{jupyter_port}/api/status",  # noqa: S310
+                                                          headers={"Authorization": f"token {TOKEN}"}), timeout=30)
+        refused: list[str] = []
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=browser_path, headless=True, args=["--no-sandbox"])
+            try:
+                context = browser.new_context()
+
+                def only_the_jupyter_server(route):
+                    if urllib.parse.urlsplit(route.request.url).port == jupyter_port:
+                        return route.continue_()
+                    refused.append(route.request.url)
+                    return route.abort()
+
+                context.route("**/*", only_the_jupyter_server)
+                page = context.new_page()
+                page.goto(f"{base}/api/status?token={TOKEN}", timeout=60_000)  # logs in: the server sets its cookie
+                page.goto(origin + spark_link, timeout=60_000)
+                expect(page.locator("#completed-job-table, #completedJob-table, table").first).to_contain_text("collect", timeout=30_000)
+                page.goto(origin + spark_link.replace("/jobs/", "/executors/"), timeout=60_000)
+                expect(page.locator("#active-executors-table")).to_contain_text("driver", timeout=30_000)
+                page.goto(origin + mlflow_link, timeout=60_000)
+                expect(page.get_by_text("Default").first).to_be_visible(timeout=60_000)
+            finally:
+                browser.close()
+        assert refused == [], f"the pages asked for addresses other than the Jupyter server's: {refused}"
+    finally:
+        shut_down()

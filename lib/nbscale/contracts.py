@@ -56,6 +56,13 @@ class PublishedServer(TypedDict):
     versions: list[PublishedVersion]
 
 
+class PublishedUI(TypedDict):
+    """A UI of the kernel that the Jupyter server may proxy (<kernel dir>/uis.json; nbscale.uilinks)."""
+    kind: str  # "spark" or "mlflow"
+    host: str
+    port: int
+
+
 class PanelRequest(TypedDict, total=False):
     """What the panel asks a kernel to do (<kernel dir>/requests/*.json)."""
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 DATASET_RESOLVED = "dataset_resolved"  # name, version, pinned
 ALIAS_MOVED = "alias_moved"  # name, alias -> a line saying what followed
-WORK_STARTED = "work_started"  # a background job or a model service started in this kernel
+WORK_STARTED = "work_started"  # a background job, a model service or a proxied UI started in this kernel
 
 _subscribers: dict[str, list[Callable]] = {}
 _lock = threading.Lock()

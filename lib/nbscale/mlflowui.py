@@ -16,6 +16,7 @@ from .config import over_connect, settings
 from .datadir import local_dir, work_dir
 from .errors import NbscaleError
 from .processes import free_port
+from .uilinks import browser_url, forget
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 90
@@ -33,19 +34,26 @@ class MlflowUI:
     def running(self) -> bool:
         return self.process is None or self.process.poll() is None
 
+    @property
+    def link(self) -> str:
+        """What a browser opens: a UI started here goes through the Jupyter server when it proxies UIs
+        (JupyterLab on another machine, Binder); a tracking server's own UI is linked as it is."""
+        return self.url if self.process is None else browser_url(self.url, "mlflow")
+
     def stop(self) -> None:
         if self.process is not None:
             from .serving.launch import stop_processes
 
+            forget("mlflow")
             stop_processes([self.process])
 
     def _repr_html_(self) -> str:
-        whose = "the tracking server's own UI" if self.process is None else f"started for {html.escape(self.store)}, on this machine only"
-        return (f"<div class='nbscale-ui'>MLflow UI: <a href='{html.escape(self.url)}' target='_blank'>{html.escape(self.url)}</a> "
+        whose = "the tracking server's own UI" if self.process is None else f"started for {html.escape(self.store)} at {self.url}"
+        return (f"<div class='nbscale-ui'>MLflow UI: <a href='{html.escape(self.link)}' target='_blank'>{html.escape(self.link)}</a> "
                 f"<span style='opacity:.65'>({whose})</span></div>")
 
     def __repr__(self) -> str:
-        return f"MLflow UI at {self.url}" + (" (the tracking server's own)" if self.process is None else f" for {self.store}")
+        return f"MLflow UI at {self.link}" + (" (the tracking server's own)" if self.process is None else f" for {self.store}")
 
 
 def mlflow_ui() -> MlflowUI:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .config import CLUSTER_KERNEL_MASTER_ENV, settings
 from .errors import JavaMissingError, SettingError, SparkStartError, first_useful_line
-from . import limits
+from . import limits, uilinks
 from .datadir import local_dir, work_dir
 from .config import over_connect
 
@@ -373,6 +373,7 @@ def stop_spark() -> bool:
             pass
         if not key[0].startswith("sc://"):  # Spark Connect has no local JVM
             _shutdown_jvm()
+        uilinks.forget("spark")
         return True
 
 
@@ -401,7 +402,10 @@ def spark_info() -> dict:
     info = {"master": settings().master, "started": session is not None, "ui_url": None, "app_id": None}
     if session is not None and not settings().master.startswith("sc://"):
         sc = session.sparkContext
-        info.update(ui_url=sc.uiWebUrl, app_id=sc.applicationId, version=session.version)
+        # Proxied, the link opens the jobs page: Spark answers "/" with a redirect to a full URL of the proxy's
+        # host without the proxy's path, which the proxy passes through as it is.
+        ui = sc.uiWebUrl and uilinks.browser_url(sc.uiWebUrl, "spark", page="jobs/")
+        info.update(ui_url=ui, app_id=sc.applicationId, version=session.version)
     return info
 
 

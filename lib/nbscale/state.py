@@ -3,9 +3,9 @@ under `<data_dir>/kernels/<pid>/`, and requests dropped there for the kernel to 
 
 Files rather than comms: the panel must show the jobs and servers of *every* kernel, including one
 whose notebook tab is closed, and survive a browser reload or a server restart; a comm only reaches
-the frontend attached to its kernel. A daemon thread, started with the first background job or
-service, rewrites `jobs.json` and `servers.json` when they change and carries out requests the
-server writes into `requests/` ({"action": "cancel", "job": 3}, {"action": "stop", "server": "m"})."""
+the frontend attached to its kernel. A daemon thread, started with the first background job, service
+or proxied UI, rewrites `jobs.json`, `servers.json` and `uis.json` (the UIs the server may proxy) when
+they change and carries out requests the server writes into `requests/` ({"action": "cancel", "job": 3}, {"action": "stop", "server": "m"})."""
 from __future__ import annotations
 
 import atexit
@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import events
+from . import events, uilinks
 from .config import settings
 from .datadir import local_dir
 from .contracts import PanelRequest, PublishedJob, PublishedServer, PublishedVersion
@@ -72,7 +72,7 @@ def carry_out(request: PanelRequest) -> None:
 def publish_once(folder: Path, last: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / HEARTBEAT).touch()
-    for name, value in (("jobs", jobs_now()), ("servers", servers_now())):
+    for name, value in (("jobs", jobs_now()), ("servers", servers_now()), ("uis", uilinks.published())):
         if last.get(name) != value:
             write_json(folder / f"{name}.json", value)
             last[name] = value

@@ -149,6 +149,11 @@ def servers() -> list[dict]:
 ID = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() and int() also take '١' (Arabic-Indic one)
 
 
+def uis() -> list[dict]:
+    """The UIs (Spark's, MLflow's) that running kernels ask the server to proxy (nbscale.server.uiproxy)."""
+    return _published("uis")
+
+
 def _checked_kernel(kernel: str) -> int:
     if not ID.fullmatch(kernel or ""):
         raise NbscaleError(f"Kernel {kernel[:40]!r} is not a process id (ASCII digits, at most 10).")
