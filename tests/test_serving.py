@@ -502,3 +502,37 @@ def test_a_killed_replica_is_started_again_and_the_service_says_how_many_run(mod
     finally:
         serving.stop("digits-dense")
     assert serving_processes() == []  # the restarted replica stopped with the service
+
+
+def test_binder_replicas_run_a_checked_litert_export_and_never_load_tensorflow(models, settings):
+    """The Binder profile logs a LiteRT export beside the Keras model, kept because it answered as TensorFlow on the
+    check's rows, and its replicas run it: the same predictions as the Keras model, from a process that never mapped
+    TensorFlow's library (~0.1 GiB instead of ~0.4: benchmarks/suite.py --profile binder)."""
+    from nbscale.session import mlflow
+
+    settings.profile = "binder"
+    trained = train(DENSE, data="digits", epochs=2, batch_size=64, scale=16.0, seed=3, experiment="serve")
+    register("digits-lite", run_id=trained.run_id, alias="champion", evaluate=False)
+    logged = mlflow().models.get_model_info(trained.model_uri).flavors["python_function"]
+    assert "litert_model" in logged["artifacts"] and logged["config"]["litert_check"]["max_abs_difference"] <= 1e-5, logged
+    service = serving.serve("digits-lite@champion")
+    try:
+        answer = np.asarray(serving.predict("digits-lite", models["x"][:8]))
+        expected = trained.model.predict(models["scaled"][:8], verbose=0)
+        assert np.allclose(answer, expected, atol=1e-5) and (answer.argmax(axis=1) == expected.argmax(axis=1)).all()
+        maps = Path(f"/proc/{service.sides[0].replicas[0].process.pid}/maps").read_text()
+        assert "litert" in maps and "tensorflow" not in maps
+    finally:
+        serving.stop("digits-lite")
+
+
+def test_a_model_litert_cannot_take_keeps_tensorflow_and_says_why(tmp_path, capsys):
+    """No export that was not converted and checked: the replicas then run TensorFlow, and the cell says why."""
+    from nbscale.train import litert
+
+    broken = tmp_path / "model.keras"
+    broken.write_bytes(b"not a Keras model")
+    assert litert.export(broken, tmp_path / "model.tflite") is None
+    assert not (tmp_path / "model.tflite").exists()
+    said = capsys.readouterr().out.strip()
+    assert said.startswith("No LiteRT export of this model (") and said.endswith("): its replicas run TensorFlow.") and "\n" not in said, said

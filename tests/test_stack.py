@@ -117,7 +117,7 @@ def test_what_nbscale_imports_is_declared():
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
     distributions = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn", "tf_keras": "tf-keras", "IPython": "ipython",
-                     "jupyter_server": "jupyter-server", "jupyter_server_proxy": "jupyter-server-proxy", "pyspark": "pyspark", "google": None, "grpc": None}
+                     "jupyter_server": "jupyter-server", "jupyter_server_proxy": "jupyter-server-proxy", "ai_edge_litert": "ai-edge-litert", "pyspark": "pyspark", "google": None, "grpc": None}
     third_party = {distributions.get(name, name.lower()) for name in imported - set(sys.stdlib_module_names) - {"nbscale"}} - {None}
     declared = {name.lower() for name in RUNTIME}
     assert third_party - declared == set(), f"imported but not declared in pyproject.toml: {sorted(third_party - declared)}"

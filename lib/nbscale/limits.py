@@ -14,6 +14,16 @@ BINDER = {
 }
 
 
+def litert_replicas() -> bool:
+    """Whether models are logged with a LiteRT export that model replicas serve instead of TensorFlow: in the Binder
+    profile, where a replica importing TensorFlow takes ~0.4 GiB and one running LiteRT ~0.1 (benchmarks/suite.py).
+    The export is only kept when it answers as TensorFlow does (nbscale.train.pyfunc)."""
+    return settings().profile == "binder"
+
+
+REPLICA_RUNTIME_VARIABLE = "NBSCALE_REPLICA_RUNTIME"  # "litert": a replica's model runs its LiteRT export
+
+
 def cap(what: str, asked: int) -> int:
     """`asked`, or the Binder profile's limit for `what` when that is lower (and a line saying so)."""
     limit = BINDER[what] if settings().profile == "binder" else None
@@ -36,7 +46,9 @@ def spark_conf() -> dict[str, str]:
             "spark.driver.extraJavaOptions": LEAN_JVM, "spark.executor.extraJavaOptions": LEAN_JVM,
             # A Python worker that ran a model (scoring, a tuning trial) keeps TensorFlow loaded while it
             # waits for the next task; a fresh worker per task gives that memory back.
-            "spark.python.worker.reuse": "false"}
+            "spark.python.worker.reuse": "false",
+            # Batch scoring (%score) loads the model in Python workers: the LiteRT export, as replicas do.
+            f"spark.executorEnv.{REPLICA_RUNTIME_VARIABLE}": "litert"}
 
 
 def daemon_env() -> dict[str, str]:

@@ -10,6 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import limits
 from ..config import settings
 from ..datadir import local_dir
 from ..errors import NbscaleError
@@ -59,11 +60,17 @@ def start_process(module: str, args: list[str], log: Path, **env: str) -> subpro
 
 def start_replicas(name: str, version: int, count: int, folder: Path) -> list[Replica]:
     uri = f"models:/{name}/{version}"
+    runtime = {}
+    if limits.litert_replicas():  # a model logged with a checked LiteRT export runs it; any other loads TensorFlow
+        runtime[limits.REPLICA_RUNTIME_VARIABLE] = "litert"
+        print(f"Binder profile: {name} v{version}'s replicas run its LiteRT export when it was logged with one "
+              "(checked against TensorFlow); NBSCALE_PROFILE=full runs TensorFlow.")
     replicas = []
     for _ in range(count):
         port = free_port(settings().host)
         log = folder / f"replica-v{version}-{port}.log"
-        replicas.append(Replica(uri, port, start_process("nbscale.serving.replica", [uri, settings().host, str(port)], log), log))
+        process = start_process("nbscale.serving.replica", [uri, settings().host, str(port)], log, **runtime)
+        replicas.append(Replica(uri, port, process, log))
     return replicas
 
 

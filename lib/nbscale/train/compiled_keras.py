@@ -10,8 +10,13 @@ A model logged before the contract existed has no config: it takes pre-scaled fl
 answers the raw outputs, as it always did.
 
 MLflow's own Keras flavour calls `model.predict`, which builds a data adapter and a predict loop on
-every call: ~100x the forward pass for one row (benchmarks/serve.py)."""
+every call: ~100x the forward pass for one row (benchmarks/serve.py).
+
+A model logged with a LiteRT export (artifact `litert_model`, kept only when it answers as TensorFlow does)
+runs that export instead when the environment says NBSCALE_REPLICA_RUNTIME=litert: the process then never
+imports TensorFlow (~0.1 GiB instead of ~0.4; nbscale's Binder profile starts its replicas so)."""
 import os
+import threading
 
 import mlflow
 import numpy as np
@@ -19,22 +24,51 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
+RUNTIME_VARIABLE = "NBSCALE_REPLICA_RUNTIME"  # the name nbscale.limits gives it (this file cannot import nbscale)
+
+
+class LiteRTForward:
+    """A LiteRT flatbuffer as a function of a float32 batch; one call at a time (an interpreter is not thread-safe)."""
+
+    def __init__(self, model):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=model) if isinstance(model, bytes) else Interpreter(model_path=model)
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.interpreter.resize_tensor_input(self.input, x.shape)
+            self.interpreter.allocate_tensors()
+            self.interpreter.set_tensor(self.input, np.ascontiguousarray(x, dtype=np.float32))
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self.output).copy()
+
+
 class CompiledKeras(PythonModel):
     def load_context(self, context):
+        self.config = dict(getattr(context, "model_config", None) or {})
+        litert = context.artifacts.get("litert_model")
+        if litert and os.environ.get(RUNTIME_VARIABLE) == "litert":
+            self.input_shape = tuple(self.config["input_shape"])
+            self._forward = LiteRTForward(litert)
+            return
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         import tensorflow as tf
         import tf_keras
 
         self.keras_model = tf_keras.models.load_model(context.artifacts["keras_model"], compile=False)
         self.input_shape = tuple(self.keras_model.input_shape[1:])
-        self.config = dict(getattr(context, "model_config", None) or {})
         model = self.keras_model
 
         @tf.function(input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)])
         def forward(x):
             return tf.cast(model(x, training=False), tf.float32)  # float32 out, also under mixed precision
 
-        self._forward = forward.get_concrete_function()
+        concrete = forward.get_concrete_function()
+        self._forward = lambda x: concrete(x).numpy()
 
     def features(self, model_input) -> np.ndarray:
         """Raw rows -> what the network takes: the training feed's transform."""
@@ -53,7 +87,7 @@ class CompiledKeras(PythonModel):
 
     # The hint says "a frame" without asking MLflow to infer a schema from it: the logged signature validates names and types.
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        outputs = self._forward(self.features(model_input)).numpy()
+        outputs = self._forward(self.features(model_input))
         task = self.config.get("task")
         if not task:
             return outputs

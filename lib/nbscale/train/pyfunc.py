@@ -2,10 +2,14 @@
 with the Keras model as its artifact `keras_model` and its input contract as its `model_config`: the
 dataset's raw feature columns by name (the signature names them, with a real row as the input
 example), the training feed's transform, and what it answers. Plain `mlflow models serve`,
-`mlflow.pyfunc.load_model` and `spark_udf` all take it."""
+`mlflow.pyfunc.load_model` and `spark_udf` all take it. Where replicas run LiteRT (`limits.litert_replicas`),
+a LiteRT export of the same forward pass is logged beside it when it answers as TensorFlow does."""
 from __future__ import annotations
 
 from pathlib import Path
+
+from .. import limits
+from . import litert
 
 MODEL_CODE = Path(__file__).with_name("compiled_keras.py")
 
@@ -44,8 +48,14 @@ def log_keras(model, config: dict, example, name: str = "model"):
     with tempfile.TemporaryDirectory(prefix="nbscale-model-") as folder:
         path = str(Path(folder) / "model.keras")
         model.save(path)
+        artifacts = {"keras_model": path}
+        if limits.litert_replicas():
+            config = {**config, "input_shape": list(model.input_shape[1:])}  # what the LiteRT runtime cannot ask Keras
+            checked = litert.export(Path(path), Path(folder) / "model.tflite")
+            if checked is not None:
+                artifacts["litert_model"], config["litert_check"] = str(Path(folder) / "model.tflite"), checked
         # Requirements stated, not inferred: inferring them loads the model in a subprocess (seconds).
-        info = mlflow.pyfunc.log_model(name=name, python_model=str(MODEL_CODE), artifacts={"keras_model": path},
+        info = mlflow.pyfunc.log_model(name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
                                        model_config=config, signature=signature(config), input_example=example,
                                        pip_requirements=[f"tensorflow=={tf.__version__}", f"tf-keras=={tf_keras.__version__}",
                                                          f"mlflow=={mlflow.__version__}", "pandas", "numpy"])
