@@ -68,8 +68,7 @@ def main() -> int:
     tag = uuid.uuid4().hex
     env = dict(os.environ, **{MARKER: tag, "NBSCALE_PROFILE": args.profile, "NBSCALE_DATA_DIR": tempfile.mkdtemp(prefix="nbscale-suite-")})
     if args.profile == "binder":  # as binder/start sets them
-        env.update(NBSCALE_DRIVER_MEMORY="512m", NBSCALE_MASTER="local[2]", MALLOC_ARENA_MAX="2",
-                   MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+        env.update(NBSCALE_DRIVER_MEMORY="512m", NBSCALE_MASTER="local[2]", MALLOC_ARENA_MAX="2")
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax"]
     else:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",

@@ -289,6 +289,7 @@ def test_the_spark_and_mlflow_ui_links_open_through_the_jupyter_server(lab):
     to another port refused, opens them there: Spark's jobs page, its executors page (which Spark's scripts fill in
     from its REST API; under jupyter-server-proxy's own /proxy/<port>/ route they ask for an application called
     "<port>" and the table stays empty), and MLflow's experiment list. A port no kernel published is not proxied."""
+    import http.client
     import re
     import urllib.error
     import urllib.parse
@@ -308,6 +309,10 @@ def test_the_spark_and_mlflow_ui_links_open_through_the_jupyter_server(lab):
         assert re.fullmatch(f"{BASE_URL}nbscale/ui/[0-9]+/", mlflow_link), ui
         origin = base[: -len(BASE_URL.rstrip("/"))]
         jupyter_port = urllib.parse.urlsplit(origin).port
+        anonymous = http.client.HTTPConnection("127.0.0.1", jupyter_port, timeout=30)
+        anonymous.request("GET", spark_link)  # no token, no cookie: the server's login, never Spark's page
+        assert anonymous.getresponse().status in (302, 403)
+        anonymous.close()
         with pytest.raises(urllib.error.HTTPError, match="404"):  # a port of this machine that no kernel published
             urllib.request.urlopen(urllib.request.Request(f"{base}/nbscale/ui/{jupyter_port}/api/status",  # noqa: S310
                                                           headers={"Authorization": f"token {TOKEN}"}), timeout=30)

@@ -35,7 +35,8 @@ def cap(what: str, asked: int) -> int:
 
 # A JVM's own footprint beside its heap, measured (benchmarks/suite.py): the serial collector keeps no
 # per-region bookkeeping and grows the heap only as needed; smaller code cache and metaspace caps.
-LEAN_JVM = "-XX:+UseSerialGC -XX:ReservedCodeCacheSize=64m -XX:MaxMetaspaceSize=256m -XX:CICompilerCount=2"
+LEAN_JVM = ("-XX:+UseSerialGC -XX:ReservedCodeCacheSize=64m -XX:MaxMetaspaceSize=256m -XX:CICompilerCount=2"
+            " -XX:TieredStopAtLevel=1 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=20")
 
 
 def spark_conf() -> dict[str, str]:
