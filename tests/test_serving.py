@@ -506,8 +506,8 @@ def test_a_killed_replica_is_started_again_and_the_service_says_how_many_run(mod
 
 def test_binder_replicas_run_a_checked_litert_export_and_never_load_tensorflow(models, settings):
     """The Binder profile logs a LiteRT export beside the Keras model, kept because it answered as TensorFlow on the
-    check's rows, and its replicas run it: the same predictions as the Keras model, from a process that never mapped
-    TensorFlow's library (~0.1 GiB instead of ~0.4: benchmarks/suite.py --profile binder)."""
+    check's rows, and its replicas run it, also when the watchdog restarts one: the same predictions as the Keras model,
+    from processes that never mapped TensorFlow's library (~0.2 GiB instead of ~0.4: benchmarks/suite.py --profile binder)."""
     from nbscale.session import mlflow
 
     settings.profile = "binder"
@@ -520,8 +520,16 @@ def test_binder_replicas_run_a_checked_litert_export_and_never_load_tensorflow(m
         answer = np.asarray(serving.predict("digits-lite", models["x"][:8]))
         expected = trained.model.predict(models["scaled"][:8], verbose=0)
         assert np.allclose(answer, expected, atol=1e-5) and (answer.argmax(axis=1) == expected.argmax(axis=1)).all()
-        maps = Path(f"/proc/{service.sides[0].replicas[0].process.pid}/maps").read_text()
+        replica = service.sides[0].replicas[0]
+        maps = Path(f"/proc/{replica.process.pid}/maps").read_text()
         assert "litert" in maps and "tensorflow" not in maps
+        killed = replica.process.pid  # the watchdog's restart runs the same runtime
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (replica.process.pid != killed and service.stats()["sides"][0]["replicas"][0]["healthy"]):
+            time.sleep(0.5)
+        maps = Path(f"/proc/{replica.process.pid}/maps").read_text()
+        assert replica.process.pid != killed and "litert" in maps and "tensorflow" not in maps
     finally:
         serving.stop("digits-lite")
 

@@ -16,8 +16,8 @@ BINDER = {
 
 def litert_replicas() -> bool:
     """Whether models are logged with a LiteRT export that model replicas serve instead of TensorFlow: in the Binder
-    profile, where a replica importing TensorFlow takes ~0.4 GiB and one running LiteRT ~0.1 (benchmarks/suite.py).
-    The export is only kept when it answers as TensorFlow does (nbscale.train.pyfunc)."""
+    profile, where a replica importing TensorFlow takes ~0.4 GiB and one running LiteRT ~0.2 (benchmarks/suite.py).
+    The export is only kept when it answers as TensorFlow does (nbscale.train.litert)."""
     return settings().profile == "binder"
 
 

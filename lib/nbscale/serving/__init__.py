@@ -24,7 +24,7 @@ from ..datahost import require_writable
 from ..errors import NbscaleError
 from ..files import write_json
 from ..processes import free_port, port_is_free
-from .launch import Replica, folder_for, start_process, start_replicas, stop_processes, wait_healthy
+from .launch import Replica, folder_for, start_process, start_replica, start_replicas, stop_processes, wait_healthy
 from .versions import resolve, sample_rows, trained_feed  # noqa: F401 - part of nbscale.serving's API
 
 
@@ -130,8 +130,7 @@ def _watch_replicas() -> None:
                             continue
                         replica.restarts += 1
                         replica.next_try = time.monotonic() + 2 ** (replica.restarts + 1)
-                        replica.process = start_process("nbscale.serving.replica", [replica.uri, settings().host, str(replica.port)],
-                                                        replica.log)
+                        replica.process = start_replica(replica.uri, replica.port, replica.log)
         except Exception:  # noqa: BLE001 - a failed restart is retried on the next pass (bounded by RESTARTS)
             pass
         finally:

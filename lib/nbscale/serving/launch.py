@@ -60,18 +60,22 @@ def start_process(module: str, args: list[str], log: Path, **env: str) -> subpro
 
 def start_replicas(name: str, version: int, count: int, folder: Path) -> list[Replica]:
     uri = f"models:/{name}/{version}"
-    runtime = {}
-    if limits.litert_replicas():  # a model logged with a checked LiteRT export runs it; any other loads TensorFlow
-        runtime[limits.REPLICA_RUNTIME_VARIABLE] = "litert"
+    if limits.litert_replicas():
         print(f"Binder profile: {name} v{version}'s replicas run its LiteRT export when it was logged with one "
               "(checked against TensorFlow); NBSCALE_PROFILE=full runs TensorFlow.")
     replicas = []
     for _ in range(count):
         port = free_port(settings().host)
         log = folder / f"replica-v{version}-{port}.log"
-        process = start_process("nbscale.serving.replica", [uri, settings().host, str(port)], log, **runtime)
-        replicas.append(Replica(uri, port, process, log))
+        replicas.append(Replica(uri, port, start_replica(uri, port, log), log))
     return replicas
+
+
+def start_replica(uri: str, port: int, log: Path) -> subprocess.Popen:
+    """One replica process (the first start, or the watchdog's restart: both run the same runtime)."""
+    # A model logged with a checked LiteRT export runs it there; any other loads TensorFlow.
+    runtime = {limits.REPLICA_RUNTIME_VARIABLE: "litert"} if limits.litert_replicas() else {}
+    return start_process("nbscale.serving.replica", [uri, settings().host, str(port)], log, **runtime)
 
 
 def wait_healthy(url: str, process: subprocess.Popen, log: Path, what: str, timeout_s: float = START_TIMEOUT_S,

@@ -14,7 +14,7 @@ every call: ~100x the forward pass for one row (benchmarks/serve.py).
 
 A model logged with a LiteRT export (artifact `litert_model`, kept only when it answers as TensorFlow does)
 runs that export instead when the environment says NBSCALE_REPLICA_RUNTIME=litert: the process then never
-imports TensorFlow (~0.1 GiB instead of ~0.4; nbscale's Binder profile starts its replicas so)."""
+imports TensorFlow (~0.2 GiB instead of ~0.4; nbscale's Binder profile starts its replicas so)."""
 import os
 import threading
 
