@@ -10,11 +10,18 @@ marker variable they all inherit. RSS counts a shared library once per process t
 shares it out, so it is the closer figure for "how much RAM does this need". Both are printed.
 In the binder profile the notebooks' outputs differ from the committed ones (fewer epochs and rows),
 so there the notebooks are executed (an error still fails the run) instead of compared.
+
+`--memory-limit 2` runs each notebook as Binder does: inside a memory cgroup of that many GiB (Binder's pods
+are cgroups), every process it starts included, no swap. PSS counts clean pages of mapped libraries
+(TensorFlow's ~0.45 GiB) that such a cgroup reclaims under pressure instead of failing; the cgroup run says
+whether the notebook completes within the limit, and how often the kernel killed a process for memory.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +35,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "NBSCALE_SUITE_RUN"
 GIB = 1024 ** 3
+NOTEBOOK_TIMEOUT_S = 900
 
 
 def tagged_memory(tag: str) -> tuple[int, int, list[tuple[str, int]]]:
@@ -44,6 +52,37 @@ def tagged_memory(tag: str) -> tuple[int, int, list[tuple[str, int]]]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return rss, pss, each
+
+
+def memory_cgroup(name: str, limit_gib: float) -> Path:
+    """A new memory cgroup (v1 or v2) below this process's own, limited to `limit_gib` GiB, swap included."""
+    v1 = next((line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.split(":")[1] == "memory"), None)
+    limit = str(int(limit_gib * GIB))
+    if v1 is not None:
+        group = Path("/sys/fs/cgroup/memory") / v1.lstrip("/") / name
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(limit)
+        if (group / "memory.memsw.limit_in_bytes").exists():
+            (group / "memory.memsw.limit_in_bytes").write_text(limit)
+    else:
+        own = Path("/proc/self/cgroup").read_text().splitlines()[0].split(":", 2)[2]
+        group = Path("/sys/fs/cgroup") / own.lstrip("/") / name
+        group.mkdir()
+        (group / "memory.max").write_text(limit)
+        (group / "memory.swap.max").write_text("0")
+    return group
+
+
+def cgroup_outcome(group: Path) -> tuple[int, int]:
+    """(peak bytes charged, processes killed for memory) of a cgroup whose processes have ended."""
+    if (group / "memory.max_usage_in_bytes").exists():
+        peak = int((group / "memory.max_usage_in_bytes").read_text())
+        events = (group / "memory.oom_control").read_text()
+    else:
+        peak = int((group / "memory.peak").read_text()) if (group / "memory.peak").exists() else -1
+        events = (group / "memory.events").read_text()
+    kills = next((int(line.split()[1]) for line in events.splitlines() if line.startswith("oom_kill ")), 0)
+    return peak, kills
 
 
 def role(cmdline: list[str]) -> str:
@@ -63,6 +102,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", default=sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb")))
     parser.add_argument("--profile", choices=("full", "binder"), default="full")
+    parser.add_argument("--memory-limit", type=float, metavar="GIB", help="run each notebook in a memory cgroup of this size (root)")
     args = parser.parse_args()
 
     tag = uuid.uuid4().hex
@@ -88,15 +128,35 @@ def main() -> int:
         sampler = threading.Thread(target=sample, daemon=True)
         started = time.monotonic()
         sampler.start()
-        outcome = subprocess.run([*command, notebook], cwd=ROOT, env=env, capture_output=True, text=True)
+        group = memory_cgroup(f"nbscale-suite-{tag[:8]}-{len(rows)}", args.memory_limit) if args.memory_limit else None
+        enter = (lambda group=group: (group / "cgroup.procs").write_text(str(os.getpid()))) if group else None
+        if group is not None:  # a fresh machine's pod: libraries it maps are read (and charged) inside its limit
+            Path("/proc/sys/vm/drop_caches").write_text("1")
+        try:
+            outcome = subprocess.run([*command, notebook], cwd=ROOT, env=env, capture_output=True, text=True, preexec_fn=enter,
+                                     timeout=NOTEBOOK_TIMEOUT_S)
+        except subprocess.TimeoutExpired as late:  # e.g. a kernel killed for memory that nbval keeps waiting on
+            outcome = subprocess.CompletedProcess(late.cmd, 1, f"timed out after {NOTEBOOK_TIMEOUT_S} s", "")
         done.set()
         sampler.join()
         rows.append((Path(notebook).stem, time.monotonic() - started, *peak))
         if outcome.returncode:
             failed += 1
             print(outcome.stdout[-3000:])
+        limited = ""
+        if group is not None:
+            for pid in (group / "cgroup.procs").read_text().split():  # what the notebook left (a killed kernel's cluster)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(2)
+            charged, kills = cgroup_outcome(group)
+            limited = f"  in {args.memory_limit:g} GiB: peak charged {charged / GIB:.2f} GiB, {kills} killed for memory"
+            try:
+                group.rmdir()
+            except OSError as busy:  # a process outlived the notebook: the group stays, the run goes on
+                limited += f" (cgroup {group} kept: {busy.strerror})"
         print(f"{rows[-1][0]:<22} {rows[-1][1]:6.0f} s  peak RSS {rows[-1][2] / GIB:.2f} GiB  PSS {rows[-1][3] / GIB:.2f} GiB"
-              + ("  FAILED" if outcome.returncode else ""), flush=True)
+              + limited + ("  FAILED" if outcome.returncode else ""), flush=True)
         roles: dict[str, list[int]] = {}
         for name, pss in at_peak:
             roles.setdefault(name, []).append(pss)
