@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKER = "NBSCALE_SUITE_RUN"
 GIB = 1024 ** 3
 NOTEBOOK_TIMEOUT_S = 900
+# Run by their own tests (test_multihost, test_connect) on the hosts and the Spark Connect server those build:
+# alone they have no cluster to talk to.
+ON_BUILT_HOSTS = {"10-multi-host.ipynb", "11-laptop-connect.ipynb"}
 
 
 def tagged_memory(tag: str) -> tuple[int, int, list[tuple[str, int]]]:
@@ -100,7 +103,8 @@ def role(cmdline: list[str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", default=sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb")))
+    parser.add_argument("notebooks", nargs="*", default=sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb")
+                                                               if p.name not in ON_BUILT_HOSTS))
     parser.add_argument("--profile", choices=("full", "binder"), default="full")
     parser.add_argument("--memory-limit", type=float, metavar="GIB", help="run each notebook in a memory cgroup of this size (root)")
     args = parser.parse_args()
