@@ -305,3 +305,11 @@ def test_ui_links_go_through_the_jupyter_server_only_when_it_proxies_them(monkey
     finally:
         uilinks.forget("spark")
         uilinks.forget("mlflow")
+
+
+def test_the_replica_runtime_variable_is_the_one_the_model_code_reads():
+    """compiled_keras is logged with each model and cannot import nbscale: it spells the variable itself."""
+    from nbscale import limits
+    from nbscale.train.pyfunc import MODEL_CODE
+
+    assert f'RUNTIME_VARIABLE = "{limits.REPLICA_RUNTIME_VARIABLE}"' in MODEL_CODE.read_text()
