@@ -26,21 +26,26 @@ def _published_host(port: str) -> str:
 class UIProxyHandler(LocalProxyHandler):
     """Every HTTP method of LocalProxyHandler ends in `proxy(port, path)`; a websocket in `open`."""
 
+    published_host: str | None = None
+
+    def _route(self, port: str) -> str:
+        """The published address of the UI on `port` (read once per request), and the context path the proxy sends
+        and rewrites redirects under."""
+        self.published_host = _published_host(port)
+        self.proxy_base = f"{PATH}/{port}"
+        return self.published_host
+
     def proxy(self, port, proxied_path):
-        host = _published_host(port)
-        self.proxy_base = f"{PATH}/{port}"  # the context path the proxy sends and rewrites redirects under
-        return ProxyHandler.proxy(self, host, port, proxied_path)
+        return ProxyHandler.proxy(self, self._route(port), port, proxied_path)
 
     async def open(self, port, proxied_path):
-        host = _published_host(port)
-        self.proxy_base = f"{PATH}/{port}"
-        return await self.proxy_open(host, port, proxied_path)
+        return await self.proxy_open(self._route(port), port, proxied_path)
 
 
-def _published_address(handler, host: str) -> bool:
-    """jupyter-server-proxy's host check: only an address a kernel published for one of its UIs."""
-    return any(ui["host"] == host for ui in views.uis())
+def _the_published_host(handler: UIProxyHandler, host: str) -> bool:
+    """jupyter-server-proxy's host check: only the address the kernel published for this request's port."""
+    return host == handler.published_host
 
 
 def routes(base_url: str) -> list[tuple]:
-    return [(url_path_join(base_url, PATH, r"(\d+)(/.*|)"), UIProxyHandler, {"host_allowlist": _published_address})]
+    return [(url_path_join(base_url, PATH, r"(\d+)(/.*|)"), UIProxyHandler, {"host_allowlist": _the_published_host})]

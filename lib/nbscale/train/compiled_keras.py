@@ -47,6 +47,18 @@ class LiteRTForward:
             return self.interpreter.get_tensor(self.output).copy()
 
 
+def compiled_forward(model):
+    """`model`'s forward pass as one traced TensorFlow function of a float32 batch (what a TensorFlow replica runs,
+    and what the LiteRT export is converted from)."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])
+    def forward(x):
+        return tf.cast(model(x, training=False), tf.float32)  # float32 out, also under mixed precision
+
+    return forward.get_concrete_function()
+
+
 class CompiledKeras(PythonModel):
     def load_context(self, context):
         self.config = dict(getattr(context, "model_config", None) or {})
@@ -56,18 +68,11 @@ class CompiledKeras(PythonModel):
             self._forward = LiteRTForward(litert)
             return
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-        import tensorflow as tf
         import tf_keras
 
         self.keras_model = tf_keras.models.load_model(context.artifacts["keras_model"], compile=False)
         self.input_shape = tuple(self.keras_model.input_shape[1:])
-        model = self.keras_model
-
-        @tf.function(input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)])
-        def forward(x):
-            return tf.cast(model(x, training=False), tf.float32)  # float32 out, also under mixed precision
-
-        concrete = forward.get_concrete_function()
+        concrete = compiled_forward(self.keras_model)
         self._forward = lambda x: concrete(x).numpy()
 
     def features(self, model_input) -> np.ndarray:

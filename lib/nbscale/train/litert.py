@@ -45,17 +45,13 @@ def convert_and_check(keras_model: str, out: str) -> dict:
     import tensorflow as tf
     import tf_keras
 
-    from .compiled_keras import LiteRTForward  # what the replica runs
+    from .compiled_keras import LiteRTForward, compiled_forward  # what the replicas run, either way
 
     model = tf_keras.models.load_model(keras_model, compile=False)
     shape = tuple(model.input_shape[1:])
-
-    @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32)])
-    def forward(x):
-        return tf.cast(model(x, training=False), tf.float32)
-
+    forward = compiled_forward(model)
     try:
-        flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], model).convert()
+        flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([forward], model).convert()
     except Exception as exc:  # noqa: BLE001 - an op LiteRT lacks: TensorFlow serves the model
         return {"refused": first_useful_line(str(exc))}
     rows = np.random.default_rng(0).random((CHECK_ROWS, *shape), dtype=np.float32)

@@ -51,9 +51,10 @@ def log_keras(model, config: dict, example, name: str = "model"):
         artifacts = {"keras_model": path}
         if limits.litert_replicas():
             config = {**config, "input_shape": list(model.input_shape[1:])}  # what the LiteRT runtime cannot ask Keras
-            checked = litert.export(Path(path), Path(folder) / "model.tflite")
+            flatbuffer = Path(folder) / "model.tflite"
+            checked = litert.export(Path(path), flatbuffer)
             if checked is not None:
-                artifacts["litert_model"], config["litert_check"] = str(Path(folder) / "model.tflite"), checked
+                artifacts["litert_model"], config["litert_check"] = str(flatbuffer), checked
         # Requirements stated, not inferred: inferring them loads the model in a subprocess (seconds).
         info = mlflow.pyfunc.log_model(name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
                                        model_config=config, signature=signature(config), input_example=example,
