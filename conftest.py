@@ -22,8 +22,10 @@ collect_ignore = ["notebooks/10-multi-host.ipynb", "notebooks/11-laptop-connect.
 # `make test` runs the tests and the notebooks in one run on two xdist workers (--dist loadfile: a module's tests,
 # which share its fixtures, or a notebook's cells stay on one worker). The longest modules go first, the notebooks
 # last, so neither worker idles at the end.
-LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_connect.py", "test_production.py", "test_binder.py", "test_serving.py",
-              "test_workflow.py"]
+# xdist hands the modules out in this order only with --no-loadscope-reorder (else it sorts them by their number of tests,
+# which put a 2-minute single-test module last). The order is by their measured run time.
+LONG_FIRST = ["test_distributed.py", "test_multihost.py", "test_connect.py", "test_serving.py", "test_workflow.py", "test_production.py",
+              "test_train.py", "test_ingest.py", "test_binder.py", "test_panel.py", "test_make.py", "test_registry.py", "test_server.py"]
 
 
 # The notebooks by their run time here, longest first (the rest after them).

@@ -5,9 +5,9 @@
                                  quarantine column, independent record count, profile, manifest)
   nbscale %%ingest rows/s     ÷  Spark CSV->Parquet rows/s       (goal >= 0.5 at 1 M rows)
 
-Each side's time is the best of two runs in this process.
+Three rounds (after a warm-up round), each timing the three in turn; min / median / max of each.
 
-    .venv/bin/python benchmarks/ingest.py [ROWS]
+    .venv/bin/python benchmarks/ingest.py [ROWS] [RUNS]
 """
 import os
 import shutil
@@ -34,18 +34,14 @@ def make_csv(path: Path, rows: int) -> None:
             f.write("".join(f"{a},{b},{c},{d},{e}\n" for a, b, c, d, e in zip(ids, age, income, city, churned)))
 
 
-def timed(fn, repeats: int = 2) -> float:
-    """Best of `repeats` runs: the first Spark run also pays for JIT warm-up of the CSV parser."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    return f"{ordered[0]:.2f} / {ordered[len(ordered) // 2]:.2f} / {ordered[-1]:.2f}"
 
 
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     work = Path(tempfile.mkdtemp(prefix="nbscale-bench-ingest-"))
     os.environ.setdefault("NBSCALE_DATA_DIR", str(work / "data"))
     csv = work / "churn.csv"
@@ -69,16 +65,26 @@ def main() -> None:
     def with_nbscale():
         ingest("churn", str(csv), schema=SCHEMA, label="churned", allow_schema_change=True)
 
-    arrow_s, spark_s, nbscale_s = timed(with_pyarrow), timed(with_spark), timed(with_nbscale)
+    # Side by side: each round times the three once, in turn (a first untimed round warms the JIT of Spark's CSV parser).
+    rounds = []
+    for number in range(runs + 1):
+        times = []
+        for fn in (with_pyarrow, with_spark, with_nbscale):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+        if number:
+            rounds.append(times)
     assert pq.read_metadata(work / "arrow.parquet").num_rows == rows
     assert spark.read.parquet(str(work / "spark.parquet")).count() == rows
-    print(f"rows: {rows}, cores: {os.cpu_count()}")
-    print(f"pyarrow CSV->Parquet   {arrow_s:7.2f} s  {rows / arrow_s:12,.0f} rows/s")
-    print(f"Spark   CSV->Parquet   {spark_s:7.2f} s  {rows / spark_s:12,.0f} rows/s")
-    print(f"nbscale %%ingest        {nbscale_s:7.2f} s  {rows / nbscale_s:12,.0f} rows/s (validated, versioned)")
-    print(f"ratio Spark / pyarrow     {arrow_s / spark_s:6.2f}")
-    print(f"ratio nbscale / pyarrow   {arrow_s / nbscale_s:6.2f}")
-    print(f"ratio nbscale / Spark     {spark_s / nbscale_s:6.2f}   (goal >= 0.5 at 1 M rows)")
+    arrow_s, spark_s, nbscale_s = ([r[i] for r in rounds] for i in range(3))
+    print(f"rows: {rows}, cores: {os.cpu_count()}, {runs} runs: min / median / max")
+    print(f"pyarrow CSV->Parquet   {spread(arrow_s)} s")
+    print(f"Spark   CSV->Parquet   {spread(spark_s)} s")
+    print(f"nbscale %%ingest        {spread(nbscale_s)} s (validated, versioned)")
+    print(f"ratio Spark / pyarrow     {spread([a / s for a, s, _ in rounds])}")
+    print(f"ratio nbscale / pyarrow   {spread([a / n for a, _, n in rounds])}")
+    print(f"ratio nbscale / Spark     {spread([s / n for _, s, n in rounds])}   (goal >= 0.5 at 1 M rows)")
     nbscale.session.stop_spark()
     shutil.rmtree(work, ignore_errors=True)
 

@@ -232,36 +232,6 @@ def test_a_second_launch_in_the_same_session_works_with_the_default_model_and_th
     assert second.history["loss"] == [0.0, 0.0], second.history
 
 
-def test_the_magics_in_a_kernel_background_run_kill_a_worker_and_wait(standalone, tmp_path):
-    import os
-
-    from kernel_client import Kernel
-
-    from nbscale.session import stop_spark
-
-    stop_spark()  # a standalone app takes every free core by default: leave them to the kernel's session
-    env = dict(os.environ, NBSCALE_DATA_DIR=str(tmp_path / "data"))
-    cell = ("%%train --data digits --workers 2 --epochs 3 --batch-size 32 --scale 16 --experiment magic --background -o result\n"
-            + DENSE)
-    with Kernel("nbscale-local", env=env) as kernel:
-        assert kernel.run(f"%nbscale connect --master {standalone.master_url}").status == "ok"
-        assert kernel.run("%ingest digits nbscale:digits --label label").status == "ok"
-        started = kernel.run(cell)
-        assert started.status == "ok" and "as job 1" in started.text()
-        assert kernel.run("%jobs wait 1 --epoch 1", timeout=300).status == "ok"
-        listing = kernel.run("%jobs")
-        html = next(c["data"]["text/html"] for k, c in listing.outputs if k == "execute_result")
-        assert "--workers 2" in html and "running" in html
-        killed = kernel.run("%jobs kill 1 1")
-        assert killed.status == "ok" and "Spark will rerun the stage" in killed.text(), killed.text()
-        done = kernel.run("%jobs wait 1", timeout=300)
-        assert "Job 1 is finished." in done.text(), done.text()
-        check = kernel.run("print(result.attempts, len(result.history['loss']), type(model).__module__.split('.')[0])")
-        assert check.text().split() == ["2", "3", "tf_keras"]
-        helped = kernel.run("print(get_ipython().find_line_magic('jobs').__doc__)")  # what %jobs? shows
-        assert "kill JOB RANK" in helped.text()
-
-
 def test_the_launch_form_shows_the_equivalent_cell_and_launches_it(ip):
     from nbscale.jobs import background
 
@@ -280,6 +250,9 @@ def test_the_launch_form_shows_the_equivalent_cell_and_launches_it(ip):
     form.launch_button.click()
     assert "Launched as job" in form.message.value, form.message.value
     job = next(job for job in background.jobs() if job.id not in before)
+    listing = ip.run_line_magic("jobs", "").data  # %jobs while it runs
+    assert f"<td>{job.id}</td>" in listing and "--workers 2" in listing and "running" in listing, listing
+    assert "kill JOB RANK" in ip.find_line_magic("jobs").__doc__  # what %jobs? shows
     job.wait(300)
     assert job.state == "finished", job.error
     assert "finished on 2 workers" in form.card.value and job.result.workers == 2

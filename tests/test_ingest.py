@@ -50,6 +50,25 @@ def test_csv_quarantines_every_malformed_row_and_counts_add_up(tmp_path):
     assert "quarantined <b>4</b>" in html and "people@v1" in html
 
 
+def test_a_clean_csv_is_parsed_once_and_a_dirty_one_again_for_its_quarantine(tmp_path, spark):
+    """Writing the good rows counts the malformed ones (a Spark Observation): the quarantine's second parse runs only
+    when that count is not zero."""
+    from nbscale.ingest import _quarantine_after_the_write, readers
+
+    for text, schema, malformed in (("a,b\n1,2\n3,4\n", None, 0), (CSV, "id INT, name STRING, score DOUBLE", 4)):
+        source = write(tmp_path / f"rows-{malformed}.csv", text)
+        read = readers.read_csv(spark, source, schema, True, ",")
+        built = []
+        build = read.quarantine_of
+        read.quarantine_of = lambda: built.append(1) or build()
+        read.df.write.parquet(str(tmp_path / f"good-{malformed}"))
+        assert read.observation.get == {"malformed": malformed}
+        quarantine = _quarantine_after_the_write(read)
+        assert (quarantine is None and built == []) if malformed == 0 else (quarantine.count() == malformed and built == [1])
+        for frame in read.cached:
+            frame.unpersist()
+
+
 def test_failfast_stops_at_the_first_bad_row_and_publishes_nothing(tmp_path):
     source = write(tmp_path / "bad.csv", "a,b\n1,2\n3\n")
     with pytest.raises(NbscaleError, match=r"^Malformed row in .*bad.csv: '3' \(short row \(1 of 2 fields\)\)\. .*--mode permissive"):

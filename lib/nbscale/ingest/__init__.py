@@ -184,19 +184,24 @@ def _shrink(read: readers.Read, rows: int) -> readers.Read:
     clean, so there is no quarantine to keep in step)."""
     if rows >= read.records:
         return read
-    return dataclasses.replace(read, df=read.df.limit(rows), records=rows, quarantine=None,
+    return dataclasses.replace(read, df=read.df.limit(rows), records=rows, quarantine=None, observation=None, quarantine_of=None,
                                notes=[*read.notes, f"Binder profile: the first {rows} of {read.records} records"])
+
+
+def _quarantine_after_the_write(read: readers.Read):
+    """The malformed rows to keep, once the good ones are written: None when the write counted none (a clean CSV or
+    JSON source is parsed once). Over Spark Connect a write brings no observed metrics back: unknown, so the
+    quarantine is parsed (and counted by its files) as for a source with malformed rows."""
+    if read.observation is None:
+        return read.quarantine
+    malformed = read.observation.get.get("malformed")
+    return None if malformed == 0 else read.quarantine_of()
 
 
 def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> IngestResult:
     check_label(read.df, o.label)
     if read.records == 0:
         raise NbscaleError(f"{readers.items(o.source)[0]!r} holds no records: nothing to ingest (the previous version stays).")
-    if o.mode == "failfast" and read.quarantine is not None:
-        bad = read.quarantine.first()
-        if bad is not None:
-            raise NbscaleError(f"Malformed row in {bad['source']}: {bad['raw']!r} ({bad['reason']}). "
-                               "Fix the source, or use --mode permissive to quarantine bad rows.")
     previous, broken = store.latest_readable(o.name)
     previous_manifest = previous.manifest if previous else None
     if broken:
@@ -209,10 +214,16 @@ def _validate_and_publish(spark, read: readers.Read, o: IngestOptions) -> Ingest
                                "pass --allow-schema-change to publish it as a new version anyway.")
     with store.staging(o.name) as staged:
         (read.df.repartition(o.shards) if o.shards else read.df).write.parquet(str(staged / "data"))
-        if read.quarantine is not None:
-            read.quarantine.write.parquet(str(staged / "quarantine"))
+        quarantine = _quarantine_after_the_write(read)
+        if o.mode == "failfast" and quarantine is not None:
+            bad = quarantine.first()
+            if bad is not None:  # the staged version is dropped: nothing is published
+                raise NbscaleError(f"Malformed row in {bad['source']}: {bad['raw']!r} ({bad['reason']}). "
+                                   "Fix the source, or use --mode permissive to quarantine bad rows.")
+        if quarantine is not None:
+            quarantine.write.parquet(str(staged / "quarantine"))
         # Rows, shards and null counts from the written files' footers: exact, and no second scan of the data.
-        facts = on_data_host(written_facts, str(staged / "data"), str(staged / "quarantine") if read.quarantine is not None else None)
+        facts = on_data_host(written_facts, str(staged / "data"), str(staged / "quarantine") if quarantine is not None else None)
         written = spark.read.parquet(str(staged / "data"))
         loaded, quarantined = facts["rows"], facts["quarantined"]
         if loaded + quarantined != read.records:

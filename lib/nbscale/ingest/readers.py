@@ -6,6 +6,7 @@ import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..config import over_connect
 from ..datahost import on_data_host
@@ -28,6 +29,11 @@ class Read:
     image_shape: list[int] | None = None  # (height, width, channels) of an image column
     cached: list = field(default_factory=list)  # frames to unpersist once the version is written
     type_failures: dict = field(default_factory=dict)  # column -> values that did not parse as its (inferred) type
+    # CSV and JSON: writing `df` also counts the malformed rows it leaves out (a Spark Observation named
+    # "malformed"), so a clean source is parsed once; `quarantine_of()` builds the quarantine (a second parse)
+    # only when that count is not zero. Other readers give `quarantine` itself.
+    observation: object | None = None
+    quarantine_of: Callable[[], object] | None = None
 
 
 def detect_format(source: str) -> str:
@@ -98,16 +104,18 @@ def _line_records(spark, files: list[str], header: bool, encoding: str | None = 
     U+FFFD ('café' in latin-1 becomes 'caf\ufffd'), so such a source stops here, naming the file and line."""
     from pyspark.sql import functions as F
 
-    lines = spark.read.text(files).where(~F.col("value").rlike(r"^\s*$"))  # Spark's parsers skip whitespace-only lines (a lone tab)
-    counts = lines.agg(F.count("*").alias("lines"), F.countDistinct("_metadata.file_path").alias("files"),
-                       F.count(F.when(~F.is_valid_utf8("value"), 1)).alias("undecodable")).first()
-    if counts["undecodable"] and encoding is None:
+    lines = spark.read.text(files).where(F.col("value").rlike(r"\S"))  # Spark's parsers skip whitespace-only lines (a lone tab)
+    # Per file (a grouping is cheaper than a distinct count of files): its lines, and those that are not UTF-8.
+    per_file = lines.groupBy(F.col("_metadata.file_path")).agg(F.count("*").alias("lines"),
+                                                               F.count(F.when(~F.is_valid_utf8("value"), 1)).alias("undecodable")).collect()
+    undecodable = sum(row["undecodable"] for row in per_file)
+    if undecodable and encoding is None:
         bad = lines.where(~F.is_valid_utf8("value")).select(F.make_valid_utf8("value").alias("value"),
                                                             F.col("_metadata.file_path").alias("file")).first()
-        raise NbscaleError(f"{bad['file'].rsplit('/', 1)[-1]} is not UTF-8: {counts['undecodable']} line(s) hold bytes that do not decode "
+        raise NbscaleError(f"{bad['file'].rsplit('/', 1)[-1]} is not UTF-8: {undecodable} line(s) hold bytes that do not decode "
                            f"(e.g. {bad['value'][:60]!r}). Ingest it with --encoding and the file's encoding (often latin-1 or cp1252); "
                            "nothing was written.")
-    return counts["lines"] - (counts["files"] if header else 0)  # one header line in each file that is not empty
+    return sum(row["lines"] for row in per_file) - (len(per_file) if header else 0)  # one header line in each file that is not empty
 
 
 def _quarantine(df, raw_col: str, reason):
@@ -123,6 +131,25 @@ def _with_source(df):
     from pyspark.sql import functions as F
 
     return df.withColumn(SOURCE, F.col("_metadata.file_path")).cache()
+
+
+def _one_pass(scan, reason, records: int, files: list[str], **facts) -> Read:
+    """The good rows of a parse with the corrupt-record column, counting the malformed ones as they are written; the
+    quarantine (their file, raw text and reason) is parsed again from a cached scan only when there are some."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    observation = Observation("malformed")
+    good = scan.observe(observation, F.count(F.col(CORRUPT)).alias("malformed")).where(F.col(CORRUPT).isNull()).drop(CORRUPT)
+    read = Read(good, None, records, files, observation=observation, **facts)
+
+    def quarantine_of():
+        parsed = _with_source(scan)
+        read.cached.append(parsed)
+        return _quarantine(parsed, CORRUPT, reason)
+
+    read.quarantine_of = quarantine_of
+    return read
 
 
 def read_csv(spark, source: str, schema: str | None, header: bool, sep: str, encoding: str | None = None) -> Read:
@@ -145,7 +172,7 @@ def read_csv(spark, source: str, schema: str | None, header: bool, sep: str, enc
     full = StructType([*base.fields, StructField(CORRUPT, StringType())])
     # With the corrupt-record column in an explicit schema, Spark 4 flags type errors and short
     # and long rows alike; the raw text is kept for the quarantine table.
-    df = _with_source(spark.read.options(**options, columnNameOfCorruptRecord=CORRUPT).schema(full).csv(files))
+    scan = spark.read.options(**options, columnNameOfCorruptRecord=CORRUPT).schema(full).csv(files)
     expected = len(base.fields)
     stripped = F.regexp_replace(F.col(CORRUPT), '"[^"]*"', "")
     fields = F.length(stripped) - F.length(F.regexp_replace(stripped, re.escape(sep), "")) + 1
@@ -154,9 +181,7 @@ def read_csv(spark, source: str, schema: str | None, header: bool, sep: str, enc
               .when(fields < expected, F.format_string(f"short row (%d of {expected} fields)", fields))
               .when(fields > expected, F.format_string(f"long row (%d of {expected} fields)", fields))
               .otherwise(_type_reason(promoted, [f.name for f in base.fields], sep) if promoted else F.lit("a value does not parse as its column's type")))
-    good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
-    return Read(good, _quarantine(df, CORRUPT, reason), records, files, notes=notes, cached=[df],
-                type_failures=failed)
+    return _one_pass(scan, reason, records, files, notes=notes, type_failures=failed)
 
 
 def _duplicate_names(spark, first_file: str, sep: str, names: list[str]) -> list[str]:
@@ -235,10 +260,8 @@ def read_json(spark, source: str, schema: str | None, encoding: str | None = Non
     base = _ddl_schema(spark, schema) if schema else spark.read.options(**options).json(files).schema
     fields = [f for f in base.fields if f.name != CORRUPT]
     full = StructType([*fields, StructField(CORRUPT, StringType())])
-    df = _with_source(spark.read.options(**options).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
-                      .schema(full).json(files))
-    good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT, SOURCE)
-    return Read(good, _quarantine(df, CORRUPT, F.lit("not a JSON object matching the schema")), records, files, cached=[df])
+    scan = spark.read.options(**options).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).schema(full).json(files)
+    return _one_pass(scan, F.lit("not a JSON object matching the schema"), records, files)
 
 
 def read_parquet(spark, source: str) -> Read:
