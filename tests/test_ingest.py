@@ -60,7 +60,7 @@ def test_a_clean_csv_is_parsed_once_and_a_dirty_one_again_for_its_quarantine(tmp
         read = readers.read_csv(spark, source, schema, True, ",")
         built = []
         build = read.quarantine_of
-        read.quarantine_of = lambda: built.append(1) or build()
+        read.quarantine_of = lambda built=built, build=build: built.append(1) or build()
         read.df.write.parquet(str(tmp_path / f"good-{malformed}"))
         assert read.observation.get == {"malformed": malformed}
         quarantine = _quarantine_after_the_write(read)
