@@ -19,6 +19,8 @@ import tempfile
 import threading
 import time
 
+from measure import spread  # benchmarks/ is on sys.path when a script runs
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -72,10 +74,6 @@ def pyarrow_stream(tf, np, files: list[str], encoding: str, width: int, scale: f
     signature = (tf.TensorSpec((None, width), tf.float32), tf.TensorSpec((None,), tf.int64))
     return tf.data.Dataset.from_generator(lambda: pyarrow_groups(np, files, encoding, width, scale), output_signature=signature
                                           ).rebatch(batch).prefetch(tf.data.AUTOTUNE)
-
-
-def spread(values: list[float]) -> str:
-    return f"{min(values):5.2f} {statistics.median(values):5.2f} {max(values):5.2f}"
 
 
 def main() -> None:
@@ -164,7 +162,7 @@ def main() -> None:
     nbscale.session.stop_spark()
 
     print(f"rows: {rows}, 784 features, batch 128, cores: {os.cpu_count()}, reader pool: {feed.READER_POOL}, read-ahead: "
-          f"{getattr(feed, 'READ_AHEAD', 0)} row groups; {runs} runs (min median max)")
+          f"{getattr(feed, 'READ_AHEAD', 0)} row groups; {runs} runs (min / median / max)")
     for encoding, (split, f) in results.items():
         size = sum(os.path.getsize(p) for p in pq.ParquetDataset(split.path.removeprefix("file://")).files) / 2**20
         print(f"{encoding} split ({size:,.0f} MiB on disk, {split.rows * 784 * 4 / 2**20:,.0f} MiB as float32):")

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import spread  # benchmarks/ is on sys.path when a script runs
+
 SCHEMA = "id BIGINT, age INT, income DOUBLE, city STRING, churned INT"
 
 
@@ -32,11 +34,6 @@ def make_csv(path: Path, rows: int) -> None:
             age, income = rng.integers(18, 90, n), rng.normal(50_000, 15_000, n).round(2)
             city, churned = cities[rng.integers(0, 5, n)], rng.integers(0, 2, n)
             f.write("".join(f"{a},{b},{c},{d},{e}\n" for a, b, c, d, e in zip(ids, age, income, city, churned)))
-
-
-def spread(values: list[float]) -> str:
-    ordered = sorted(values)
-    return f"{ordered[0]:.2f} / {ordered[len(ordered) // 2]:.2f} / {ordered[-1]:.2f}"
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ import tempfile
 import time
 import urllib.request
 
+from measure import spread  # benchmarks/ is on sys.path when a script runs
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,10 +31,6 @@ def timed(call, runs: int = 3) -> list[float]:
         call()
         took.append(time.perf_counter() - started)
     return took
-
-
-def spread(values: list[float]) -> str:
-    return f"min {min(values):6.2f}  median {statistics.median(values):6.2f}  max {max(values):6.2f}"
 
 
 def main() -> None:

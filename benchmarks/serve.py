@@ -21,6 +21,8 @@ import threading
 import time
 import urllib.request
 
+from measure import spread  # benchmarks/ is on sys.path when a script runs
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -131,10 +133,6 @@ def front_cost(body: bytes, requests_per_client: int, runs: int) -> dict:
             process.wait()
 
 
-def spread(values: list[float]) -> str:
-    return f"{min(values):6.2f} {statistics.median(values):6.2f} {max(values):6.2f}"
-
-
 def main() -> None:
     requests_per_client = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -186,7 +184,7 @@ def main() -> None:
           f"{runs} runs each")
     for key, by_batch in figures.items():
         print(f"{key:>13}: " + " | ".join(f"batch {b:>2} {statistics.median(v):8,.0f} predictions/s" for b, v in by_batch.items()))
-    print("ratio (min median max)                                           batch 1               batch 64")
+    print("ratio (min / median / max)                                       batch 1               batch 64")
     for ours, theirs, what in (("nbscale 1", "plain 1", "nbscale 1 replica / mlflow models serve --workers 1 (goal >= 0.9)"),
                                ("nbscale 2", "plain 2", "nbscale 2 replicas / mlflow models serve --workers 2"),
                                ("nbscale 2", "nbscale 1", "nbscale 2 replicas / nbscale 1 replica (scaling)"),

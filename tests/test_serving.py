@@ -18,6 +18,7 @@ from nbscale import serving
 from nbscale.errors import NbscaleError
 from nbscale.ingest import dataset, ingest
 from nbscale.registry import register
+from nbscale.serving.launch import wait_healthy
 from nbscale.train import train
 
 pytestmark = pytest.mark.slow
@@ -504,17 +505,6 @@ def test_a_killed_replica_is_started_again_and_the_service_says_how_many_run(mod
     assert serving_processes() == []  # the restarted replica stopped with the service
 
 
-def answers_ping(port: int) -> bool:
-    """The replica on `port` has loaded its model (MLflow's scoring server answers /ping only then)."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:  # noqa: S310 - the test's own replica
-            return answer.status == 200
-    except OSError:
-        return False
-
-
 def test_binder_replicas_run_a_checked_litert_export_and_never_load_tensorflow(models, settings):
     """The Binder profile logs a LiteRT export beside the Keras model, kept because it answered as TensorFlow on the
     check's rows, and its replicas run it, also when the watchdog restarts one: the same predictions as the Keras model,
@@ -537,8 +527,10 @@ def test_binder_replicas_run_a_checked_litert_export_and_never_load_tensorflow(m
         killed = replica.process.pid  # the watchdog's restart runs the same runtime
         os.kill(killed, signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (replica.process.pid != killed and answers_ping(replica.port)):
-            time.sleep(0.5)  # the front's health mark may still be the killed one's: ask the new replica itself
+        while time.monotonic() < deadline and replica.process.pid == killed:
+            time.sleep(0.5)
+        # The front's health mark may still be the killed one's: ask the new replica itself, as %serve does.
+        wait_healthy(f"http://127.0.0.1:{replica.port}", replica.process, replica.log, "the restarted replica", timeout_s=60)
         maps = Path(f"/proc/{replica.process.pid}/maps").read_text()
         assert replica.process.pid != killed and "litert" in maps and "tensorflow" not in maps
     finally:
