@@ -118,6 +118,29 @@ def test_the_read_ahead_is_seeded_stops_with_its_consumer_and_hands_over_a_reade
     assert not isinstance(raised.value, feed.ShortEpochError) and not reading()
 
 
+def test_a_cached_split_is_held_as_stored_and_gives_the_same_batches_as_a_streamed_one(monkeypatch):
+    import tensorflow as tf
+
+    spec = feed.spec_for(dataset("digit_images"), "label", 50, 16.0, 1)
+    train_split, _ = feed.split(dataset("digit_images"), spec, 0.2)
+    assert train_split.encoding == "uint8"
+    x, _ = next(feed.batches(train_split, spec, shuffle=False, stored=True))
+    assert x.dtype == np.uint8 and x.max() > 1  # raw pixels, unscaled: a quarter of float32's bytes in the cache
+    asked = []
+    real_batches = feed.batches
+    monkeypatch.setattr(feed, "batches", lambda *a, **k: asked.append(k["stored"]) or real_batches(*a, **k))
+
+    def epochs(n):
+        ds = feed.tf_dataset(train_split, spec, shuffle=False)
+        return [np.concatenate([x.numpy() for x, _ in ds]) for _ in range(n)]
+
+    cached = epochs(2)  # the second epoch comes from tf.data's cache
+    monkeypatch.setattr(feed, "CACHE_BYTES", 0)
+    streamed = epochs(1)
+    assert asked == [True, False] and cached[0].dtype == streamed[0].dtype == tf.float32.as_numpy_dtype
+    assert cached[1].tobytes() == cached[0].tobytes() == streamed[0].tobytes()  # the same float32 values, bit for bit
+
+
 def test_a_split_is_written_in_row_groups_of_bounded_size_and_read_whole(monkeypatch):
     import pyarrow.parquet as pq
 
@@ -171,6 +194,62 @@ def test_the_split_packs_pixels_as_bytes_and_other_features_as_float32(tmp_path)
     assert whole.encoding == "float32"
     rows = np.concatenate([b[0] for b in feed.batches(whole, spec, shuffle=False)])
     assert sorted(map(tuple, rows.tolist())) == [(-2.0, 4.0), (0.5, 1.0), (1.25, 2.0), (300.0, 3.0)]
+
+
+def test_a_uint8_guess_the_rows_disprove_is_written_as_float32_and_leaves_nothing_staged(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def encoding_of(name, table):
+        (tmp_path / name).mkdir()
+        pq.write_table(table, tmp_path / name / "t.parquet")
+        return feed._likely_encoding(str(tmp_path / name), ["a"])
+
+    # The guess comes from the footers (range, nulls, type) and a first row group of floats.
+    assert encoding_of("whole", pa.table({"a": [0.0, 16.0, 255.0]})) == "uint8"
+    assert encoding_of("ints", pa.table({"a": [[0, 1], [2, 255]]})) == "uint8"
+    assert encoding_of("fraction", pa.table({"a": [0.0, 3.5]})) == "float32"
+    assert encoding_of("negative", pa.table({"a": [-1, 2]})) == "float32"
+    assert encoding_of("large", pa.table({"a": [1, 256]})) == "float32"
+    assert encoding_of("gaps", pa.table({"a": [1, None]})) == "float32"
+
+    # A guess the rows disprove (a 3.5 the footers and the sample did not show) must not be rounded: the packer refuses
+    # every value uint8 cannot hold exactly, and the split is written again as float32.
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.5, 7.0], "b": [4.0, 5.0, 6.0, 8.0], "label": [0, 1, 0, 1]}), tmp_path / "almost.parquet")
+    almost = ingest("almost", str(tmp_path / "almost.parquet"), label="label").dataset
+    guesses = []
+    monkeypatch.setattr(feed, "_likely_encoding", lambda *args: guesses.append(args) or "uint8")
+    spec = feed.spec_for(almost, "label", 1, 1.0, 0)
+    whole, _ = feed.split(almost, spec, 0.0)
+    assert guesses and whole.encoding == "float32"
+    rows = np.concatenate([b[0] for b in feed.batches(whole, spec, shuffle=False)])
+    assert sorted(map(tuple, rows.tolist())) == [(1.0, 4.0), (2.0, 5.0), (3.5, 6.0), (7.0, 8.0)]
+    folder = Path(whole.path.removeprefix("file://")).parent
+    assert [p.name for p in folder.parent.iterdir() if "staging" in p.name] == []  # the refused uint8 attempt is gone
+
+
+def test_a_split_deals_rows_by_content_so_a_sorted_source_reaches_every_file_and_any_layout_splits_alike(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = np.random.default_rng(0).integers(0, 256, size=(1200, 4))
+    labels = np.repeat(np.arange(4), 300)  # sorted by label, as many exported tables are
+    table = pa.table({**{f"f{i}": features[:, i] for i in range(4)}, "label": labels})
+    (tmp_path / "one").mkdir()
+    (tmp_path / "three").mkdir()
+    pq.write_table(table, tmp_path / "one" / "all.parquet")
+    for i in range(3):
+        pq.write_table(table.slice(i * 400, 400), tmp_path / "three" / f"part-{i}.parquet")
+    held = []
+    for layout in ("one", "three"):
+        version = ingest(f"sorted_{layout}", f"{tmp_path / layout}/*.parquet", label="label").dataset
+        spec = feed.spec_for(version, "label", 16, 1.0, 7)
+        train_split, val_split = feed.split(version, spec, 0.25, row_groups=4)
+        assert train_split.encoding == "uint8" and train_split.rows + val_split.rows == 1200 and 200 < val_split.rows < 400
+        for file in Path(train_split.path.removeprefix("file://")).glob("*.parquet"):
+            assert set(pq.read_table(file).column(feed.LABEL).to_pylist()) == {0, 1, 2, 3}, file  # every file holds every label
+        held.append(sorted(map(tuple, np.concatenate([np.c_[x, y] for x, y in feed.batches(val_split, spec, shuffle=False)]).tolist())))
+    assert held[0] == held[1]  # the same rows held out, however the source was laid out
 
 
 def test_vectors_of_different_lengths_are_refused_in_one_line(tmp_path):

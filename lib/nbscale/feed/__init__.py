@@ -174,7 +174,7 @@ def _pulled(split_: Split, copy: str, part: str, row_groups: int) -> Split:
 
 
 _writing = threading.Lock()
-LAYOUT = 3  # bumped when the split's layout changes, so older cached splits are not read
+LAYOUT = 4  # bumped when the split's layout changes, so older cached splits are not read
 
 
 def feature_vector(df, spec: FeedSpec, scaled: bool = True):
@@ -190,39 +190,139 @@ def feature_vector(df, spec: FeedSpec, scaled: bool = True):
 
 
 def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, folder: Path) -> None:
+    """One Spark job: read the version, pack each row's features, assign it to train or validation by a seeded
+    hash of its content, deal it to one of `row_groups` files, and write both parts. The packing's encoding
+    is read from the version's Parquet footers beforehand; a uint8 guess the rows disprove is rewritten as float32."""
+    from ..errors import spark_errors
+
+    width = math.prod(spec.feature_shape)
+    encoding = on_data_host(_likely_encoding, str(dataset.path), list(spec.features))
+    for attempt in (encoding, "float32") if encoding == "uint8" else (encoding,):
+        staging = str(folder.with_name(f"{folder.name}.staging-{uuid.uuid4().hex[:8]}"))  # another kernel may be writing too
+        try:
+            _write_packed(dataset, spec, validation, row_groups, staging, width, attempt)
+        except Exception as exc:
+            on_data_host(_discard, staging)
+            if UNEVEN in str(exc):
+                raise NbscaleError(f"Rows of {dataset.ref} hold feature vectors of different lengths (the first has {width}), or "
+                                   "none: re-ingest it with images of one size or vectors of one length.") from None
+            if attempt == "uint8" and NOT_BYTES in str(exc):
+                continue  # a fractional, negative, large or missing value: the split needs float32
+            with spark_errors(f"Writing the training split of {dataset.ref}"):
+                raise
+        on_data_host(_publish_split, staging, str(folder), attempt, bool(validation))
+        return
+
+
+UNEVEN = "nbscale-split: uneven feature vectors"  # raised by the packer in Spark's Python workers, matched here
+NOT_BYTES = "nbscale-split: not all whole numbers in 0..255"
+PART = "nbscale_part"  # the write's partition column: the folder each row goes to
+
+
+def _write_packed(dataset, spec: FeedSpec, validation: float, row_groups: int, staging: str, width: int, encoding: str) -> None:
     from pyspark.sql import functions as F
 
     from ..session import spark
 
-    staging = folder.with_name(f"{folder.name}.staging-{uuid.uuid4().hex[:8]}")  # another kernel may be writing too
     df = spark().read.parquet(dataset.path)
     df = df.select(feature_vector(df, spec, scaled=False).alias(FEATURES), F.col(quoted(spec.label)).alias(LABEL))
-    width = math.prod(spec.feature_shape)
-    found = df.select(
-        F.max(F.size(FEATURES) != width).alias("uneven"),
-        F.max(F.exists(FEATURES, lambda v: F.coalesce((v != F.floor(v)) | (v < 0) | (v > 255), F.lit(True)))).alias("wide"),
-    ).first()
-    if found["uneven"]:
-        raise NbscaleError(f"Rows of {dataset.ref} hold feature vectors of different lengths (the first has {width}): "
-                           "re-ingest it with images of one size or vectors of one length.")
-    encoding = "float32" if found["wide"] in (True, None) else "uint8"
     label_type = df.schema[LABEL].dataType.simpleString()
     packed = df.mapInArrow(_packer(encoding, width), f"{FEATURES} binary, {LABEL} {label_type}")
-    parts = packed.randomSplit([1 - validation, validation], seed=spec.seed) if validation else [packed]
-    counts = []
-    for name, part in zip(("train", "validation"), parts):
-        # Several files per split so Petastorm can shuffle them and shard them across workers; row groups of at most
-        # ROW_GROUP_BYTES so a streamed epoch holds a few small groups (uint8 decodes to 4x its size), not 128 MiB ones.
-        part.repartition(row_groups).write.option("parquet.block.size", ROW_GROUP_BYTES).parquet(str(staging / name))
-        counts.append(spark().read.parquet(str(staging / name)).count())
-    info = {"train": counts[0], "validation": counts[1] if validation else 0, "encoding": encoding}
-    on_data_host(_publish_split, str(staging), str(folder), json.dumps(info))
+    # A row's part and file follow from its bytes and the seed, not from where it sat in the source: the same split
+    # on any cluster layout, duplicates never on both sides, and the deal spreads a source sorted by label over
+    # every file (hash partitioning needs no sort before it, as a round-robin deal would).
+    mixed = packed.withColumn("nbscale_mix", F.xxhash64(F.lit(spec.seed), F.col(FEATURES), F.col(LABEL)))
+    held = F.pmod(F.col("nbscale_mix"), F.lit(1_000_000)) < F.lit(int(round(validation * 1_000_000)))
+    dealt = (mixed.withColumn(PART, F.when(held, "validation").otherwise("train"))
+             .repartition(row_groups, "nbscale_mix").drop("nbscale_mix"))
+    # Row groups of at most ROW_GROUP_BYTES so a streamed epoch holds a few small groups (uint8 decodes to 4x its size).
+    dealt.write.partitionBy(PART).option("parquet.block.size", ROW_GROUP_BYTES).parquet(staging)
 
 
-def _publish_split(staging: str, folder: str, info: str) -> None:
-    """Write split.json, then rename the staged split into place (runs where the data dir is)."""
+def _likely_encoding(path: str, features: list[str]) -> str:
+    """uint8 when the version's Parquet footers show every feature value in 0..255 with no nulls, and the values are
+    integers or a first row group of them is whole; else float32. Runs where the data dir is. A uint8 answer is a
+    guess the packer checks on every value (NOT_BYTES); float32 is always lossless for what the feed takes."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(path).glob("*.parquet"))
+    fractional = set()
+    for file in files:
+        meta = pq.ParquetFile(file).metadata
+        owners = _leaf_owners(meta.schema.to_arrow_schema())
+        for index, owner in enumerate(owners):
+            if owner not in features:
+                continue
+            column = meta.schema.column(index)
+            if column.physical_type not in ("INT32", "INT64", "BOOLEAN", "FLOAT", "DOUBLE"):
+                return "float32"
+            if column.physical_type in ("FLOAT", "DOUBLE"):
+                fractional.add(owner)
+            for group in range(meta.num_row_groups):
+                stats = meta.row_group(group).column(index).statistics
+                if meta.row_group(group).num_rows == 0:
+                    continue
+                if stats is None or not stats.has_min_max or not stats.has_null_count or stats.null_count:
+                    return "float32"
+                if not 0 <= stats.min <= stats.max <= 255:
+                    return "float32"
+    if fractional and files:
+        first = pq.ParquetFile(files[0])
+        if first.metadata.num_row_groups:
+            sample = first.read_row_group(0, columns=sorted(fractional))
+            for column in sample.columns:
+                values = column.combine_chunks()
+                while hasattr(values, "flatten") and values.type.num_fields:  # a list column: its values
+                    values = values.flatten()
+                numbers = values.to_numpy(zero_copy_only=False)
+                if not np.array_equal(numbers, np.floor(numbers)):
+                    return "float32"
+    return "uint8"
+
+
+def _leaf_owners(schema) -> list[str]:
+    """The top-level column each Parquet leaf column belongs to, in leaf order."""
+    import pyarrow as pa
+
+    def leaves(kind) -> int:
+        if pa.types.is_struct(kind):
+            return sum(leaves(kind.field(i).type) for i in range(kind.num_fields))
+        if pa.types.is_map(kind):
+            return leaves(kind.key_type) + leaves(kind.item_type)
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+            return leaves(kind.value_type)
+        return 1
+
+    return [field.name for field in schema for _ in range(leaves(field.type))]
+
+
+def _discard(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _publish_split(staging: str, folder: str, encoding: str, has_validation: bool) -> None:
+    """Move the write's part folders to train/ and validation/ (an empty part gets an empty file of the same schema),
+    count their rows from the Parquet footers, write split.json, then rename the staged split into place. Runs where
+    the data dir is."""
+    import pyarrow.parquet as pq
+
     staged, final = Path(staging), Path(folder)
-    (staged / "split.json").write_text(info)
+    parts = ("train", "validation") if has_validation else ("train",)
+    written = [f for part in parts for f in (staged / f"{PART}={part}").glob("*.parquet")]
+    schema = pq.read_schema(written[0]) if written else None
+    counts = {"validation": 0}
+    for part in parts:
+        target = staged / part
+        source = staged / f"{PART}={part}"
+        if source.is_dir():
+            os.rename(source, target)
+        else:  # no row landed here (a tiny version): an empty part Petastorm can still open
+            target.mkdir(parents=True)
+            if schema is not None:
+                pq.write_table(schema.empty_table(), target / "part-empty.parquet")
+        counts[part] = sum(pq.ParquetFile(f).metadata.num_rows for f in target.glob("*.parquet"))
+    (staged / "split.json").write_text(json.dumps({**counts, "encoding": encoding}))
     if final.exists() and not (final / "split.json").is_file():
         shutil.rmtree(final)  # left half-written by a crash
     try:
@@ -234,30 +334,43 @@ def _publish_split(staging: str, folder: str, info: str) -> None:
 
 
 def _packer(encoding: str, width: int):
-    """Arrow batches of (list<float> features, label) -> (binary features, label), in Spark's Python workers."""
+    """Arrow batches of (list<float> features, label) -> (binary features, label), in Spark's Python workers. Every
+    row must hold `width` values (UNEVEN), and a uint8 packing must hold every value exactly (NOT_BYTES)."""
     def pack(record_batches):
         import numpy as np
         import pyarrow as pa
 
         for batch in record_batches:
-            n = batch.num_rows
-            values = batch.column(0).flatten().to_numpy(zero_copy_only=False).astype(encoding)
-            offsets = np.arange(n + 1, dtype=np.int32) * (width * values.itemsize)
-            column = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(values.tobytes())])
+            n, vectors = batch.num_rows, batch.column(0)
+            lengths = vectors.value_lengths().to_numpy(zero_copy_only=False)
+            if vectors.null_count or (lengths != width).any():
+                raise ValueError(UNEVEN)
+            values = vectors.flatten().to_numpy(zero_copy_only=False)
+            if encoding == "uint8":
+                with np.errstate(invalid="ignore"):
+                    stored = values.astype(np.uint8)
+                if not np.array_equal(stored, values):
+                    raise ValueError(NOT_BYTES)
+            else:
+                stored = values.astype(np.float32, copy=False)
+            offsets = np.arange(n + 1, dtype=np.int32) * (width * stored.itemsize)
+            column = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(stored.tobytes())])
             yield pa.RecordBatch.from_arrays([column, batch.column(1)], names=[FEATURES, LABEL])
 
     return pack
 
 
-def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_shard: int | None = None, shard_count: int | None = None):
+def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_shard: int | None = None, shard_count: int | None = None,
+            stored: bool = False):
     """One pass over a split as (x, y) numpy batches; raises ShortEpochError if rows go missing. Row groups are
     read and decoded one step ahead in a thread (Parquet reads and numpy decoding release the GIL), so the
-    next group is on its way while the trainer consumes this one; at most READ_AHEAD groups wait decoded."""
+    next group is on its way while the trainer consumes this one; at most READ_AHEAD groups wait decoded.
+    `stored`: x as the split stores it (uint8 or float32, unscaled), for a cache that decodes after itself."""
     import numpy as np
 
     size, seen, expected = spec.batch_size, 0, split_.rows if shard_count is None else None
     carry_x = carry_y = None  # fewer than a batch of rows left by the last row group
-    for x, y in _read_ahead(split_, spec, shuffle, epoch, cur_shard, shard_count):
+    for x, y in _read_ahead(split_, spec, shuffle, epoch, cur_shard, shard_count, stored):
         # Batches are gathered by index (shuffled) or sliced (in order): no permuted copy of the whole group.
         order = np.random.default_rng(spec.seed + epoch + seen).permutation(len(y)) if shuffle else None
         seen += len(y)
@@ -291,7 +404,8 @@ ROW_GROUP_BYTES = 32 * 2**20
 READ_AHEAD = 2  # decoded row groups waiting for the trainer: the feed's memory is bounded by these, not the split
 
 
-def _read_ahead(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int, cur_shard: int | None, shard_count: int | None):
+def _read_ahead(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int, cur_shard: int | None, shard_count: int | None,
+                stored: bool = False):
     """(x, y) per row group, read by Petastorm and decoded in a thread, handed over through a bounded queue.
     A reader error is raised here; a consumer that stops early (a short fit, an interrupt) stops the thread."""
     import queue
@@ -317,7 +431,7 @@ def _read_ahead(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int, cur_sh
                                        shuffle_row_groups=shuffle, seed=spec.seed + epoch, cur_shard=cur_shard, shard_count=shard_count)
             try:  # not `with reader`: its exit prints "Cache cleanup complete." into the cell on every epoch
                 for group in reader:
-                    decoded = (_features(getattr(group, FEATURES), split_.encoding, spec),
+                    decoded = (_features(getattr(group, FEATURES), split_.encoding, spec, stored),
                                np.asarray(getattr(group, LABEL)).astype(spec.label_dtype, copy=False))
                     if not put(decoded):
                         return
@@ -343,11 +457,14 @@ def _read_ahead(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int, cur_sh
         worker.join()
 
 
-def _features(packed, encoding: str, spec: FeedSpec):
+def _features(packed, encoding: str, spec: FeedSpec, stored: bool = False):
     import numpy as np
 
     # One copy of the row group's bytes into a writable buffer; float32 rows are then used in place (no astype copy).
-    x = np.frombuffer(bytearray().join(packed), dtype=encoding).reshape((-1, *spec.feature_shape)).astype(np.float32, copy=False)
+    x = np.frombuffer(bytearray().join(packed), dtype=encoding).reshape((-1, *spec.feature_shape))
+    if stored:
+        return x
+    x = x.astype(np.float32, copy=False)
     if spec.scale != 1:
         np.divide(x, np.float32(spec.scale), out=x)
     return x
@@ -359,24 +476,31 @@ def steps(rows: int, batch_size: int) -> int:
 
 def tf_dataset(split_: Split, spec: FeedSpec, shuffle: bool, counter=None):
     """A tf.data pipeline over `batches`. A small split is cached after its first complete (checked)
-    epoch, with the batch order reshuffled every epoch; a large one is re-read and re-counted each epoch.
-    `counter` (a tf.Variable) adds up the rows every epoch really delivers, cached or not."""
+    epoch, in the dtype the split stores (uint8 pixels take a quarter of float32's memory) and decoded
+    after the cache, with the batch order reshuffled every epoch; a large one is re-read and re-counted
+    each epoch. `counter` (a tf.Variable) adds up the rows every epoch really delivers, cached or not."""
     import tensorflow as tf
 
     epoch = {"n": 0}
     chunks = dataclasses.replace(spec, batch_size=spec.batch_size * CHUNK_BATCHES)
+    stored = tf.as_dtype(split_.encoding)
+    cached = split_.rows * math.prod(spec.feature_shape) * stored.size <= CACHE_BYTES
 
     def one_pass():
         n, epoch["n"] = epoch["n"], epoch["n"] + 1
-        yield from batches(split_, chunks, shuffle, epoch=n)
+        yield from batches(split_, chunks, shuffle, epoch=n, stored=cached)
 
-    signature = (tf.TensorSpec((None, *spec.feature_shape), tf.float32), tf.TensorSpec((None,), tf.as_dtype(spec.label_dtype)))
+    signature = (tf.TensorSpec((None, *spec.feature_shape), stored if cached else tf.float32),
+                 tf.TensorSpec((None,), tf.as_dtype(spec.label_dtype)))
     ds = tf.data.Dataset.from_generator(one_pass, output_signature=signature).rebatch(spec.batch_size)
-    if split_.rows * math.prod(spec.feature_shape) * 4 <= CACHE_BYTES:
+    if cached:
         # tf.data keeps the cache only when a pass ends normally; a short pass raises, so never caches.
         ds = ds.cache()
         if shuffle:
             ds = ds.shuffle(steps(split_.rows, spec.batch_size), seed=spec.seed, reshuffle_each_iteration=True)
+        if stored != tf.float32 or spec.scale != 1:  # the same float32 division the uncached path does in numpy
+            scale = tf.constant(spec.scale, tf.float32)
+            ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / scale, y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if counter is not None:
         def count(x, y):
             counter.assign_add(tf.shape(y, out_type=tf.int64)[0])
