@@ -226,6 +226,8 @@ def test_a_uint8_guess_the_rows_disprove_is_written_as_float32_and_leaves_nothin
     assert sorted(map(tuple, rows.tolist())) == [(1.0, 4.0), (2.0, 5.0), (3.5, 6.0), (7.0, 8.0)]
     folder = Path(whole.path.removeprefix("file://")).parent
     assert [p.name for p in folder.parent.iterdir() if "staging" in p.name] == []  # the refused uint8 attempt is gone
+    kept, held = feed.split(almost, spec, 0.001)  # no row lands in validation: an empty part Petastorm can still read
+    assert (kept.rows, held.rows) == (4, 0) and list(feed.batches(held, spec, shuffle=False)) == []
 
 
 def test_a_split_deals_rows_by_content_so_a_sorted_source_reaches_every_file_and_any_layout_splits_alike(tmp_path):
