@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import over_connect, settings
-from ..datahost import on_data_host
+from ..datahost import on_data_host, remove_tree
 from ..errors import NbscaleError
 from ..files import replacing
 from ..sources import quoted
@@ -202,7 +202,7 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
         try:
             _write_packed(dataset, spec, validation, row_groups, staging, width, attempt)
         except Exception as exc:
-            on_data_host(_discard, staging)
+            on_data_host(remove_tree, staging)
             if UNEVEN in str(exc):
                 raise NbscaleError(f"Rows of {dataset.ref} hold feature vectors of different lengths (the first has {width}), or "
                                    "none: re-ingest it with images of one size or vectors of one length.") from None
@@ -260,9 +260,9 @@ def _likely_encoding(path: str, features: list[str]) -> str:
             if column.physical_type in ("FLOAT", "DOUBLE"):
                 fractional.add(owner)
             for group in range(meta.num_row_groups):
-                stats = meta.row_group(group).column(index).statistics
                 if meta.row_group(group).num_rows == 0:
                     continue
+                stats = meta.row_group(group).column(index).statistics
                 if stats is None or not stats.has_min_max or not stats.has_null_count or stats.null_count:
                     return "float32"
                 if not 0 <= stats.min <= stats.max <= 255:
@@ -273,12 +273,18 @@ def _likely_encoding(path: str, features: list[str]) -> str:
             sample = first.read_row_group(0, columns=sorted(fractional))
             for column in sample.columns:
                 values = column.combine_chunks()
-                while hasattr(values, "flatten") and values.type.num_fields:  # a list column: its values
+                while _is_list(values.type):  # a vector column: its values
                     values = values.flatten()
                 numbers = values.to_numpy(zero_copy_only=False)
                 if not np.array_equal(numbers, np.floor(numbers)):
                     return "float32"
     return "uint8"
+
+
+def _is_list(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
 
 
 def _leaf_owners(schema) -> list[str]:
@@ -290,15 +296,9 @@ def _leaf_owners(schema) -> list[str]:
             return sum(leaves(kind.field(i).type) for i in range(kind.num_fields))
         if pa.types.is_map(kind):
             return leaves(kind.key_type) + leaves(kind.item_type)
-        if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-            return leaves(kind.value_type)
-        return 1
+        return leaves(kind.value_type) if _is_list(kind) else 1
 
     return [field.name for field in schema for _ in range(leaves(field.type))]
-
-
-def _discard(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _publish_split(staging: str, folder: str, encoding: str, has_validation: bool) -> None:
@@ -309,8 +309,6 @@ def _publish_split(staging: str, folder: str, encoding: str, has_validation: boo
 
     staged, final = Path(staging), Path(folder)
     parts = ("train", "validation") if has_validation else ("train",)
-    written = [f for part in parts for f in (staged / f"{PART}={part}").glob("*.parquet")]
-    schema = pq.read_schema(written[0]) if written else None
     counts = {"validation": 0}
     for part in parts:
         target = staged / part
@@ -319,8 +317,9 @@ def _publish_split(staging: str, folder: str, encoding: str, has_validation: boo
             os.rename(source, target)
         else:  # no row landed here (a tiny version): an empty part Petastorm can still open
             target.mkdir(parents=True)
-            if schema is not None:
-                pq.write_table(schema.empty_table(), target / "part-empty.parquet")
+            written = next(staged.glob("*/*.parquet"), None)  # the other part's schema
+            if written is not None:
+                pq.write_table(pq.read_schema(written).empty_table(), target / "part-empty.parquet")
         counts[part] = sum(pq.ParquetFile(f).metadata.num_rows for f in target.glob("*.parquet"))
     (staged / "split.json").write_text(json.dumps({**counts, "encoding": encoding}))
     if final.exists() and not (final / "split.json").is_file():
