@@ -44,12 +44,13 @@ labextension: setup
 lab: setup labextension
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --no-browser $(ALLOW_ROOT)
 
-# The whole suite in one run on two workers: unit and integration tests (real Spark, MLflow, kernels; each module
+# The whole suite in one run on three workers (on two cores: much of a test is waiting on a JVM, a kernel or a server,
+# and a third worker fills those waits; 35:01 -> 33:50 measured): unit and integration tests (real Spark, MLflow, kernels; each module
 # on one worker, longest first: conftest.py orders them, and --no-loadscope-reorder keeps xdist from re-sorting them
 # by test count), then the notebooks via nbval (a notebook's cells stay on one worker, in order, each notebook on a
-# fresh data dir), handed out as workers free up so neither idles between the two (conftest.py).
+# fresh data dir), handed out as workers free up so none idles between the two (conftest.py).
 test: setup
-	$(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg -n 2 --dist loadfile --no-loadscope-reorder --durations=30 tests notebooks
+	$(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg -n 3 --dist loadfile --no-loadscope-reorder --durations=30 tests notebooks
 
 # What a developer runs while working: no Spark-heavy suites, no notebooks.
 test-fast: setup

@@ -7,8 +7,10 @@ model and global batch:
   the bridge; the data dir on the shared folder; the driver at the address that routes to the master.
 
   2-worker epoch time  ÷  1-worker epoch time   (median of the epochs after the first, all-reduce)
-  launch overhead: the call (the cell) -> first training step on every worker, and from the job's
-  start (split written, model built, run opened) -> first step
+  launch overhead: the call (the cell) -> first training step on every worker, for a dataset whose
+  split exists (written before the clock starts), in the session's first job and in a later one, in
+  phases: the driver (model built, checks, MLflow run opened), the barrier stage -> worker processes
+  running, TensorFlow + strategy + model ready in them, their first step
 
     .venv/bin/python benchmarks/distributed.py [ROWS] [EPOCHS] [--hosts]
 """
@@ -22,6 +24,7 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
+SEED = 42
 MODEL = """
 model = keras.Sequential([keras.Input(shape=(784,)), keras.layers.Dense(256, activation="relu"),
                           keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10, activation="softmax")])
@@ -40,13 +43,24 @@ def measure(workers: int, epochs: int, runs: list) -> dict:
 
     called = time.time()
     result = train_distributed(MODEL, data="synthetic", workers=workers, epochs=epochs, batch_size=256, scale=255.0, validation=0.0,
-                               experiment="bench-distributed", on_start=runs.append)
+                               seed=SEED, experiment="bench-distributed", on_start=runs.append)
     run = runs[-1]
     records = run.job.epoch_metrics()
-    first_steps = [s["first_step_at"] for s in run.job.states(0).values()]
-    return {"epoch_s": statistics.median(r["seconds"] for r in records[1:]), "launch_s": max(first_steps) - run.started_at,
-            "cell_s": max(first_steps) - called, "accuracy": result.metrics["accuracy"],
-            "hosts": len({s.get("host") for s in run.job.states(0).values()})}
+    states = list(run.job.states(0).values())
+    started, ready, first = (max(s[key] for s in states) for key in ("started_at", "ready_at", "first_step_at"))
+    return {"epoch_s": statistics.median(r["seconds"] for r in records[1:]), "launch_s": first - run.started_at,
+            "cell_s": first - called, "accuracy": result.metrics["accuracy"], "hosts": len({s.get("host") for s in states}),
+            "phases": {"driver": run.started_at - called, "stage -> processes": started - run.started_at,
+                       "TF + strategy + model": ready - started, "first step": first - ready}}
+
+
+def write_split(workers: int) -> None:
+    """The split measure() trains on, written before any clock starts (the launch is measured for an existing split)."""
+    from nbscale import feed
+    from nbscale.ingest import dataset
+
+    version = dataset("synthetic")
+    feed.split(version, feed.spec_for(version, None, 256, 255.0, SEED), 0.0, row_groups=max(4, workers), pull=False)
 
 
 def write_synthetic(rows: int) -> None:
@@ -62,6 +76,7 @@ def write_synthetic(rows: int) -> None:
      .withColumn("image", F.expr("transform(sequence(0, 783), i -> CAST(CASE WHEN i % 10 = label THEN 200 ELSE pmod(hash(id, i), 50) END AS FLOAT))"))
      .select("image", "label").write.mode("overwrite").parquet(source))
     ingest("synthetic", source, label="label")
+    write_split(2)
 
 
 def one_host(rows: int, epochs: int) -> tuple[dict, dict]:
@@ -105,6 +120,7 @@ def report(where: str, one: dict, two: dict) -> None:
     for name, m in (("1 worker ", one), ("2 workers", two)):
         print(f"  {name}: epoch {m['epoch_s']:.2f} s on {m['hosts']} host(s), cell -> first step {m['cell_s']:.1f} s "
               f"(job start -> first step {m['launch_s']:.1f} s), accuracy {m['accuracy']:.3f}")
+        print("    launch phases: " + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in m["phases"].items()))
     print(f"  2-worker epoch time / 1-worker epoch time: {two['epoch_s'] / one['epoch_s']:.2f}")
 
 
@@ -116,6 +132,7 @@ def main() -> None:
     local = one_host(rows, epochs)
     hosts = two_hosts(rows, epochs) if "--hosts" in sys.argv else None
     print(f"data: {rows} rows x 784 features, global batch 256, {epochs} epochs, all on one machine of {os.cpu_count()} CPU cores")
+    print("the split exists before each call: the 1-worker call is the session's first distributed job, the 2-worker call the second")
     report("one host (1 Spark worker, 4 slots, 127.0.0.1)", *local)
     if hosts:
         report("two hosts (network namespaces, 1 slot each: one worker per host)", *hosts)

@@ -112,6 +112,10 @@ class WorkerState(TypedDict, total=False):
     updated: float
     peak_rss_mb: float
     cpu_s: float
+    # Launch phases (time.time()): the process running, TensorFlow and the model ready, the first step done.
+    started_at: float
+    ready_at: float
+    first_step_at: float
 
 
 class WorkerResult(TypedDict):

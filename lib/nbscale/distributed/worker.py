@@ -32,7 +32,7 @@ def weights_digest(model) -> str:
 
 
 class Worker:
-    def __init__(self, jobdir: str, attempt: int, rank: int):
+    def __init__(self, jobdir: str, attempt: int, rank: int, started_at: float):
         import cloudpickle
 
         self.job, self.attempt, self.rank = JobDir(jobdir), attempt, rank
@@ -43,7 +43,8 @@ class Worker:
         self.chief = self.role == "chief" or (self.role == "worker" and self.index == 0 and "chief" not in self.cluster)
         self.state: WorkerState = {"rank": rank, "role": self.role, "index": self.index, "pid": os.getpid(), "attempt": attempt,
                       "host": self.cluster[self.role][self.index].rsplit(":", 1)[0],
-                      "epoch": 0, "epochs": self.spec["epochs"], "step": 0, "steps": self.spec["steps_per_epoch"], "state": "starting"}
+                      "epoch": 0, "epochs": self.spec["epochs"], "step": 0, "steps": self.spec["steps_per_epoch"], "state": "starting",
+                      "started_at": started_at}
         self.save_state()
 
     def save_state(self, **changes) -> None:
@@ -83,7 +84,8 @@ class Worker:
         # Progress first: an epoch's metrics are recorded before its backup, so an epoch a resume skips is never unlogged.
         # The cell's callbacks last: every worker sees the same all-reduced metrics, so an EarlyStopping stops them all at once.
         callbacks = [self._progress_callback(tf_keras), tf_keras.callbacks.BackupAndRestore(self.spec["backup_dir"]), *cell.callbacks]
-        self.save_state(state="training", threads=int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")))  # its share of the host's cores
+        self.save_state(state="training", threads=int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")),  # its share of the host's cores
+                        ready_at=time.time())
         print(f"{self.role} {self.index} (rank {self.rank}, attempt {self.attempt}): training {self.spec['epochs']} epochs of "
               f"{self.spec['steps_per_epoch']} steps" + (f" on {self.state['rows']} rows of its shard" if self.state.get("rows") else ""),
               flush=True)
@@ -204,10 +206,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str]) -> int:
+    started_at = time.time()
     die_with_parent()  # if the Spark task (our parent) is killed, so are we
     jobdir, attempt, rank = argv[0], int(argv[1]), int(argv[2])
     try:
-        worker = Worker(jobdir, attempt, rank)
+        worker = Worker(jobdir, attempt, rank, started_at)
         worker.run()
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the one line the notebook shows
         traceback.print_exc()
