@@ -322,6 +322,37 @@ def test_bytes_that_are_not_utf8_stop_the_ingest_and_encoding_reads_them():
         ingest("latin", str(DIRTY / "latin1.csv"), encoding="klingon")
 
 
+def test_the_data_hosts_line_count_agrees_with_sparks_on_line_ends_blank_lines_and_bytes(tmp_path, monkeypatch):
+    """A source below readers.LINES_HERE_BYTES is counted in one Python pass, a larger one by a Spark job: both count
+    and skip lines alike, whatever the line ends, the chunk edges or the bytes."""
+    from nbscale.ingest import readers
+
+    contents = {"crlf.csv": b"a,b\r\n1,2\r\n\r\n3,4\r\n", "cr.csv": b"a,b\r1,2\r3,4", "blank.csv": b"a,b\n\t\n \x0b\x0c\n5,6\n",
+                "empty.csv": b"", "spaces.csv": b"\n \n", "latin.csv": "a\ncaf\u00e9\nna\u00efve\n".encode("latin-1")}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    clean = [str(tmp_path / n) for n in contents if n != "latin.csv"]
+    spark = nbscale.spark()
+    here = readers.count_lines_here(clean, readers.LINES_HERE_BYTES)
+    there = readers._count_lines_with_spark(spark, clean, True)
+    assert here == ([3, 3, 2, 0, 0], 0, None) and sorted(there[0]) == [2, 3, 3] and there[1] == 0
+    monkeypatch.setattr(readers, "_CHUNK", 3)  # lines and CRLFs cut across reads
+    assert readers.count_lines_here(clean, readers.LINES_HERE_BYTES) == here
+    assert readers._line_records(spark, clean, True) == 2 + 2 + 1  # one header in each file with a line
+    assert readers._line_records(spark, [f"file://{p}" for p in clean], True) == 5  # a file: URI is a path here too
+    (tmp_path / "zipped.csv.gz").write_bytes(gzip.compress(contents["blank.csv"]))  # Spark decompresses it, so Spark counts it
+    assert readers._plain_path(str(tmp_path / "zipped.csv.gz")) is None
+    assert readers._line_records(spark, [str(tmp_path / "zipped.csv.gz"), *clean], True) == 6
+    lines, undecodable, (name, text) = readers.count_lines_here([str(tmp_path / "latin.csv")], readers.LINES_HERE_BYTES)
+    assert (lines, undecodable, name, text) == ([3], 2, str(tmp_path / "latin.csv"), "caf\ufffd")
+    assert readers._count_lines_with_spark(spark, [str(tmp_path / "latin.csv")], True)[:2] == ([3], 2)
+    for limit in (readers.LINES_HERE_BYTES, 0):  # counted here, then by Spark: the same refusal
+        monkeypatch.setattr(readers, "LINES_HERE_BYTES", limit)
+        with pytest.raises(NbscaleError, match=r"^latin.csv is not UTF-8: 2 line\(s\) hold bytes that do not decode \(e.g. 'caf\ufffd'\)"):
+            readers._line_records(spark, [str(tmp_path / "latin.csv")], False)
+        assert readers._line_records(spark, clean, True) == 5
+
+
 def test_a_bom_and_crlf_line_ends_load_clean_columns():
     result = ingest("bom", str(DIRTY / "bom-crlf.csv"), label="label")
     assert result.manifest["counts"] == {"read": 2, "loaded": 2, "quarantined": 0}
