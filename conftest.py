@@ -13,7 +13,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # compiles with C1 only: a test's JVM lives seconds to minutes, and C2's compiles were about a quarter of a JVM's CPU
 # on an ingest workload (57.8 -> 44.6 s), on a machine whose two cores the suite keeps busy. What runs is the same.
 os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
-# The whole suite (xdist) starts some hundred JVMs: pytest_configure below adds a class-data archive of Spark's classes.
+# The whole suite (xdist) starts dozens of JVMs: pytest_configure below adds a class-data archive of Spark's classes.
 for name in ("NBSCALE_MASTER", "NBSCALE_TRACKING_URI", "MLFLOW_TRACKING_URI", "NBSCALE_KERNEL", "NBSCALE_CLUSTER_MASTER"):
     os.environ.pop(name, None)  # a developer's own settings must not leak into the tests
 # What the notebooks' kernels start from: the tests before them in the same worker change this process's environment
