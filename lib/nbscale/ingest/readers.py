@@ -132,7 +132,7 @@ def _plain_path(name: str) -> str | None:
         from urllib.parse import unquote, urlparse
 
         return unquote(urlparse(name).path)
-    return None if "://" in name else name
+    return None if URI_RE.match(name) else name
 
 
 def count_lines_here(paths: list[str], limit: int) -> tuple[list[int], int, tuple[str, str] | None] | None:
@@ -152,21 +152,24 @@ def count_lines_here(paths: list[str], limit: int) -> tuple[list[int], int, tupl
                 data = carry + chunk
                 cut = len(data) if not chunk else data.rfind(b"\n") + 1  # whole lines only; the rest waits for the next chunk
                 block, carry = data[:cut], data[cut:]
-                if block:
-                    lines += sum(1 for line in block.splitlines() if line.strip())
-                    try:
-                        block.decode("utf-8")
-                    except UnicodeDecodeError:
-                        for line in block.splitlines():
-                            try:
-                                line.decode("utf-8")
-                            except UnicodeDecodeError:
-                                undecodable += 1
-                                first_bad = first_bad or (path, line.decode("utf-8", "replace"))
+                split = block.splitlines()
+                lines += sum(1 for line in split if line.strip())
+                if not _is_utf8(block):  # only a chunk that fails is walked line by line
+                    bad = [line for line in split if not _is_utf8(line)]
+                    undecodable += len(bad)
+                    first_bad = first_bad or (path, bad[0].decode("utf-8", "replace"))
                 if not chunk:
                     break
         per_file.append(lines)
     return per_file, undecodable, first_bad
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _count_lines_with_spark(spark, files: list[str], check_utf8: bool) -> tuple[list[int], int, tuple[str, str] | None]:
