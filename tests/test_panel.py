@@ -157,6 +157,8 @@ def test_the_training_and_serve_cards_read_in_the_light_and_dark_themes(lab):
                 curve = page.locator(".nbscale-train svg.nbscale-curve").first
                 curve.wait_for(timeout=120_000)
                 page.wait_for_function(f"document.body.dataset.jpThemeName === {theme!r}", timeout=30_000)
+                # The serve card is the second cell's output: JupyterLab may render it after the first.
+                page.locator(".nbscale-serve .nbscale-health").nth(1).wait_for(state="attached", timeout=60_000)
                 ticks = curve.locator("text").all_text_contents()
                 assert {"1", "4", "8", "epoch"} <= set(ticks), ticks  # epoch ticks and the axis name
                 seen[theme] = page.evaluate("""() => {
