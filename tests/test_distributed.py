@@ -151,6 +151,48 @@ def test_cancel_frees_the_cluster_within_10_seconds():
     assert [r.info.status for r in runs_of("cancelled") if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
 
 
+def test_the_workers_start_while_the_notebook_checks_the_cell_and_stop_when_it_fails():
+    """The stage starts before the notebook builds the model and opens its run (the two starts overlap), and the
+    workers end no epoch before the notebook says go. Here the cell fails in the notebook only, once a worker has
+    trained its first epoch and waits: the cell's own error, no MLflow run, the stage and the worker processes gone within 10 s,
+    and nothing an epoch end writes (metrics, backups) left behind."""
+    from nbscale.config import settings
+    from nbscale.distributed import train_distributed
+    from nbscale.session import spark
+
+    jobs = os.path.join(settings().data_dir, "jobs")
+    before = set(os.listdir(jobs)) if os.path.isdir(jobs) else set()
+    notebook_fails = f"""
+import glob, json, os, time
+if "TF_CONFIG" not in os.environ:  # the notebook: fail once a worker waits at its first epoch's end
+    def waiting(path):
+        try:
+            return json.load(open(path)).get("state") == "waiting for the notebook"
+        except (OSError, ValueError):
+            return False
+    deadline = time.monotonic() + 120
+    while not any(waiting(p) for p in glob.glob({jobs!r} + "/*/attempts/0/worker-*.json")):
+        if time.monotonic() > deadline:
+            raise TimeoutError("no worker reached its first epoch's end")
+        time.sleep(0.2)
+    raise ValueError("only in the notebook")
+""" + DENSE
+    with pytest.raises(ValueError, match="^only in the notebook$"):  # the cell's own error, as a cell run here raises it
+        train_distributed(notebook_fails, data="digits", workers=2, epochs=50, batch_size=32, scale=16, experiment="abandoned")
+    failed = time.monotonic()
+    assert runs_of("abandoned") == []
+    (job,) = [os.path.join(jobs, name) for name in set(os.listdir(jobs)) - before]
+    states = [json.load(open(os.path.join(job, "attempts", "0", name))) for name in os.listdir(os.path.join(job, "attempts", "0"))
+              if name.startswith("worker-") and name.endswith(".json")]
+    assert len(states) == 2 and all("ready_at" in s for s in states), states  # both workers had started
+    tracker = spark().sparkContext.statusTracker()
+    while tracker.getActiveStageIds() or any(_alive(s["pid"]) for s in states):
+        assert time.monotonic() - failed < 10, "tasks or worker processes still running 10 s after the cell failed"
+        time.sleep(0.2)
+    assert os.path.exists(os.path.join(job, "abandoned")) and not os.path.exists(os.path.join(job, "go"))
+    assert not os.path.exists(os.path.join(job, "metrics.jsonl"))  # the epoch that ended was held at the gate
+
+
 def _stage_pools() -> list[str]:
     import urllib.request
 

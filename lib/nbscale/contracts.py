@@ -101,7 +101,8 @@ class WorkerState(TypedDict, total=False):
     pid: int
     attempt: int
     host: str
-    state: str  # starting, serving, training, finished
+    state: str  # starting, serving, training, waiting for the notebook, finished
+    go: bool  # the notebook confirmed the launch (a gated spec): its epochs may end
     epoch: int
     epochs: int
     step: int

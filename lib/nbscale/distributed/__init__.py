@@ -42,7 +42,7 @@ class DistributedRun:
         self.title, self.root, self.workers, self.strategy, self.epochs = title, root, workers, strategy, epochs
         self.run_id, self.run_url, self.control = run_id, run_url, control
         self.job = JobDir(root)  # the layout; its files are read through `refresh`, where the data dir is
-        self.group = f"nbscale-{self.id}"
+        self.group = self.group_of(self.id)
         self.state = "waiting for workers"
         self.seen = JobView()
         self.logged_epochs: set[int] = set()
@@ -53,6 +53,11 @@ class DistributedRun:
     @property
     def id(self) -> str:
         return Path(self.root).name
+
+    @staticmethod
+    def group_of(job_id: str) -> str:
+        """The Spark job group (Connect: tag) of the job's stage."""
+        return f"nbscale-{job_id}"
 
     def refresh(self) -> JobView:
         self.seen = on_data_host(snapshot, self.root)
@@ -186,13 +191,12 @@ def _check_options(strategy: str, workers: int, epochs: int, parameter_servers: 
     return (workers if strategy == "multiworker" else workers + parameter_servers + 1), min_workers
 
 
-def _splits(version, spec, model, validation: float, seed: int, workers: int, strategy: str):
+def _splits(version, spec, validation: float, workers: int, strategy: str):
     """The seeded split, written with a file per worker at least; every all-reduce worker must get rows.
     It stays where the data dir is (over Connect: on the cluster, which the workers read)."""
     from .. import feed
-    from ..train.checks import check_labels, check_shapes, check_split
+    from ..train.checks import check_split
 
-    check_labels(model, spec, version)
     train_split, val_split = feed.split(version, spec, validation, row_groups=max(4, workers), pull=False)
     check_split(spec, version, validation, train_split.rows)
     if strategy == "multiworker":
@@ -203,7 +207,6 @@ def _splits(version, spec, model, validation: float, seed: int, workers: int, st
                 if rows == 0:
                     raise NbscaleError(f"{version.ref} has too few rows for {workers} workers: worker {rank} would get no {name} rows. "
                                        "Use fewer --workers or a larger dataset.")
-    check_shapes(model, spec, train_split.rows)
     return train_split, val_split
 
 
@@ -231,6 +234,7 @@ def train_distributed(code: str | None = None, *, options: TrainOptions | None =
     from ..train import DistributedTrainResult, TrainProgress, TrainingCancelled, precision_policy
     from ..train.tracking import backup_dir, log_model, log_params, open_run, run_url
     from ..train.cell import build, default_model_code, describe, is_blank
+    from ..train.checks import check_labels, check_shapes
     from . import launcher, shipping
     from .card import render_job
 
@@ -254,13 +258,12 @@ def train_distributed(code: str | None = None, *, options: TrainOptions | None =
     default_code = None
     if is_blank(code):  # the workers run nbscale's default model, as code (shown on the card)
         code = default_code = default_model_code(spec, version)
-    cell = build(code, namespace, seed, policy)  # the cell's errors show here, before any worker starts
-    built = cell.model
     shipped = shipping.capture(code, namespace)
     session = spark()
     control = control_for(session)
+    connect = isinstance(control, ConnectControl)
     profile = control.gpu_profile(gpus_per_worker)
-    train_split, val_split = _splits(version, spec, built, validation, seed, workers, strategy)
+    train_split, val_split = _splits(version, spec, validation, workers, strategy)
     check_capacity(control, tasks, f"--workers {workers} --strategy {strategy}" + (f" (+{parameter_servers} ps + 1 chief)" if tasks > workers else "")
                    + (f" with {gpus_per_worker} GPU(s) each" if gpus_per_worker else ""), profile=profile)
 
@@ -270,18 +273,43 @@ def train_distributed(code: str | None = None, *, options: TrainOptions | None =
     if not resume:
         on_data_host(remove_tree, str(backups))
     steps_per_epoch = feed.steps(train_split.rows, batch_size)
+    # The stage starts before the notebook builds the model and opens the MLflow run, so the workers' start (Spark
+    # scheduling them, their TensorFlow import) overlaps the notebook's; their first epoch ends only once the notebook
+    # writes `go` (a gated spec). Over Connect each write to the job folder is a Spark task, which a barrier stage holding
+    # the cluster's slots could starve: there the stage starts after, as one step.
+    gated = not connect
     put_bytes(str(job.spec), cloudpickle.dumps({  # creates the job folder
         "code": code, "namespace": shipped, "feed": spec, "train": train_split, "validation": val_split, "epochs": epochs,
         "strategy": strategy, "seed": seed, "precision": policy, "batch_size": batch_size, "backup_dir": str(backups), "steps_per_epoch": steps_per_epoch,
-        "validation_steps": feed.steps(val_split.rows, batch_size) if val_split else 0}))
+        "validation_steps": feed.steps(val_split.rows, batch_size) if val_split else 0, "gated": gated}))
+    title, group = f"%%train {version.ref} --workers {workers}", DistributedRun.group_of(job.root.name)
+    worker_env = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
-    mlf = mlflow()
-    client = mlf.MlflowClient()
-    parent, _, logged = open_run(mlf, experiment, f"{version.ref} ×{workers} {time.strftime('%H:%M:%S')}", backups, resume,
-                                 backups_exist=backups_exist)
+    def stage_of(tasks: int) -> launcher.BackgroundStage:
+        return launcher.BackgroundStage(session, control, group, title, pool, (str(job.root), tasks, strategy, parameter_servers, worker_env, profile))
+
+    def abandon() -> None:
+        if gated:  # workers of an early start may be waiting for `go`
+            on_data_host(touch, str(job.abandoned))
+        stage.stop()
+
+    stage = stage_of(tasks)
+    if gated:
+        stage.start()
+    try:
+        cell = build(code, namespace, seed, policy)  # the cell's errors show here, before any epoch ends
+        built = cell.model
+        check_labels(built, spec, version)
+        check_shapes(built, spec, train_split.rows)
+        mlf = mlflow()
+        client = mlf.MlflowClient()
+        parent, _, logged = open_run(mlf, experiment, f"{version.ref} ×{workers} {time.strftime('%H:%M:%S')}", backups, resume,
+                                     backups_exist=backups_exist)
+    except BaseException:
+        abandon()
+        raise
     page = run_url(parent)
-    run = DistributedRun(f"%%train {version.ref} --workers {workers}", str(job.root), workers, strategy, epochs, parent.info.run_id, page,
-                         control)
+    run = DistributedRun(title, str(job.root), workers, strategy, epochs, parent.info.run_id, page, control)
     if control.master.startswith("local"):
         run.notes.append(f"Spark {control.master} never retries a failed task: connect to a cluster for fault tolerance.")
     run.logged_epochs = logged  # a resumed run logged these epochs already
@@ -304,8 +332,6 @@ def train_distributed(code: str | None = None, *, options: TrainOptions | None =
                 shown["card"] = card
                 history = view["history"]
                 on_epoch(TrainProgress(card, len(history.get("loss", [])), epochs, {k: v[-1] for k, v in history.items()}))
-
-    connect = isinstance(control, ConnectControl)
 
     def watch():
         short_since = None
@@ -352,18 +378,19 @@ def train_distributed(code: str | None = None, *, options: TrainOptions | None =
                             "parameter_servers": parameter_servers if tasks > workers else 0, "spark_master": control.master,
                             **describe(cell), **({"model": "nbscale default"} if default_code else {})})
         mlf.set_tag("nbscale.job_dir", str(job.root))  # the latest launch's worker logs and state
+        if gated:
+            on_data_host(touch, str(job.go))
         watcher.start()
-        with control.labelled(run.group, run.title, pool):
-            while True:
-                try:
-                    launcher.launch(session, str(job.root), tasks, strategy, parameter_servers,
-                                    {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}, profile)
-                    break
-                except Exception:
-                    fewer = _elastic_retry(run, profile, tasks, tasks - workers, min_workers, stop)
-                    if fewer is None:
-                        raise
-                    workers, tasks = fewer, fewer + (tasks - workers)
+        while True:
+            try:
+                stage.result()
+                break
+            except Exception:
+                fewer = _elastic_retry(run, profile, tasks, tasks - workers, min_workers, stop)
+                if fewer is None:
+                    raise
+                workers, tasks = fewer, fewer + (tasks - workers)
+                stage = stage_of(tasks)
         watching.set()
         watcher.join(5)
         run.state = "finished"
@@ -377,8 +404,8 @@ def train_distributed(code: str | None = None, *, options: TrainOptions | None =
             model_uri = log_model(mlf, built, version, spec)
         status = "FINISHED"
     except BaseException as exc:
+        abandon()  # a stage still running when the notebook's side failed
         if caused_by_interrupt(exc):
-            control.cancel(run.group)
             status = "KILLED"
             raise KeyboardInterrupt from None
         if stop is not None and stop.is_set():

@@ -27,6 +27,16 @@ class JobDir:
         return self.root / "spec.pkl"
 
     @property
+    def go(self) -> Path:
+        """Written by the notebook once the cell is checked and its MLflow run open: until then no epoch ends."""
+        return self.root / "go"
+
+    @property
+    def abandoned(self) -> Path:
+        """Written by the notebook when the launch failed on its side before `go`: the workers stop."""
+        return self.root / "abandoned"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
 

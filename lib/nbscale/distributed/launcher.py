@@ -7,6 +7,8 @@ whose output feeds a shuffle — that is what brings a failed run back (up to
 `spark.stage.maxConsecutiveAttempts`, default 4), resuming from the epoch backups."""
 from __future__ import annotations
 
+import time
+
 RESULT_SCHEMA = "rank long, role string, attempt long"
 
 
@@ -102,3 +104,52 @@ def launch(session, jobdir: str, tasks: int, strategy: str, parameter_servers: i
     task = barrier_task(jobdir, strategy, parameter_servers, env)
     stage = session.range(0, tasks, 1, tasks).mapInPandas(task, RESULT_SCHEMA, barrier=True, profile=profile)
     return stage.repartition(1).collect()
+
+
+class BackgroundStage:
+    """`launch` run from a thread, so that the notebook finishes its own part (the model built and checked, the MLflow
+    run opened) while Spark schedules the tasks and the workers import TensorFlow. Its Spark work carries the job
+    group (over Connect: the tag) `group`, and the cell thread's other local properties, as if the cell ran it."""
+
+    def __init__(self, session, control, group: str, title: str, pool: str | None, launch_args: tuple):
+        self.session, self.control, self.group, self.title, self.pool = session, control, group, title, pool
+        self.launch_args = launch_args
+        self._outcome: dict = {}
+        self._thread = None
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        from pyspark.util import InheritableThread
+
+        def run():
+            try:
+                with self.control.labelled(self.group, self.title, self.pool):
+                    self._outcome["rows"] = launch(self.session, *self.launch_args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the cell's thread by result()
+                self._outcome["error"] = exc
+
+        self._thread = InheritableThread(run, name=f"nbscale-stage-{self.group}", daemon=True, session=self.session)
+        self._thread.start()
+
+    def result(self) -> list:
+        """The stage's rows once it ends (started here if it was not); its error raised in the caller's thread."""
+        if self._thread is None:
+            self.start()
+        while self._thread.is_alive():
+            self._thread.join(0.5)  # short waits: a kernel interrupt reaches the cell at once
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["rows"]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel the stage and wait (bounded) for its thread. Cancelled again each second: a stage the thread
+        submits just after a cancel is cancelled by the next one."""
+        if self._thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self.control.cancel(self.group)
+            self._thread.join(1.0)

@@ -16,10 +16,12 @@ import traceback
 
 from ..processes import die_with_parent
 from ..contracts import WorkerResult, WorkerState
+from ..errors import NbscaleError
 from ..files import write_json
 from .jobdir import JobDir, append_json
 
 PROGRESS_EVERY_S = 0.5
+GO_WAIT_S = 600  # the notebook builds and checks the cell and opens its run while the workers start: seconds, normally
 
 
 def weights_digest(model) -> str:
@@ -53,6 +55,24 @@ class Worker:
         usage = resource.getrusage(resource.RUSAGE_SELF)  # the worker's system metrics, for its MLflow child run
         self.state.update(changes, updated=time.time(), peak_rss_mb=usage.ru_maxrss / 1024, cpu_s=usage.ru_utime + usage.ru_stime)
         write_json(self.job.state_file(self.attempt, self.rank), self.state)
+
+    def wait_for_go(self) -> None:
+        """Before the first epoch's metrics and backups: the notebook may still be checking the cell (it started the
+        stage first, to overlap the workers' start with its own), and a launch it abandons must leave nothing."""
+        if not self.spec.get("gated") or self.state.get("go"):
+            return
+        deadline = time.monotonic() + GO_WAIT_S
+        while not self.job.go.exists():
+            if self.job.abandoned.exists():
+                raise NbscaleError("The notebook stopped this launch before its first epoch ended (see the cell's error).")
+            if time.monotonic() > deadline:
+                raise NbscaleError(f"The notebook did not confirm this launch within {GO_WAIT_S} s of the workers starting: "
+                                   "run the cell again.")
+            if self.state["state"] != "waiting for the notebook":
+                self.save_state(state="waiting for the notebook")
+            time.sleep(0.05)
+        self.state["go"] = True
+        self.save_state(state="training")
 
     # ---- roles ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -159,6 +179,7 @@ class Worker:
 
             def on_epoch_end(self, epoch, logs=None):
                 seconds = time.perf_counter() - self.started
+                worker.wait_for_go()
                 worker.save_state(step=worker.spec["steps_per_epoch"], epochs_done=epoch + 1)
                 shown = ", ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items())
                 print(f"epoch {epoch + 1}/{worker.spec['epochs']} done in {seconds:.1f} s" + (f": {shown}" if shown else ""), flush=True)
