@@ -1,6 +1,7 @@
 """%%train with real Spark, Petastorm, TensorFlow (tf-keras) and MLflow on the real digits."""
 import gzip
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -116,6 +117,25 @@ def test_the_read_ahead_is_seeded_stops_with_its_consumer_and_hands_over_a_reade
     with pytest.raises(Exception) as raised:
         list(feed.batches(dataclasses.replace(train_split, path=broken.as_uri()), spec, shuffle=False))
     assert not isinstance(raised.value, feed.ShortEpochError) and not reading()
+
+
+def test_a_split_row_of_the_wrong_width_is_refused_not_reshaped(tmp_path):
+    """The feed views each row group's packed column as one matrix: a row a byte short would shift every row after it."""
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = feed.spec_for(dataset("digit_images"), "label", 50, 1.0, 1)
+    train_split, _ = feed.split(dataset("digit_images"), spec, 0.2)
+    (first, *_) = sorted(Path(train_split.path.removeprefix("file://")).glob("*.parquet"))
+    table = pq.read_table(first)
+    packed = table.column(feed.FEATURES).to_pylist()
+    packed[0] = packed[0][:-1]
+    pq.write_table(table.set_column(table.column_names.index(feed.FEATURES), feed.FEATURES, pa.array(packed, pa.binary())),
+                   tmp_path / first.name)
+    with pytest.raises(NbscaleError, match=rf"^A row group of the split of digit_images@v1 in {re.escape(str(tmp_path.parent))} does not hold \d+ rows of 64 bytes"):
+        list(feed.batches(dataclasses.replace(train_split, path=tmp_path.as_uri(), rows=table.num_rows), spec, shuffle=False))
 
 
 def test_a_cached_split_is_held_as_stored_and_gives_the_same_batches_as_a_streamed_one(monkeypatch):

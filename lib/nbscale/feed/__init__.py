@@ -409,7 +409,6 @@ def _read_ahead(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int, cur_sh
     A reader error is raised here; a consumer that stops early (a short fit, an interrupt) stops the thread."""
     import queue
 
-    import numpy as np
     from petastorm import make_batch_reader
 
     ready: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
@@ -428,10 +427,13 @@ def _read_ahead(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int, cur_sh
         try:
             reader = make_batch_reader(split_.path, schema_fields=[FEATURES, LABEL], num_epochs=1, reader_pool_type=READER_POOL,
                                        shuffle_row_groups=shuffle, seed=spec.seed + epoch, cur_shard=cur_shard, shard_count=shard_count)
+            if not hasattr(reader, "_results_queue_reader"):
+                raise RuntimeError("This Petastorm has no _results_queue_reader: nbscale's feed needs the version constraints.txt pins.")
+            reader._results_queue_reader = _ArrowTables()
             try:  # not `with reader`: its exit prints "Cache cleanup complete." into the cell on every epoch
                 for group in reader:
-                    decoded = (_features(getattr(group, FEATURES), split_.encoding, spec, stored),
-                               np.asarray(getattr(group, LABEL)).astype(spec.label_dtype, copy=False))
+                    decoded = (_features(group.column(FEATURES), split_, spec, stored),
+                               group.column(LABEL).to_numpy().astype(spec.label_dtype, copy=False))
                     if not put(decoded):
                         return
             finally:
@@ -456,17 +458,39 @@ def _read_ahead(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int, cur_sh
         worker.join()
 
 
-def _features(packed, encoding: str, spec: FeedSpec, stored: bool = False):
+class _ArrowTables:
+    """Petastorm's results reader for its Arrow worker, minus the conversion: each row group as the Arrow table the
+    worker read. Petastorm's own turns the packed column into one Python bytes object per row (through pandas); the
+    split's rows are of one width, so the column's data buffer is the feature matrix, viewed in place by `_features`."""
+    batched_output = True
+
+    def read_next(self, workers_pool, schema, ngram):
+        from petastorm.workers_pool import EmptyResultError
+
+        try:
+            return workers_pool.get_results()
+        except EmptyResultError:
+            raise StopIteration from None
+
+
+def _features(column, split_: Split, spec: FeedSpec, stored: bool = False):
+    """A row group's packed feature column (Arrow binary, one fixed-width value per row) as a matrix: a view of its
+    data buffer, then (unless `stored`) float32 and scaled in one new array."""
     import numpy as np
 
-    # One copy of the row group's bytes into a writable buffer; float32 rows are then used in place (no astype copy).
-    x = np.frombuffer(bytearray().join(packed), dtype=encoding).reshape((-1, *spec.feature_shape))
+    packed = column.combine_chunks()
+    width = math.prod(spec.feature_shape) * np.dtype(split_.encoding).itemsize
+    offsets = np.frombuffer(packed.buffers()[1], np.int32, len(packed) + 1, packed.offset * 4)
+    if packed.null_count or offsets[-1] - offsets[0] != width * len(packed):
+        folder = split_.path.removeprefix("file://").rsplit("/", 1)[0]
+        raise NbscaleError(f"A row group of the split of {spec.ref} in {folder} does not hold {len(packed)} rows of {width} bytes each: "
+                           "the split was damaged after it was written. Delete that folder and train again (it is rewritten from the version).")
+    x = np.frombuffer(packed.buffers()[2], np.uint8)[offsets[0]:offsets[-1]].view(split_.encoding).reshape((-1, *spec.feature_shape))
     if stored:
         return x
-    x = x.astype(np.float32, copy=False)
     if spec.scale != 1:
-        np.divide(x, np.float32(spec.scale), out=x)
-    return x
+        return np.divide(x, np.float32(spec.scale), dtype=np.float32)
+    return x.astype(np.float32)  # a copy also for float32: the view is read-only
 
 
 def steps(rows: int, batch_size: int) -> int:
