@@ -138,7 +138,7 @@ def test_a_split_row_of_the_wrong_width_is_refused_not_reshaped(tmp_path):
         list(feed.batches(dataclasses.replace(train_split, path=tmp_path.as_uri(), rows=table.num_rows), spec, shuffle=False))
 
 
-def test_a_cached_split_is_held_as_stored_and_gives_the_same_batches_as_a_streamed_one(monkeypatch):
+def test_a_cached_split_is_held_as_stored_and_gives_the_same_batches_as_a_streamed_one_and_as_numpys_decode(monkeypatch):
     import tensorflow as tf
 
     spec = feed.spec_for(dataset("digit_images"), "label", 50, 16.0, 1)
@@ -157,8 +157,10 @@ def test_a_cached_split_is_held_as_stored_and_gives_the_same_batches_as_a_stream
     cached = epochs(2)  # the second epoch comes from tf.data's cache
     monkeypatch.setattr(feed, "CACHE_BYTES", 0)
     streamed = epochs(1)
-    assert asked == [True, False] and cached[0].dtype == streamed[0].dtype == tf.float32.as_numpy_dtype
+    assert asked == [True, True] and cached[0].dtype == streamed[0].dtype == tf.float32.as_numpy_dtype  # decoded by TensorFlow
     assert cached[1].tobytes() == cached[0].tobytes() == streamed[0].tobytes()  # the same float32 values, bit for bit
+    in_numpy = np.concatenate([x for x, _ in real_batches(train_split, spec, shuffle=False)])  # what the workers' feed decodes
+    assert in_numpy.tobytes() == streamed[0].tobytes()
 
 
 def test_a_split_is_written_in_row_groups_of_bounded_size_and_read_whole(monkeypatch):

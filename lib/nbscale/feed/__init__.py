@@ -498,10 +498,11 @@ def steps(rows: int, batch_size: int) -> int:
 
 
 def tf_dataset(split_: Split, spec: FeedSpec, shuffle: bool, counter=None):
-    """A tf.data pipeline over `batches`. A small split is cached after its first complete (checked)
-    epoch, in the dtype the split stores (uint8 pixels take a quarter of float32's memory) and decoded
-    after the cache, with the batch order reshuffled every epoch; a large one is re-read and re-counted
-    each epoch. `counter` (a tf.Variable) adds up the rows every epoch really delivers, cached or not."""
+    """A tf.data pipeline over `batches`, which hands over rows in the dtype the split stores (uint8 pixels: a quarter
+    of float32's bytes through the generator); TensorFlow's own threads make them float32 and scale them. A small split
+    is cached after its first complete (checked) epoch, as stored, with the batch order reshuffled every epoch; a large
+    one is re-read and re-counted each epoch. `counter` (a tf.Variable) adds up the rows every epoch really delivers,
+    cached or not."""
     import tensorflow as tf
 
     epoch = {"n": 0}
@@ -511,19 +512,25 @@ def tf_dataset(split_: Split, spec: FeedSpec, shuffle: bool, counter=None):
 
     def one_pass():
         n, epoch["n"] = epoch["n"], epoch["n"] + 1
-        yield from batches(split_, chunks, shuffle, epoch=n, stored=cached)
+        yield from batches(split_, chunks, shuffle, epoch=n, stored=True)
 
-    signature = (tf.TensorSpec((None, *spec.feature_shape), stored if cached else tf.float32),
-                 tf.TensorSpec((None,), tf.as_dtype(spec.label_dtype)))
-    ds = tf.data.Dataset.from_generator(one_pass, output_signature=signature).rebatch(spec.batch_size)
+    scale = tf.constant(spec.scale, tf.float32)
+    decoded = stored == tf.float32 and spec.scale == 1
+
+    def decode(ds):  # the float32 division `batches` does in numpy when it decodes
+        return ds if decoded else ds.map(lambda x, y: (tf.cast(x, tf.float32) / scale, y), num_parallel_calls=tf.data.AUTOTUNE,
+                                         deterministic=True)
+
+    signature = (tf.TensorSpec((None, *spec.feature_shape), stored), tf.TensorSpec((None,), tf.as_dtype(spec.label_dtype)))
+    ds = tf.data.Dataset.from_generator(one_pass, output_signature=signature)
     if cached:
         # tf.data keeps the cache only when a pass ends normally; a short pass raises, so never caches.
-        ds = ds.cache()
+        ds = ds.rebatch(spec.batch_size).cache()
         if shuffle:
             ds = ds.shuffle(steps(split_.rows, spec.batch_size), seed=spec.seed, reshuffle_each_iteration=True)
-        if stored != tf.float32 or spec.scale != 1:  # the same float32 division the uncached path does in numpy
-            scale = tf.constant(spec.scale, tf.float32)
-            ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / scale, y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = decode(ds)
+    else:  # decoded a chunk at a time, then cut into batches
+        ds = decode(ds).rebatch(spec.batch_size)
     if counter is not None:
         def count(x, y):
             counter.assign_add(tf.shape(y, out_type=tf.int64)[0])
