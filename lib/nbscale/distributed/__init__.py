@@ -289,8 +289,12 @@ def train_distributed(code: str | None = None, *, options: TrainOptions | None =
         return launcher.BackgroundStage(session, control, group, title, pool, (str(job.root), tasks, strategy, parameter_servers, worker_env, profile))
 
     def abandon() -> None:
-        if gated:  # workers of an early start may be waiting for `go`
-            on_data_host(touch, str(job.abandoned))
+        """The notebook's side failed: stop the stage. Never raises, so the failure's own error is the one shown."""
+        try:
+            if gated:  # workers of an early start may be waiting for `go`
+                on_data_host(touch, str(job.abandoned))
+        except OSError:
+            pass  # the cancel below stops them all the same
         stage.stop()
 
     stage = stage_of(tasks)

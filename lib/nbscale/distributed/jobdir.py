@@ -33,7 +33,7 @@ class JobDir:
 
     @property
     def abandoned(self) -> Path:
-        """Written by the notebook when the launch failed on its side before `go`: the workers stop."""
+        """Written by the notebook when the launch fails on its side: workers still waiting for `go` stop."""
         return self.root / "abandoned"
 
     @property

@@ -7,6 +7,7 @@ whose output feeds a shuffle — that is what brings a failed run back (up to
 `spark.stage.maxConsecutiveAttempts`, default 4), resuming from the epoch backups."""
 from __future__ import annotations
 
+import threading
 import time
 
 RESULT_SCHEMA = "rank long, role string, attempt long"
@@ -116,6 +117,9 @@ class BackgroundStage:
         self.launch_args = launch_args
         self._outcome: dict = {}
         self._thread = None
+        # Its end, as an event: a KeyboardInterrupt inside Thread.join marks a thread that still runs as stopped
+        # (CPython 3.11's _wait_for_tstate_lock), after which is_alive() lies and the stage would never be cancelled.
+        self._ended = threading.Event()
 
     @property
     def started(self) -> bool:
@@ -130,6 +134,8 @@ class BackgroundStage:
                     self._outcome["rows"] = launch(self.session, *self.launch_args)
             except BaseException as exc:  # noqa: BLE001 - handed to the cell's thread by result()
                 self._outcome["error"] = exc
+            finally:
+                self._ended.set()
 
         self._thread = InheritableThread(run, name=f"nbscale-stage-{self.group}", daemon=True, session=self.session)
         self._thread.start()
@@ -138,8 +144,8 @@ class BackgroundStage:
         """The stage's rows once it ends (started here if it was not); its error raised in the caller's thread."""
         if self._thread is None:
             self.start()
-        while self._thread.is_alive():
-            self._thread.join(0.5)  # short waits: a kernel interrupt reaches the cell at once
+        while not self._ended.wait(0.5):  # short waits: a kernel interrupt reaches the cell at once
+            pass
         if "error" in self._outcome:
             raise self._outcome["error"]
         return self._outcome["rows"]
@@ -150,6 +156,9 @@ class BackgroundStage:
         if self._thread is None:
             return
         deadline = time.monotonic() + timeout
-        while self._thread.is_alive() and time.monotonic() < deadline:
-            self.control.cancel(self.group)
-            self._thread.join(1.0)
+        while not self._ended.is_set() and time.monotonic() < deadline:
+            try:
+                self.control.cancel(self.group)
+            except Exception:  # noqa: BLE001 - a JVM or server going away ends the stage too
+                pass
+            self._ended.wait(1.0)

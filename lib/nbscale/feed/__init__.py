@@ -478,10 +478,13 @@ def _features(column, split_: Split, spec: FeedSpec, stored: bool = False):
     data buffer, then (unless `stored`) float32 and scaled in one new array."""
     import numpy as np
 
+    import pyarrow as pa
+
     packed = column.combine_chunks()
     width = math.prod(spec.feature_shape) * np.dtype(split_.encoding).itemsize
-    offsets = np.frombuffer(packed.buffers()[1], np.int32, len(packed) + 1, packed.offset * 4)
-    if packed.null_count or offsets[-1] - offsets[0] != width * len(packed):
+    kind = np.int64 if pa.types.is_large_binary(packed.type) else np.int32
+    offsets = np.frombuffer(packed.buffers()[1], kind, len(packed) + 1, packed.offset * np.dtype(kind).itemsize)
+    if packed.null_count or (np.diff(offsets) != width).any():  # one short row would shift every row after it
         folder = split_.path.removeprefix("file://").rsplit("/", 1)[0]
         raise NbscaleError(f"A row group of the split of {spec.ref} in {folder} does not hold {len(packed)} rows of {width} bytes each: "
                            "the split was damaged after it was written. Delete that folder and train again (it is rewritten from the version).")
