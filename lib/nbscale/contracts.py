@@ -102,7 +102,6 @@ class WorkerState(TypedDict, total=False):
     attempt: int
     host: str
     state: str  # starting, serving, training, waiting for the notebook, finished
-    go: bool  # the notebook confirmed the launch (a gated spec): its epochs may end
     epoch: int
     epochs: int
     step: int

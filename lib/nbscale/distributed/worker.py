@@ -43,6 +43,7 @@ class Worker:
         config = json.loads(os.environ["TF_CONFIG"])
         self.cluster, self.role, self.index = config["cluster"], config["task"]["type"], config["task"]["index"]
         self.chief = self.role == "chief" or (self.role == "worker" and self.index == 0 and "chief" not in self.cluster)
+        self.confirmed = not self.spec.get("gated")  # an ungated spec (over Connect) needs no `go`
         self.state: WorkerState = {"rank": rank, "role": self.role, "index": self.index, "pid": os.getpid(), "attempt": attempt,
                       "host": self.cluster[self.role][self.index].rsplit(":", 1)[0],
                       "epoch": 0, "epochs": self.spec["epochs"], "step": 0, "steps": self.spec["steps_per_epoch"], "state": "starting",
@@ -59,7 +60,7 @@ class Worker:
     def wait_for_go(self) -> None:
         """Before the first epoch's metrics and backups: the notebook may still be checking the cell (it started the
         stage first, to overlap the workers' start with its own), and a launch it abandons must leave nothing."""
-        if not self.spec.get("gated") or self.state.get("go"):
+        if self.confirmed:
             return
         deadline = time.monotonic() + GO_WAIT_S
         while not self.job.go.exists():
@@ -71,8 +72,9 @@ class Worker:
             if self.state["state"] != "waiting for the notebook":
                 self.save_state(state="waiting for the notebook")
             time.sleep(0.05)
-        self.state["go"] = True
-        self.save_state(state="training")
+        self.confirmed = True
+        if self.state["state"] == "waiting for the notebook":
+            self.save_state(state="training")
 
     # ---- roles ---------------------------------------------------------------------------
     def run(self) -> None:

@@ -364,7 +364,7 @@ def batches(split_: Split, spec: FeedSpec, shuffle: bool, epoch: int = 0, cur_sh
     """One pass over a split as (x, y) numpy batches; raises ShortEpochError if rows go missing. Row groups are
     read and decoded one step ahead in a thread (Parquet reads and numpy decoding release the GIL), so the
     next group is on its way while the trainer consumes this one; at most READ_AHEAD groups wait decoded.
-    `stored`: x as the split stores it (uint8 or float32, unscaled), for a cache that decodes after itself."""
+    `stored`: x as the split stores it (uint8 or float32, unscaled), for a tf.data pipeline that decodes it itself."""
     import numpy as np
 
     size, seen, expected = spec.batch_size, 0, split_.rows if shard_count is None else None
@@ -477,7 +477,6 @@ def _features(column, split_: Split, spec: FeedSpec, stored: bool = False):
     """A row group's packed feature column (Arrow binary, one fixed-width value per row) as a matrix: a view of its
     data buffer, then (unless `stored`) float32 and scaled in one new array."""
     import numpy as np
-
     import pyarrow as pa
 
     packed = column.combine_chunks()
