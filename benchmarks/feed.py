@@ -4,6 +4,9 @@
   fit samples/s   nbscale (steady: read and checked once, then tf.data's cache)  ÷  in-memory
   fit samples/s   nbscale streamed (re-read through Petastorm every epoch)        ÷  in-memory
   fit samples/s   nbscale streamed  ÷  a hand-written pyarrow -> tf.data pipeline over the same split files
+  feed samples/s  nbscale streamed, iterated with no model beside it  ÷  in-memory fit: above 1, the feed outruns
+                  the trainer, so a trainer on its own device (a GPU) would not wait for it; on a CPU-only machine
+                  both share the cores, which is what the streamed fit ratio measures
   read samples/s  nbscale's checked Petastorm pass  ÷  pyarrow reading and decoding the same split files
 
 with the peak resident memory each fit added (sampled every 20 ms): a streamed feed holds a bounded number
@@ -13,7 +16,9 @@ Spark reading the same version and writing it back as Parquet:
 
   time  plain Spark Parquet rewrite  ÷  nbscale's split write
 
-    .venv/bin/python benchmarks/feed.py [ROWS] [RUNS]
+    .venv/bin/python benchmarks/feed.py [ROWS] [RUNS] [ENCODINGS]
+
+ENCODINGS: uint8,float32 (the default), or one of them (1 M float32 rows are 3 GB: an hour with both on 2 cores).
 """
 import dataclasses
 import os
@@ -116,6 +121,15 @@ def main() -> None:
         model().fit(dataset, epochs=epochs, verbose=0, callbacks=[Timer()])
         return samples / min(times[1:])  # steady state: best epoch after the first
 
+    def feed_rate(dataset, samples: int, passes: int = 3) -> float:
+        times = []
+        for _ in range(passes):
+            t0 = time.perf_counter()
+            for _ in dataset:
+                pass
+            times.append(time.perf_counter() - t0)
+        return samples / min(times[1:])
+
     def read_rate(read) -> float:
         t0 = time.perf_counter()
         return read() / (time.perf_counter() - t0)
@@ -152,7 +166,7 @@ def main() -> None:
             return feed.tf_dataset(split, spec, shuffle=True, counter=tf.Variable(0, dtype=tf.int64))
 
         chunks = dataclasses.replace(spec, batch_size=spec.batch_size * feed.CHUNK_BATCHES)  # as tf_dataset reads
-        figures = {key: [] for key in ("steady", "streamed", "vs_pyarrow", "read", "memory_mb", "pyarrow_memory_mb", "steady_memory_mb")}
+        figures = {key: [] for key in ("steady", "streamed", "feed_alone", "vs_pyarrow", "read", "memory_mb", "pyarrow_memory_mb", "steady_memory_mb")}
         figures["write"] = writes
         for _ in range(runs):
             memory = fit_rate(in_memory(), split.rows)
@@ -162,6 +176,7 @@ def main() -> None:
             feed.CACHE_BYTES, cache_bytes = 0, feed.CACHE_BYTES
             with PeakMemory() as peak:
                 streamed = fit_rate(ours(), split.rows)
+            figures["feed_alone"].append(feed_rate(ours(), split.rows) / memory)
             feed.CACHE_BYTES = cache_bytes
             figures["memory_mb"].append(peak.added_mb)
             with PeakMemory() as peak:
@@ -174,7 +189,9 @@ def main() -> None:
             figures["read"].append(ours_read / arrow)
         return split, figures
 
-    results = {encoding: measure(encoding, fraction) for encoding, fraction in (("uint8", "0"), ("float32", "0.5"))}
+    encodings = sys.argv[3].split(",") if len(sys.argv) > 3 else ["uint8", "float32"]
+    fractions = {"uint8": "0", "float32": "0.5"}  # a fractional part makes the packer store float32
+    results = {encoding: measure(encoding, fractions[encoding]) for encoding in encodings}
     nbscale.session.stop_spark()
 
     print(f"rows: {rows}, 784 features, batch 128, cores: {os.cpu_count()}, reader pool: {feed.READER_POOL}, read-ahead: "
@@ -185,6 +202,7 @@ def main() -> None:
         print(f"  ratio fit  nbscale steady / in-memory             {spread(f['steady'])}   (goal >= 0.95)")
         print(f"  ratio fit  nbscale streamed / in-memory           {spread(f['streamed'])}   (goal >= 0.9)")
         print(f"  ratio fit  nbscale streamed / pyarrow -> tf.data  {spread(f['vs_pyarrow'])}")
+        print(f"  ratio feed nbscale streamed alone / in-memory fit {spread(f['feed_alone'])}   (above 1: a trainer on its own device is fed)")
         print(f"  ratio read nbscale / pyarrow, same files          {spread(f['read'])}   (goal >= 0.8)")
         print(f"  ratio time plain Spark rewrite / nbscale split     {spread(f['write'])}   (one pass: near 1)")
         print(f"  peak memory added by a cached (steady) fit: nbscale {statistics.median(f['steady_memory_mb']):,.0f} MiB (median)")

@@ -313,3 +313,34 @@ def test_the_replica_runtime_variable_is_the_one_the_model_code_reads():
     from nbscale.train.pyfunc import MODEL_CODE
 
     assert f'RUNTIME_VARIABLE = "{limits.REPLICA_RUNTIME_VARIABLE}"' in MODEL_CODE.read_text()
+
+
+def test_a_bounded_cluster_check_is_cancelled_when_it_outlives_its_wait_or_the_cell_is_interrupted():
+    """An interrupt inside a thread's join can leave the thread looking stopped (CPython 3.11): the check must
+    cancel its Spark work all the same, not leave it running behind the cell."""
+    import signal
+    import threading
+
+    from nbscale import clustercheck
+    from nbscale.errors import SparkStartError
+
+    def checked(timeout):
+        release, cancelled = threading.Event(), []
+        run = lambda: clustercheck._in_thread(lambda: release.wait(30), timeout, start=lambda: None, end=lambda: None,  # noqa: E731
+                                              cancel=lambda: cancelled.append(1) or release.set(), too_late="too late")
+        return run, cancelled
+
+    run, cancelled = checked(0.2)
+    with pytest.raises(SparkStartError, match="too late"):
+        run()
+    assert cancelled == [1]
+    run, cancelled = checked(30)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert cancelled == [1]
+    assert clustercheck._in_thread(lambda: 7, 5, start=lambda: None, end=lambda: None, cancel=lambda: None, too_late="") == 7

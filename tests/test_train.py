@@ -105,6 +105,9 @@ def test_the_read_ahead_is_seeded_stops_with_its_consumer_and_hands_over_a_reade
     labels = lambda epoch: np.concatenate([y for _, y in feed.batches(train_split, spec, shuffle=True, epoch=epoch)])  # noqa: E731
     first = labels(3)
     assert (first == labels(3)).all() and not (first == labels(4)).all()  # the same epoch, the same order; the next, another
+    one_group, _ = feed.split(dataset("digit_images"), spec, 0.2, row_groups=1)  # rows are shuffled within a row group too
+    in_order, shuffled = (np.concatenate([y for _, y in feed.batches(one_group, spec, shuffle=s)]) for s in (False, True))
+    assert sorted(in_order) == sorted(shuffled) and (in_order != shuffled).mean() > 0.5
     partial = feed.batches(train_split, spec, shuffle=False)
     next(partial)
     partial.close()  # a fit that stops after one batch

@@ -209,8 +209,11 @@ def _run_bounded(sc, group: str, job, timeout: float):
 
 def _in_thread(job, timeout: float, start, end, cancel, too_late: str):
     """`job()` in a thread between `start()` and `end()` (which label its Spark work there); `cancel()` and one
-    line (`too_late`) when it outlives `timeout`; its error, if any, raised here."""
+    line (`too_late`) when it outlives `timeout`, and `cancel()` when the cell is interrupted while it waits; its
+    error, if any, raised here. Its end is an event, not Thread.is_alive: on CPython 3.11 an interrupt inside
+    Thread.join marks a thread that still runs as stopped."""
     box: dict = {}
+    ended = threading.Event()
 
     def target():
         start()
@@ -220,13 +223,18 @@ def _in_thread(job, timeout: float, start, end, cancel, too_late: str):
             box["error"] = exc
         finally:
             end()
+            ended.set()
 
     thread = threading.Thread(target=target, name="nbscale-cluster-check", daemon=True)
     thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
+    try:
+        finished = ended.wait(timeout)
+    except BaseException:  # an interrupt: the check's Spark work must not run on behind the cell
         cancel()
-        thread.join(10)
+        raise
+    if not finished:
+        cancel()
+        ended.wait(10)
         raise SparkStartError(too_late)
     if "error" in box:
         raise box["error"]
