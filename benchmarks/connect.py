@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from measure import scratch_data_dir  # benchmarks/ is on sys.path when a script runs
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
@@ -90,7 +92,6 @@ def main() -> None:
     import nbscale
     from nbscale.config import settings
 
-    os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-connect-"))
     laptop = csv_file(os.path.join(tempfile.mkdtemp(prefix="nbscale-bench-laptop-"), "rows.csv"), rows)
     size_mb = os.path.getsize(laptop) / 1e6
     cfg = settings()
@@ -120,4 +121,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with scratch_data_dir("connect"):
+        main()

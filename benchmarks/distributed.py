@@ -19,8 +19,9 @@ import os
 import socket
 import statistics
 import sys
-import tempfile
 import time
+
+from measure import scratch_data_dir  # benchmarks/ is on sys.path when a script runs
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -128,7 +129,6 @@ def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     rows = int(args[0]) if args else 40_000
     epochs = int(args[1]) if len(args) > 1 else 4
-    os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-dist-"))
     local = one_host(rows, epochs)
     hosts = two_hosts(rows, epochs) if "--hosts" in sys.argv else None
     print(f"data: {rows} rows x 784 features, global batch 256, {epochs} epochs, all on one machine of {os.cpu_count()} CPU cores")
@@ -141,4 +141,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with scratch_data_dir("distributed"):
+        main()

@@ -25,11 +25,10 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 
-from measure import spread  # benchmarks/ is on sys.path when a script runs
+from measure import scratch_data_dir, spread  # benchmarks/ is on sys.path when a script runs
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -89,7 +88,6 @@ def pyarrow_stream(tf, np, files: list[str], encoding: str, width: int, scale: f
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-feed-"))
     import numpy as np
     import pyarrow.parquet as pq
     import tensorflow as tf
@@ -154,10 +152,9 @@ def main() -> None:
         split, _ = feed.split(data, spec, 0.0)
         assert split.encoding == encoding, split.encoding
         files = sorted(str(p) for p in pq.ParquetDataset(split.path.removeprefix("file://")).files)
-        table = pq.read_table(split.path.removeprefix("file://"))
-        images = np.frombuffer(b"".join(table.column(feed.FEATURES).to_pylist()), encoding).reshape(-1, 784).astype(np.float32) / 255
-        labels = table.column(feed.LABEL).to_numpy().astype(np.int64)
-        del table
+        groups = list(pyarrow_groups(np, files, encoding, 784, 255.0))  # the in-memory side's arrays, decoded once
+        images, labels = np.concatenate([x for x, _ in groups]), np.concatenate([y for _, y in groups]).astype(np.int64)
+        del groups
 
         def in_memory():
             return tf.data.Dataset.from_tensor_slices((images, labels)).batch(128).cache().prefetch(tf.data.AUTOTUNE)
@@ -211,4 +208,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with scratch_data_dir("feed"):
+        main()

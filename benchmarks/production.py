@@ -9,11 +9,10 @@
 import json
 import os
 import statistics
-import tempfile
 import time
 import urllib.request
 
-from measure import spread  # benchmarks/ is on sys.path when a script runs
+from measure import scratch_data_dir, spread  # benchmarks/ is on sys.path when a script runs
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,7 +33,6 @@ def timed(call, runs: int = 3) -> list[float]:
 
 
 def main() -> None:
-    os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-production-"))
     from nbscale import serving
     from nbscale.drift import drift
     from nbscale.ingest import dataset, ingest
@@ -76,4 +74,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with scratch_data_dir("production"):
+        main()

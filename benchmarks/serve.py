@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.request
 
-from measure import spread  # benchmarks/ is on sys.path when a script runs
+from measure import scratch_data_dir, spread  # benchmarks/ is on sys.path when a script runs
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -136,7 +136,6 @@ def front_cost(body: bytes, requests_per_client: int, runs: int) -> dict:
 def main() -> None:
     requests_per_client = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-serve-"))
     import nbscale
     from nbscale import serving
     from nbscale.ingest import dataset, ingest
@@ -200,4 +199,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--instant-replica"]:
         instant_replica(int(sys.argv[2]))
     else:
-        main()
+        with scratch_data_dir("serve"):
+            main()

@@ -7,12 +7,12 @@ Prints times measured in this run and the ratios that matter:
     .venv/bin/python benchmarks/startup.py
 """
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+from measure import scratch_data_dir  # benchmarks/ is on sys.path when a script runs
 
 LOAD_BUDGET_S = 0.3
 PROBE = """
@@ -32,8 +32,6 @@ def fresh_process_times(repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-
-    os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-"))
     shell_times = fresh_process_times(repeats=5)
 
     import nbscale
@@ -55,4 +53,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with scratch_data_dir("startup"):
+        main()

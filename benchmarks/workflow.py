@@ -7,8 +7,9 @@
     .venv/bin/python benchmarks/workflow.py
 """
 import os
-import tempfile
 import time
+
+from measure import scratch_data_dir  # benchmarks/ is on sys.path when a script runs
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,7 +53,6 @@ def timed(parallel: int) -> float:
 
 
 def main() -> None:
-    os.environ.setdefault("NBSCALE_DATA_DIR", tempfile.mkdtemp(prefix="nbscale-bench-workflow-"))
     import nbscale
     from nbscale import workflow
 
@@ -82,4 +82,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with scratch_data_dir("workflow"):
+        main()

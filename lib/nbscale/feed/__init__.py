@@ -177,8 +177,8 @@ def _pulled(split_: Split, copy: str, part: str, row_groups: int) -> Split:
 _writing = threading.Lock()
 LAYOUT = 5  # bumped when the split's layout changes, so older cached splits are not read
 # float32 splits are stored uncompressed: a streamed epoch re-reads them, and Snappy's decompression was most of that
-# read (0.97 -> 0.28 s for 100k x 784 on this project's 2-core machine) while float features gain little from it.
-# Pixels (uint8) are a quarter of the bytes and do compress: they keep Spark's default.
+# read (0.97 -> 0.28 s for 100k x 784 on this project's 2-core machine), a dear price for the disk a cache saves.
+# uint8 (pixels) is a quarter of the bytes: it keeps Spark's default.
 CODEC = {"float32": "none", "uint8": "snappy"}
 
 
