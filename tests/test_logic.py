@@ -344,3 +344,29 @@ def test_a_bounded_cluster_check_is_cancelled_when_it_outlives_its_wait_or_the_c
         signal.signal(signal.SIGINT, previous)
     assert cancelled == [1]
     assert clustercheck._in_thread(lambda: 7, 5, start=lambda: None, end=lambda: None, cancel=lambda: None, too_late="") == 7
+
+
+def test_waiting_on_a_background_job_after_an_interrupted_wait_still_waits_for_its_end():
+    """%jobs wait interrupted once must not make the next wait return at once while the job still runs."""
+    import signal
+    import threading
+
+    from nbscale.jobs import background
+
+    release = threading.Event()
+    job = background.start("test", "waits for its release", lambda job: release.wait(30) and "done")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            job.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert job.state == "running"
+    threading.Timer(0.5, release.set).start()
+    try:
+        assert job.wait(30).state == "finished" and job.result == "done"
+    finally:
+        release.set()
+        with background._lock:  # this process's other tests list the kernel's jobs
+            background._jobs.pop(job.id)

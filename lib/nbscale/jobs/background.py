@@ -32,12 +32,14 @@ class Job:
     error: str | None = None
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
+    # Its end, as an event: on CPython 3.11 an interrupt inside Thread.join can mark a thread that still runs as stopped.
+    over: threading.Event = field(default_factory=threading.Event, repr=False)
     handle: object = field(default=None, repr=False)  # e.g. the DistributedRun, for "kill a worker"
     view: object = field(default=None, repr=False)  # the card showing it, if any
 
     def wait(self, timeout: float | None = None) -> "Job":
         if self.thread is not None:
-            self.thread.join(timeout)
+            self.over.wait(timeout)
         return self
 
     def wait_for_epoch(self, epoch: int, timeout: float = 600) -> "Job":
@@ -65,6 +67,7 @@ def start(kind: str, title: str, work: Callable[[Job], object]) -> Job:
             job.error = str(exc)
         finally:
             job.ended = time.time()
+            job.over.set()
 
     job.thread = threading.Thread(target=run, name=f"nbscale-job-{job.id}", daemon=True)
     job.thread.start()
