@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -167,6 +168,8 @@ def main() -> int:
         print("    at the peak: " + ", ".join(f"{name} {sum(v) / GIB:.2f}" + (f" ({len(v)})" if len(v) > 1 else "")
                                            for name, v in sorted(roles.items(), key=lambda kv: -sum(kv[1]))), flush=True)
     subprocess.run(["pkill", "-f", env["NBSCALE_DATA_DIR"]], check=False)  # anything the suite left behind
+    if not failed:  # a failed run's data dir stays, for its logs
+        shutil.rmtree(env["NBSCALE_DATA_DIR"], ignore_errors=True)
     total = sum(r[1] for r in rows)
     print(f"profile {args.profile}: {len(rows)} notebooks in {total / 60:.1f} min (budget 15); "
           f"peak RSS {max(r[2] for r in rows) / GIB:.2f} GiB, peak PSS {max(r[3] for r in rows) / GIB:.2f} GiB "
