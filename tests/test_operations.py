@@ -33,11 +33,12 @@ def test_an_interactive_pool_is_not_held_behind_a_long_background_job(settings, 
     thread = threading.Thread(target=background)
     thread.start()
     deadline = time.monotonic() + 30
-    while not sc.statusTracker().getActiveStageIds() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    card = ip.run_line_magic("pool", "interactive")
-    assert {r["pool"]: r["active_stages"] for r in card.rows}["background"] == 1
+    background_pool = sc._jsc.sc().getPoolForName("background").get()
+    while not (sc.statusTracker().getActiveStageIds() and background_pool.runningTasks()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the stage is submitted and its first tasks run in the background pool
     try:
+        card = ip.run_line_magic("pool", "interactive")
+        assert {r["pool"]: r["active_stages"] for r in card.rows}["background"] == 1
         _sleepy_job(tasks=2, seconds=0.1)
         ended["interactive"] = time.monotonic()
     finally:

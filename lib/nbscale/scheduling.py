@@ -73,23 +73,26 @@ class PoolsCard:
 
 
 def pools() -> PoolsCard:
-    """The pools with their weights and what runs in each now (from the Spark UI's REST API)."""
-    import json
-    import urllib.request
-
+    """The pools with their weights and what runs in each now, as Spark's task scheduler holds them (not its web UI:
+    the UI's REST API lags the scheduler, and its first request loads a web framework, which took over 10 s on a busy
+    machine)."""
     from .datahost import classic_only
     from .session import spark
 
     classic_only("%pool", POOLS_NEED_A_SPARKCONTEXT)
     sc = spark().sparkContext
-    weights = {SPARK_DEFAULT_POOL: 1, **settings().pools}
-    running = {name: [0, 0] for name in weights}
-    if sc.uiWebUrl:
-        url = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/stages?status=active"
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            for stage in json.load(answer):
-                counts = running.setdefault(stage["schedulingPool"], [0, 0])
-                counts[0] += stage["numActiveTasks"]
-                counts[1] += 1
-    rows = [{"pool": name, "weight": weights.get(name, 1), "running_tasks": r[0], "active_stages": r[1]} for name, r in running.items()]
+    running = _scheduler_pools(sc)
+    order = [SPARK_DEFAULT_POOL, *settings().pools, *running]
+    rows = [{"pool": name, "weight": running[name][0], "running_tasks": running[name][1], "active_stages": running[name][2]}
+            for name in dict.fromkeys(order) if name in running]
     return PoolsCard(rows, current_pool())
+
+
+def _scheduler_pools(sc) -> dict[str, tuple[int, int, int]]:
+    """Pool name -> (weight, running tasks, active task sets), from `SparkContext.getAllPools` (a developer API). In
+    FIFO mode (a spark_conf override) the scheduler's root queue holds the task sets themselves: one default pool."""
+    queue = sc._jsc.sc().getAllPools()
+    entries = [queue.apply(i) for i in range(queue.size())]
+    if any(entry.getClass().getSimpleName() != "Pool" for entry in entries) or not entries:
+        return {SPARK_DEFAULT_POOL: (1, sum(entry.runningTasks() for entry in entries), len(entries))}
+    return {entry.name(): (entry.weight(), entry.runningTasks(), entry.schedulableQueue().size()) for entry in entries}
