@@ -52,7 +52,7 @@ def tagged_memory(tag: str) -> tuple[int, int, list[tuple[str, int]]]:
                 continue
             info = proc.memory_full_info()
             rss, pss = rss + info.rss, pss + info.pss
-            each.append((role(proc.cmdline()), info.pss))
+            each.append((role(proc), info.pss))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return rss, pss, each
@@ -89,9 +89,16 @@ def cgroup_outcome(group: Path) -> tuple[int, int]:
     return peak, kills
 
 
-def role(cmdline: list[str]) -> str:
+def role(proc: psutil.Process) -> str:
     """A short name for what a process of the suite is."""
+    cmdline = proc.cmdline()
     text = " ".join(cmdline)
+    daemon = "-m nbscale.distributed.preload"  # the Binder profile's PySpark daemon (the driver's command line names it too)
+    if daemon in text:  # the daemon, the Python workers it forked and the training workers they forked
+        depth, parent = 0, proc.parent()
+        while parent is not None and daemon in " ".join(parent.cmdline()):
+            depth, parent = depth + 1, parent.parent()
+        return ("PySpark daemon (TF preloaded)", "PySpark worker", "TF training worker (forked)")[min(depth, 2)]
     for needle, name in (("ipykernel", "kernel"), ("SparkSubmit", "Spark driver JVM"), ("deploy.master", "Spark master JVM"),
                          ("deploy.worker", "Spark worker JVM"), ("CoarseGrainedExecutorBackend", "Spark executor JVM"),
                          ("pyspark.daemon", "PySpark worker"), ("pyspark/daemon", "PySpark worker"),

@@ -4,6 +4,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import free_port, module_data_dir
@@ -104,6 +105,48 @@ def test_a_worker_killed_in_epoch_3_is_rerun_and_training_resumes():
     digests = {json.loads(t)["digest"] for t in result.digests.values()}
     assert len(digests) == 1
     assert "worker 1 died" in result.card_html and "resumed at epoch" in result.card_html
+
+
+def test_workers_forked_from_a_tensorflow_preloading_daemon_train_and_resume_after_a_kill():
+    """The Binder profile's cluster daemon (nbscale.distributed.preload): each worker is forked from its task and
+    shares TensorFlow's import with its peers. A kill, the rerun and the resume go as with fresh processes, and
+    the daemon of RDD tasks (the cluster check's) never loads TensorFlow."""
+    import psutil
+
+    from nbscale.config import settings
+    from nbscale.distributed import kill_worker, train_distributed
+    from nbscale.session import stop_spark
+
+    cfg = settings()
+    saved = dict(cfg.spark_conf)
+    stop_spark()  # the daemon module is an application setting: a new session takes it
+    cfg.spark_conf = {**saved, "spark.python.daemon.module": "nbscale.distributed.preload"}
+    runs, killed = [], []
+
+    def kill_in_epoch_3(progress):
+        if progress.epoch >= 2 and not killed and runs[0].job.attempts() == [0]:
+            killed.append(kill_worker(runs[0].id, 1))
+
+    try:
+        result = train_distributed(DENSE, data="digits", workers=2, epochs=4, batch_size=32, scale=16, experiment="forked",
+                                   on_epoch=kill_in_epoch_3, on_start=runs.append)
+        daemons = {}
+        for proc in psutil.process_iter():
+            try:
+                if "-m nbscale.distributed.preload" in " ".join(proc.cmdline()) and "preload" not in " ".join(proc.parent().cmdline()):
+                    maps = Path(f"/proc/{proc.pid}/maps").read_text()
+                    daemons.setdefault(bool(proc.environ().get("SPARK_SIMPLIFIED_TRACEBACK")), set()).add("libtensorflow" in maps)
+            except (psutil.Error, OSError):
+                continue
+    finally:
+        stop_spark()
+        cfg.spark_conf = saved
+    assert killed and result.attempts == 2
+    assert steps_of(result.run_id, "loss") == [0, 1, 2, 3]
+    assert len({json.loads(t)["digest"] for t in result.digests.values()}) == 1
+    states = runs[0].refresh().states
+    assert sorted(states) == [0, 1] and all(s["tensorflow_preloaded"] for attempt in states.values() for s in attempt.values())
+    assert daemons == {True: {True}, False: {False}}  # DataFrame tasks' daemon preloads TensorFlow, the RDD tasks' does not
 
 
 def test_parameter_server_strategy_trains_with_chief_ps_and_worker_roles():

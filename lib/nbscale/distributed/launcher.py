@@ -36,7 +36,7 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
         from pyspark import BarrierTaskContext
 
         from nbscale.distributed.jobdir import JobDir
-        from nbscale.distributed.launcher import roles
+        from nbscale.distributed.launcher import ForkedWorker, roles
 
         for _ in frames:  # the input rows only give the stage its partitions
             pass
@@ -70,8 +70,11 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
             child_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
         serving = strategy == "parameter-server" and role != "chief"  # runs until the chief is done
         with open(job.log_file(attempt, rank), "ab") as log:
-            child = subprocess.Popen([sys.executable, "-m", "nbscale.distributed.worker", jobdir, str(attempt), str(rank)],
-                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env)
+            if "tensorflow" in sys.modules:  # this Python worker came from nbscale.distributed.preload's daemon
+                child = ForkedWorker.start(log.fileno(), child_env, [jobdir, str(attempt), str(rank)])
+            else:
+                child = subprocess.Popen([sys.executable, "-m", "nbscale.distributed.worker", jobdir, str(attempt), str(rank)],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env)
         ended_by_us = killed_on_request = False
         try:
             while child.poll() is None:
@@ -97,6 +100,72 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
         yield pd.DataFrame({"rank": [rank], "role": [role], "attempt": [attempt]})
 
     return task
+
+
+class ForkedWorker:
+    """A distributed worker forked from its barrier task, where the task's Python worker has TensorFlow imported
+    already (nbscale.distributed.preload): the child shares that import instead of building its own. It is
+    waited on and killed as a `subprocess.Popen` is; it never returns into PySpark's worker code."""
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    @classmethod
+    def start(cls, log_fd: int, env: dict, argv: list[str]) -> "ForkedWorker":
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return cls(pid)
+        code = 1
+        try:  # the child: a fresh worker's stdio and environment, then the worker's own main
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.environ.clear()
+            os.environ.update(env)
+            from nbscale.distributed.worker import main
+
+            code = main(argv)
+        except BaseException:  # noqa: BLE001 - a child of a Spark task must end here, whatever happened
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def poll(self) -> int | None:
+        import os
+
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def _signal(self, sig: int) -> None:
+        import contextlib
+        import os
+
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        import signal
+
+        self._signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        import signal
+
+        self._signal(signal.SIGTERM)
 
 
 def launch(session, jobdir: str, tasks: int, strategy: str, parameter_servers: int, env: dict, profile=None) -> list:

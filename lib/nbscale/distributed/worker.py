@@ -47,7 +47,9 @@ class Worker:
         self.state: WorkerState = {"rank": rank, "role": self.role, "index": self.index, "pid": os.getpid(), "attempt": attempt,
                       "host": self.cluster[self.role][self.index].rsplit(":", 1)[0],
                       "epoch": 0, "epochs": self.spec["epochs"], "step": 0, "steps": self.spec["steps_per_epoch"], "state": "starting",
-                      "started_at": started_at}
+                      "started_at": started_at,
+                      # forked from a task whose daemon imported TensorFlow (nbscale.distributed.preload), sharing it
+                      "tensorflow_preloaded": "tensorflow" in sys.modules}
         self.save_state()
 
     def save_state(self, **changes) -> None:
