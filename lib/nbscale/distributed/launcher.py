@@ -37,6 +37,7 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
 
         from nbscale.distributed.jobdir import JobDir
         from nbscale.distributed.launcher import ForkedWorker, roles
+        from nbscale.distributed.preload import PRELOADED
 
         for _ in frames:  # the input rows only give the stage its partitions
             pass
@@ -70,7 +71,7 @@ def barrier_task(jobdir: str, strategy: str, parameter_servers: int, env: dict):
             child_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
         serving = strategy == "parameter-server" and role != "chief"  # runs until the chief is done
         with open(job.log_file(attempt, rank), "ab") as log:
-            if "tensorflow" in sys.modules:  # this Python worker came from nbscale.distributed.preload's daemon
+            if os.environ.get(PRELOADED) == "1":  # this Python worker came from nbscale.distributed.preload's daemon
                 child = ForkedWorker.start(log.fileno(), child_env, [jobdir, str(attempt), str(rank)])
             else:
                 child = subprocess.Popen([sys.executable, "-m", "nbscale.distributed.worker", jobdir, str(attempt), str(rank)],
@@ -113,8 +114,10 @@ class ForkedWorker:
     @classmethod
     def start(cls, log_fd: int, env: dict, argv: list[str]) -> "ForkedWorker":
         import os
+        import signal
         import sys
 
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # waited on here, not reaped behind our back (the daemon ignores it)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()

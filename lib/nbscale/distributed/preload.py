@@ -17,6 +17,10 @@ import os
 # daemon holding TensorFlow would cost ~0.35 GiB for nothing. Should a Spark release drop the variable, no
 # daemon preloads and each worker starts fresh again: more memory, the same training.
 FOR_DATAFRAME_TASKS = "SPARK_SIMPLIFIED_TRACEBACK"
+# Set by a preloading daemon, so inherited by exactly the Python workers it forks: the barrier task forks its
+# worker only then. TensorFlow found imported any other way (a reused worker that ran a model) may have its
+# runtime threads started, and a fork of that could hang.
+PRELOADED = "NBSCALE_TENSORFLOW_PRELOADED"
 
 
 def main() -> None:
@@ -33,6 +37,7 @@ def main() -> None:
         # Out of the collector's reach: a child's collections would otherwise write to every imported object's
         # header and so copy the pages this fork is meant to share.
         gc.freeze()
+        os.environ[PRELOADED] = "1"
     daemon.manager()
 
 
