@@ -73,6 +73,9 @@ def test_the_binder_profile_caps_and_says_so(settings, capsys):
     assert limits.cap("epochs", 10) == 3 and limits.cap("epochs", 2) == 2
     assert "Binder profile: epochs capped at 3 (asked 10)" in capsys.readouterr().out
     assert limits.spark_conf()["spark.executor.memory"] == "512m"
+    assert "spark.python.daemon.module" not in limits.spark_conf()  # local Python workers never carry TensorFlow
+    settings.master = "spark://127.0.0.1:7077"
+    assert limits.spark_conf()["spark.python.daemon.module"] == "nbscale.distributed.preload"  # a cluster's workers share it
     with pytest.raises(SettingError, match="^Nbscale.profile = 'tiny' is not a profile: use full or binder."):
         settings.profile = "tiny"
 

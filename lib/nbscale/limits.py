@@ -54,10 +54,10 @@ def spark_conf() -> dict[str, str]:
             # Batch scoring (%score) loads the model in Python workers: the LiteRT export, as replicas do.
             f"spark.executorEnv.{REPLICA_RUNTIME_VARIABLE}": "litert"}
     if not cfg.master.startswith("local"):
-        # On a cluster (03's distributed runs) every Python worker starts from a daemon that imported TensorFlow
-        # once, and each distributed worker is forked from its task, sharing that import (~0.3 GiB less for a
-        # parameter-server run's three workers). Local sessions keep PySpark's plain daemon: their Python
-        # workers (ingest, scoring) would carry TensorFlow for nothing.
+        # On a cluster (03's distributed runs) DataFrame tasks' Python workers start from a daemon that imported
+        # TensorFlow once, and each distributed worker is forked from its task, sharing that import (03's peak
+        # ~0.5 GiB lower: benchmarks/suite.py). Local sessions keep PySpark's plain daemon: their Python workers
+        # (ingest, scoring) would carry TensorFlow for nothing.
         conf["spark.python.daemon.module"] = "nbscale.distributed.preload"
     return conf
 
