@@ -83,34 +83,11 @@ def test_all_reduce_on_two_workers_ends_with_the_same_weights_and_one_run():
     assert result.model.count_params() > 0 and result.model_uri.startswith("models:/")
 
 
-def test_a_worker_killed_in_epoch_3_is_rerun_and_training_resumes():
-    from nbscale.distributed import kill_worker, train_distributed
-
-    runs, killed = [], []
-
-    def kill_in_epoch_3(progress):
-        # After two epochs' metrics: the first epoch's backup is surely written (a kill right after the first
-        # epoch's metrics may beat its backup, and the rerun then rightly starts at epoch 1 again).
-        if progress.epoch >= 2 and not killed and runs[0].job.attempts() == [0]:
-            killed.append(kill_worker(runs[0].id, 1))
-
-    result = train_distributed(DENSE, data="digits", workers=2, epochs=4, batch_size=32, scale=16, experiment="faults",
-                               on_epoch=kill_in_epoch_3, on_start=runs.append)
-    assert killed and result.attempts == 2
-    assert steps_of(result.run_id, "loss") == [0, 1, 2, 3]  # every epoch logged once, none twice
-    records = runs[0].job.epoch_metrics()
-    first_try = [r["epoch"] for r in records if r["attempt"] == 0]
-    retry = [r["epoch"] for r in records if r["attempt"] == 1]
-    assert retry and min(retry) >= max(first_try)  # resumed from the backups: at most one epoch redone
-    digests = {json.loads(t)["digest"] for t in result.digests.values()}
-    assert len(digests) == 1
-    assert "worker 1 died" in result.card_html and "resumed at epoch" in result.card_html
-
-
-def test_workers_forked_from_a_tensorflow_preloading_daemon_train_and_resume_after_a_kill():
-    """The Binder profile's cluster daemon (nbscale.distributed.preload): each worker is forked from its task and
-    shares TensorFlow's import with its peers. A kill, the rerun and the resume go as with fresh processes, and
-    the daemon of RDD tasks (the cluster check's) never loads TensorFlow."""
+def test_a_worker_killed_in_epoch_3_is_rerun_and_training_resumes_also_when_forked_from_a_preloading_daemon():
+    """Here the session runs the Binder profile's cluster daemon (nbscale.distributed.preload), so each worker is
+    forked from its task and shares TensorFlow's import with its peers. The kill, the rerun and the resume must go
+    as with fresh processes. Fresh processes are killed and resumed the same way in test_connect and test_multihost.
+    The daemon of RDD tasks (the cluster check's) must never load TensorFlow."""
     import psutil
 
     from nbscale.config import settings
@@ -124,11 +101,13 @@ def test_workers_forked_from_a_tensorflow_preloading_daemon_train_and_resume_aft
     runs, killed = [], []
 
     def kill_in_epoch_3(progress):
+        # After two epochs' metrics: the first epoch's backup is surely written (a kill right after the first
+        # epoch's metrics may beat its backup, and the rerun then rightly starts at epoch 1 again).
         if progress.epoch >= 2 and not killed and runs[0].job.attempts() == [0]:
             killed.append(kill_worker(runs[0].id, 1))
 
     try:
-        result = train_distributed(DENSE, data="digits", workers=2, epochs=4, batch_size=32, scale=16, experiment="forked",
+        result = train_distributed(DENSE, data="digits", workers=2, epochs=4, batch_size=32, scale=16, experiment="faults",
                                    on_epoch=kill_in_epoch_3, on_start=runs.append)
         daemons = {}
         for proc in psutil.process_iter():
@@ -142,8 +121,13 @@ def test_workers_forked_from_a_tensorflow_preloading_daemon_train_and_resume_aft
         stop_spark()
         cfg.spark_conf = saved
     assert killed and result.attempts == 2
-    assert steps_of(result.run_id, "loss") == [0, 1, 2, 3]
+    assert steps_of(result.run_id, "loss") == [0, 1, 2, 3]  # every epoch logged once, none twice
+    records = runs[0].job.epoch_metrics()
+    first_try = [r["epoch"] for r in records if r["attempt"] == 0]
+    retry = [r["epoch"] for r in records if r["attempt"] == 1]
+    assert retry and min(retry) >= max(first_try)  # resumed from the backups: at most one epoch redone
     assert len({json.loads(t)["digest"] for t in result.digests.values()}) == 1
+    assert "worker 1 died" in result.card_html and "resumed at epoch" in result.card_html
     states = runs[0].refresh().states
     assert sorted(states) == [0, 1] and all(s["tensorflow_preloaded"] for attempt in states.values() for s in attempt.values())
     assert daemons == {True: {True}, False: {False}}  # DataFrame tasks' daemon preloads TensorFlow, the RDD tasks' does not
