@@ -27,10 +27,11 @@ def main() -> None:
     from pyspark import daemon
 
     if os.environ.get(FOR_DATAFRAME_TASKS):
-        # As the distributed workers set them: tf-keras (Keras 2) and TensorFlow's C++ info lines off.
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import gc
+
+        from .worker import tensorflow_defaults
+
+        tensorflow_defaults()  # as a fresh distributed worker sets them
 
         import tensorflow  # noqa: F401 - the point of this module: imported once, before the daemon forks
 
