@@ -158,6 +158,54 @@ def test_promote_reads_how_long_the_canary_runs():
             parse_for(bad)
 
 
+def test_promote_scores_both_versions_on_the_same_rows_in_order(monkeypatch):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from nbscale.promote import same_rows
+
+    class Doubler(BaseHTTPRequestHandler):  # answers each row with 2 * its x: the order of the answers is checkable
+        sizes = []
+
+        def do_POST(self):
+            split = json.loads(self.rfile.read(int(self.headers["content-length"])))["dataframe_split"]
+            Doubler.sizes.append(len(split["data"]))
+            x = split["columns"].index("x")
+            body = json.dumps({"predictions": [{"prediction": 2 * row[x]} for row in split["data"]]}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    def record(columns, rows, answers):
+        return {"request": {"dataframe_split": {"columns": columns, "data": rows}}, "response": {"predictions": answers}}
+
+    # three requests, two column orders (sent in separate groups), one without the label column (not labelled)
+    records = [record(["x", "y"], [[1, 1], [2, 4], [3, 6]], [1, 4, 0]), record(["x", "y"], [[4, 8]], [8]),
+               record(["y", "x"], [[10, 5], [None, 6]], [10, 12]), record(["x"], [[7]], [14])]
+    labelled = same_rows.labelled_requests(records, "y")
+    assert labelled.truth == [1, 4, 6, 8, 10, None] and labelled.answers == [1, 4, 0, 8, 10, 12] and len(labelled.frames) == 3
+    assert same_rows.quality(labelled.truth, labelled.answers, "classification") == (5, 0.8)
+    assert same_rows.quality([1.0, 3.0], [2.0, 1.0], "regression") == (2, 1.5)
+    monkeypatch.setattr(same_rows, "REPLAY_ROWS_PER_REQUEST", 3)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Doubler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert same_rows.answers_from(url, labelled.frames) == [2, 4, 6, 8, 10, 12] and Doubler.sizes == [3, 1, 2]
+        # the champion served `labelled`, the canary one request; each version's answers on all 6 rows (5 with a truth)
+        canary = same_rows.labelled_requests([record(["x", "y"], [[9, 18]], [0])], "y")
+        compared = same_rows.compare(labelled, canary, url, url, "classification")
+        # champion: its own 1,4,0,8,10 (+ None row dropped) and 18 replayed on the canary's row; canary: 2,4,6,8,10 replayed and its own 0
+        assert (compared.rows, compared.champion, compared.canary) == (6, 5 / 6, 4 / 6)
+    finally:
+        server.shutdown()
+
+
 def test_recorded_traffic_is_sampled_at_the_share_asked(tmp_path):
     import random
 

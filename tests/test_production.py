@@ -428,18 +428,23 @@ def test_a_worse_canary_rolls_back_and_a_better_one_is_promoted(models):
             rolled = promote("prod-digits", canary=30, run_for="40 requests", on_progress=lambda p: lines.append(p.line()))
         assert rolled.decision == "rolled back" and any(r.startswith("accuracy ") for r in rolled.reasons), rolled.reasons
         assert rolled.canary.labelled >= 50 and rolled.canary.accuracy < rolled.champion.accuracy - 0.2
+        # judged on the same rows: every labelled row either side served, answered by both versions
+        assert rolled.same_rows.rows == rolled.champion.labelled + rolled.canary.labelled, (rolled.same_rows, rolled.steps)
+        assert rolled.same_rows.canary < rolled.same_rows.champion - 0.2 and "on the same" in rolled.reasons[0]
         assert lines and lines[-1].startswith("canary: ")
         assert client.get_registered_model("prod-digits").aliases["champion"] == champion  # the alias stayed
         assert [s.label for s in service.sides] == [f"prod-digits v{champion}"] and service.sides[0].weight == 100
         assert set(traffic.statuses) == {200}  # the clients never saw the canary come and go
-        better = train(DENSE.replace("Dense(32", "Dense(48"), data="digits", epochs=6, batch_size=64, scale=16.0, experiment="production")
+        better = train(DENSE.replace("Dense(32", "Dense(64"), data="digits", epochs=12, batch_size=64, scale=16.0, experiment="production")
         card = register("prod-digits", run_id=better.run_id, alias="challenger", evaluate=False)
         candidate = card.versions[-1].version
         with LabelledTraffic(service.url) as traffic:
             promoted = promote("prod-digits", canary=30, run_for="40 requests", guard="accuracy")
             canary_pids = [r.process.pid for r in service.sides[0].replicas]
             after = post(service.url, traffic.body[0])
-        assert promoted.decision == "promoted", promoted.reasons
+        assert promoted.decision == "promoted", (promoted.reasons, promoted.steps)
+        assert promoted.same_rows.rows == promoted.champion.labelled + promoted.canary.labelled
+        assert promoted.same_rows.canary >= promoted.same_rows.champion - 0.02 and "on the same" in promoted.line()
         assert int(client.get_registered_model("prod-digits").aliases["champion"]) == int(candidate)
         assert [s.label for s in service.sides] == [f"prod-digits v{candidate}"] and service.sides[0].ref == "prod-digits@champion"
         assert all(r.process.poll() is None for r in service.sides[0].replicas) and canary_pids  # the canary's replicas, not restarted
@@ -450,6 +455,7 @@ def test_a_worse_canary_rolls_back_and_a_better_one_is_promoted(models):
         run = client.get_run(promotion.run_id)
         assert run.info.status == "FINISHED" and run.data.tags["nbscale.decision"] == promotion.decision
         assert run.data.metrics["canary.requests"] >= 40
+        assert run.data.metrics["same_rows.rows"] == promotion.same_rows.rows
     assert client.get_model_version("prod-digits", str(candidate)).tags["nbscale.promotion"].startswith("promoted (")
     client.set_registered_model_alias("prod-digits", "champion", champion)  # later tests of this module serve v1
 

@@ -1,7 +1,7 @@
 """%promote: a guarded canary that ends in a decision. The version behind `--from` serves a share of the live
 traffic of the service of `--to` (the champion) until it has answered enough requests or the time is up;
 then its errors, latency and — when requests carry the label column — accuracy are compared with the
-champion's over the same period, and the alias moves (promote: the canary's replicas become the service,
+champion's over the same period (accuracy on the same rows: promote.same_rows), and the alias moves (promote: the canary's replicas become the service,
 no restart) or stays (roll back: the canary stops). The alias moves only at the decision, so an interrupted
 promotion (the stop button, a failure, the kernel's end) leaves it where it was; the first two roll the
 canary back at once, and a promotion its kernel did not live to finish is logged as KILLED by the next
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..contracts import ModelVersion
 from ..errors import NbscaleError
+from .same_rows import Labelled, SameRows, compare, labelled_requests, quality
 
 EXPERIMENT = "nbscale-promotions"
 GUARDS = ("errors", "latency", "accuracy")
@@ -39,6 +40,7 @@ class SideMeasure:
     p95_ms: float | None = None
     labelled: int = 0
     accuracy: float | None = None  # share right (classes) or mean absolute error (values), over labelled rows
+    requests_labelled: Labelled | None = field(default=None, repr=False)  # the requests behind `labelled` (for the same-rows replay)
 
     @property
     def error_rate(self) -> float:
@@ -58,15 +60,22 @@ class Promotion:
     steps: list[str] = field(default_factory=list)
     task: str = "classification"
     run_id: str | None = None
+    same_rows: SameRows | None = None  # both versions' quality on every labelled row either served (set at the decision)
 
     def step(self, text: str) -> None:
         self.steps.append(f"{time.strftime('%H:%M:%S')} {text}")
 
     def line(self) -> str:
+        if self.same_rows is not None:
+            quality_part = (f" · {self._quality_name()} {_num(self.same_rows.canary)} vs {_num(self.same_rows.champion)} "
+                            f"on the same {self.same_rows.rows} rows")
+        elif self.canary.labelled or self.champion.labelled:
+            quality_part = f" · {self._quality_name()} {_num(self.canary.accuracy)} vs {_num(self.champion.accuracy)}"
+        else:
+            quality_part = ""
         return (f"{self.decision or 'canary'}: {self.canary.label} {self.canary.requests} requests vs {self.champion.label} "
                 f"{self.champion.requests} · errors {_rate(self.canary)} vs {_rate(self.champion)} · p95 {_ms(self.canary.p95_ms)} vs "
-                f"{_ms(self.champion.p95_ms)}" + (f" · {self._quality_name()} {_num(self.canary.accuracy)} vs {_num(self.champion.accuracy)}"
-                                                   if self.canary.labelled or self.champion.labelled else ""))
+                f"{_ms(self.champion.p95_ms)}" + quality_part)
 
     def _quality_name(self) -> str:
         return "accuracy" if self.task == "classification" else "MAE"
@@ -81,6 +90,8 @@ class Promotion:
                 ("error rate", _rate(self.champion), _rate(self.canary)), ("p95 latency", _ms(self.champion.p95_ms), _ms(self.canary.p95_ms)),
                 (f"{self._quality_name()} (labelled rows)", f"{_num(self.champion.accuracy)} ({self.champion.labelled})",
                  f"{_num(self.canary.accuracy)} ({self.canary.labelled})")]
+        if self.same_rows is not None:
+            rows.append((f"{self._quality_name()} on the same {self.same_rows.rows} rows", _num(self.same_rows.champion), _num(self.same_rows.canary)))
         table = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td><td>{html.escape(str(c))}</td></tr>" for a, b, c in rows)
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in self.reasons)
         steps = "<br>".join(html.escape(s) for s in self.steps)
@@ -164,6 +175,8 @@ def promote(name: str, *, source: str = "challenger", target: str = "champion", 
                 break
             time.sleep(POLL_S)
         _measure(promotion, service, before, started)
+        if "accuracy" in _guards_used(promotion, guard) and min(promotion.champion.labelled, promotion.canary.labelled) >= MIN_LABELLED:
+            _judge_on_same_rows(promotion, service)
         if requests_wanted is not None and promotion.canary.requests < requests_wanted:
             promotion.reasons = [f"only {promotion.canary.requests} of {requests_wanted} requests reached the canary in {timeout_s:g} s: "
                                  "not enough to judge it"]
@@ -213,31 +226,43 @@ def _measure(promotion: Promotion, service, before: dict, since: float, quality:
 def _quality(side: SideMeasure, since: float, task: str) -> None:
     import numpy as np
 
-    from ..drift import predicted, request_frame, served
-    from ..serving.versions import trained_feed
+    from ..drift import served
 
     records = served(side.label, since)
     latencies = [r["latency_ms"] for r in records]
     side.p95_ms = float(np.percentile(latencies, 95)) if latencies else None
-    model = ModelVersion.from_label(side.label)
+    label = _label_column(side.label)
+    if label is not None:
+        side.requests_labelled = labelled_requests(records, label)
+        side.labelled, side.accuracy = quality(side.requests_labelled.truth, side.requests_labelled.answers, task)
+
+
+def _label_column(version_label: str) -> str | None:
+    from ..serving.versions import trained_feed
+
+    model = ModelVersion.from_label(version_label)
     try:
-        label = trained_feed(model.name, model.version)[0].label
+        return trained_feed(model.name, model.version)[0].label
     except NbscaleError:
-        return
-    truth, guess = [], []
-    for record in records:
-        frame = request_frame(record["request"])
-        if frame is None or label not in frame.columns:
-            continue
-        answers = predicted(record)
-        if len(answers) == len(frame):
-            truth.extend(frame[label].tolist())
-            guess.extend(answers)
-    pairs = [(t, g) for t, g in zip(truth, guess) if t is not None and g is not None]
-    side.labelled = len(pairs)
-    if pairs:
-        t, g = np.asarray(pairs, dtype=np.float64).T
-        side.accuracy = float((np.rint(t) == np.rint(g)).mean()) if task == "classification" else float(np.abs(t - g).mean())
+        return None
+
+
+def _judge_on_same_rows(promotion: Promotion, service) -> None:
+    """Sets promotion.same_rows from the rows the last measure read; if the replay fails, the guard falls back to
+    each side's own rows and the timeline says so."""
+    label = _label_column(promotion.canary.label)
+    replicas = {side.label: next((r.url for r in side.replicas if r.alive), None) for side in service.sides}
+    champion_replica, canary_replica = replicas.get(promotion.champion.label), replicas.get(promotion.canary.label)
+    try:
+        if label is None or label != _label_column(promotion.champion.label):
+            raise ValueError("the two versions were trained with different label columns")
+        if not (champion_replica and canary_replica):
+            raise ValueError("a side has no live replica")
+        promotion.same_rows = compare(promotion.champion.requests_labelled, promotion.canary.requests_labelled,
+                                      champion_replica, canary_replica, promotion.task)
+        promotion.step(f"both versions answered all {promotion.same_rows.rows} labelled rows (each side's rows replayed to the other's replica)")
+    except (OSError, ValueError) as exc:
+        promotion.step(f"{promotion._quality_name()} judged on each side's own rows: the same-rows replay failed ({exc})")
 
 
 def _guards_used(promotion: Promotion, guard: str | None) -> list[str]:
@@ -258,11 +283,22 @@ def _failed_guards(promotion: Promotion, guard: str | None) -> list[str]:
             if min(champion.labelled, canary.labelled) < MIN_LABELLED:
                 failed.append(f"--guard accuracy needs {MIN_LABELLED} labelled rows on each side (requests carrying the label column); "
                               f"the champion had {champion.labelled}, the canary {canary.labelled}")
-            elif promotion.task == "classification" and canary.accuracy < champion.accuracy - ACCURACY_MARGIN:
-                failed.append(f"accuracy {canary.accuracy:.3f} on labelled requests against the champion's {champion.accuracy:.3f}")
-            elif promotion.task != "classification" and canary.accuracy > champion.accuracy * (1 + ACCURACY_MARGIN * 5):
-                failed.append(f"MAE {canary.accuracy:.3f} on labelled requests against the champion's {champion.accuracy:.3f}")
+            else:
+                failed += _quality_failed(promotion)
     return failed
+
+
+def _quality_failed(promotion: Promotion) -> list[str]:
+    same = promotion.same_rows
+    if same is not None and same.rows:
+        ours, theirs, where = same.canary, same.champion, f"on the same {same.rows} labelled rows"
+    else:
+        ours, theirs, where = promotion.canary.accuracy, promotion.champion.accuracy, "on the labelled requests each side served"
+    if promotion.task == "classification" and ours < theirs - ACCURACY_MARGIN:
+        return [f"accuracy {ours:.3f} against the champion's {theirs:.3f} {where}"]
+    if promotion.task != "classification" and ours > theirs * (1 + ACCURACY_MARGIN * 5):
+        return [f"MAE {ours:.3f} against the champion's {theirs:.3f} {where}"]
+    return []
 
 
 def _roll_back_quietly(name: str) -> None:
@@ -342,6 +378,10 @@ def _log(promotion: Promotion, status: str, candidate: int) -> None:
                 values = {"requests": side.requests, "errors": side.errors, "p95_ms": side.p95_ms, "labelled": side.labelled,
                           "quality": side.accuracy}
                 metrics += [Metric(f"{prefix}.{k}", float(v), now, 0) for k, v in values.items() if v is not None]
+            if promotion.same_rows is not None and promotion.same_rows.rows:
+                metrics += [Metric("same_rows.rows", float(promotion.same_rows.rows), now, 0),
+                            Metric("champion.same_rows_quality", promotion.same_rows.champion, now, 0),
+                            Metric("canary.same_rows_quality", promotion.same_rows.canary, now, 0)]
             params = [Param("source", promotion.source), Param("target", promotion.target), Param("canary_percent", str(promotion.weight)),
                       Param("champion", promotion.champion.label), Param("candidate", promotion.canary.label)]
             client.log_batch(run.info.run_id, metrics=metrics, params=params)
