@@ -7,7 +7,8 @@ import pytest
 LIBRARY = ("nbscale.ingest", "nbscale.feed", "nbscale.train", "nbscale.distributed", "nbscale.registry", "nbscale.serving",
            "nbscale.workflow", "nbscale.datasets", "nbscale.lineage", "nbscale.drift", "nbscale.evaluate", "nbscale.promote")
 ENGINES = ("nbscale.session", "nbscale.config", "nbscale.errors", "nbscale.events", "nbscale.datadir", "nbscale.limits",
-           "nbscale.processes", "nbscale.version", "nbscale.files", "nbscale.contracts", "nbscale.tags", "nbscale.quiet", "nbscale.uilinks")
+           "nbscale.processes", "nbscale.version", "nbscale.files", "nbscale.contracts", "nbscale.tags", "nbscale.quiet", "nbscale.uilinks",
+           "nbscale.tfenv")
 SERVICES = ("nbscale.state", "nbscale.jobs.background")  # the kernel's own: its panel publisher, its background jobs
 LAYERS = ("nbscale.magics", "nbscale.widgets", grimp.Layer(*SERVICES, independent=False), grimp.Layer(*LIBRARY, independent=False),
           grimp.Layer(*ENGINES, independent=False))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..config import over_connect, settings
+from ..tfenv import TENSORFLOW_ENV
 from ..datahost import on_data_host
 from ..errors import NbscaleError, caused_by_interrupt, executor_failure, first_useful_line
 from ..limits import cap
@@ -283,7 +284,7 @@ def train_distributed(code: str | None = None, *, options: TrainOptions | None =
         "strategy": strategy, "seed": seed, "precision": policy, "batch_size": batch_size, "backup_dir": str(backups), "steps_per_epoch": steps_per_epoch,
         "validation_steps": feed.steps(val_split.rows, batch_size) if val_split else 0, "gated": gated}))
     title, group = f"%%train {version.ref} --workers {workers}", DistributedRun.group_of(job.root.name)
-    worker_env = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    worker_env = dict(TENSORFLOW_ENV)
 
     def stage_of(tasks: int) -> launcher.BackgroundStage:
         return launcher.BackgroundStage(session, control, group, title, pool, (str(job.root), tasks, strategy, parameter_servers, worker_env, profile))
@@ -315,7 +316,8 @@ def train_distributed(code: str | None = None, *, options: TrainOptions | None =
     page = run_url(parent)
     run = DistributedRun(title, str(job.root), workers, strategy, epochs, parent.info.run_id, page, control)
     if control.master.startswith("local"):
-        run.notes.append(f"Spark {control.master} never retries a failed task: connect to a cluster for fault tolerance.")
+        # A worker that dies is rerun here too (the barrier stage is resubmitted, as on a cluster); only the machine is one.
+        run.notes.append(f"Spark {control.master} runs every worker on this machine: connect to a cluster to survive losing one.")
     run.logged_epochs = logged  # a resumed run logged these epochs already
     previous = parent.data.tags.get("nbscale.job_dir")
     if logged and previous:

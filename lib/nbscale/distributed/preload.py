@@ -29,9 +29,9 @@ def main() -> None:
     if os.environ.get(FOR_DATAFRAME_TASKS):
         import gc
 
-        from .worker import tensorflow_defaults
+        from ..tfenv import set_tensorflow_defaults
 
-        tensorflow_defaults()  # as a fresh distributed worker sets them
+        set_tensorflow_defaults()  # as a fresh distributed worker sets them
 
         import tensorflow  # noqa: F401 - the point of this module: imported once, before the daemon forks
 

@@ -253,13 +253,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def tensorflow_defaults() -> None:
-    """Before TensorFlow is imported (here, or in nbscale.distributed.preload's daemon that forks workers): tf-keras
-    (Keras 2), and TensorFlow's C++ info lines off."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 if __name__ == "__main__":
-    tensorflow_defaults()
+    from nbscale.tfenv import set_tensorflow_defaults
+
+    set_tensorflow_defaults()
     sys.exit(main(sys.argv[1:]))

@@ -1,10 +1,9 @@
 """The thin IPython layer: every magic parses its arguments and calls one library function."""
 from __future__ import annotations
 
-import os
-
 from ..config import Nbscale
 from ..errors import NbscaleError
+from ..tfenv import set_tensorflow_defaults
 
 
 def _one_line_error(shell, etype, value, tb, tb_offset=None):
@@ -25,9 +24,7 @@ def load(ipython) -> None:
     from .train import TrainMagics
     from .workflow import WorkflowMagics
 
-    # tf-keras (Keras 2) is the one Keras that trains single-node and under TF's multi-worker
-    # strategies; TensorFlow reads this once, at its own import, so set it before any import.
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    set_tensorflow_defaults()  # before anything imports TensorFlow
     if Nbscale.initialized():
         cfg = Nbscale.instance()
         cfg.update_config(ipython.config)  # e.g. --Nbscale.master=... on the kernel command line

@@ -15,6 +15,7 @@ from ..config import settings
 from ..datadir import local_dir
 from ..errors import NbscaleError
 from ..processes import free_port, spawn
+from ..tfenv import TENSORFLOW_ENV
 
 START_TIMEOUT_S = 180  # a replica loads TensorFlow and the model before it answers /ping
 
@@ -44,8 +45,8 @@ def folder_for(name: str) -> Path:
 
 
 def _env() -> dict:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=settings().tracking_uri, MLFLOW_REGISTRY_URI=settings().tracking_uri,
-               TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = {**os.environ, **TENSORFLOW_ENV, "MLFLOW_TRACKING_URI": settings().tracking_uri, "MLFLOW_REGISTRY_URI": settings().tracking_uri,
+           "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")] if p)
     return env
 

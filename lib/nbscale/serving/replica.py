@@ -5,7 +5,6 @@ version, under uvicorn, in a process that dies with the kernel that started it.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -14,8 +13,9 @@ def main(argv: list[str]) -> int:
 
     die_with_parent()
     uri, host, port = argv
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ..tfenv import set_tensorflow_defaults
+
+    set_tensorflow_defaults()
     import mlflow.pyfunc
     import uvicorn
     from mlflow.pyfunc import scoring_server

@@ -67,7 +67,7 @@ class CompiledKeras(PythonModel):
             self.input_shape = tuple(self.config["input_shape"])
             self._forward = LiteRTForward(litert)
             return
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # nbscale.tfenv's, spelt out: this file cannot import nbscale
         import tf_keras
 
         self.keras_model = tf_keras.models.load_model(context.artifacts["keras_model"], compile=False)

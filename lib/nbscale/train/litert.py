@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import first_useful_line
+from ..tfenv import TENSORFLOW_ENV
 
 CHECK_ROWS = 256
 CHECK_TOLERANCE = 1e-5  # float32 rounding between the two runtimes is ~1e-7 on nbscale's models
@@ -25,7 +26,7 @@ TIMEOUT_S = 300
 def export(keras_model: Path, out: Path) -> dict | None:
     """The check the export at `out` passed ({"rows", "max_abs_difference"}), or None and one line saying why there
     is none (the model's replicas then run TensorFlow; nothing that would answer differently is kept)."""
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env = {**os.environ, **TENSORFLOW_ENV, "TF_CPP_MIN_LOG_LEVEL": "3"}  # the converter's own lines too
     try:
         child = subprocess.run([sys.executable, "-m", "nbscale.train.litert", str(keras_model), str(out)], env=env,
                                capture_output=True, text=True, timeout=TIMEOUT_S)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 from pathlib import Path
@@ -18,8 +17,9 @@ def _native_log() -> Path:
 
 def keras():
     """The Keras nbscale trains with: tf-keras (Keras 2)."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ..tfenv import set_tensorflow_defaults
+
+    set_tensorflow_defaults()
     with _importing:  # steps training side by side must not interleave the fd redirection below
         _import_quietly()
     return sys.modules["tf_keras"]

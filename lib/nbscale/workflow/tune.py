@@ -93,9 +93,9 @@ def _build(code: str, namespace: dict, hp, seed: int):
 
 def _run_trial(payload: dict) -> dict:
     """One trial, in a Spark task: replay its values, train as an ordinary child run."""
-    import os
+    from ..tfenv import set_tensorflow_defaults
 
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    set_tensorflow_defaults()
     import cloudpickle
     import optuna
 
