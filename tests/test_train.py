@@ -221,7 +221,7 @@ def test_the_split_packs_pixels_as_bytes_and_other_features_as_float32(tmp_path)
     assert sorted(map(tuple, rows.tolist())) == [(-2.0, 4.0), (0.5, 1.0), (1.25, 2.0), (300.0, 3.0)]
 
 
-def test_a_uint8_guess_the_rows_disprove_is_written_as_float32_and_leaves_nothing_staged(tmp_path, monkeypatch):
+def test_a_uint8_guess_the_rows_disprove_is_written_as_float32_and_nothing_stays_staged_even_when_interrupted(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -253,6 +253,19 @@ def test_a_uint8_guess_the_rows_disprove_is_written_as_float32_and_leaves_nothin
     assert [p.name for p in folder.parent.iterdir() if "staging" in p.name] == []  # the refused uint8 attempt is gone
     kept, held = feed.split(almost, spec, 0.001)  # no row lands in validation: an empty part Petastorm can still read
     assert (kept.rows, held.rows) == (4, 0) and list(feed.batches(held, spec, shuffle=False)) == []
+
+    # Interrupted as the write ends (the stop button): the staged files go, nothing is published.
+    write = feed._write_packed
+
+    def interrupted(*args):
+        write(*args)
+        assert list(Path(args[4]).rglob("*.parquet"))  # the staging folder was really written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(feed, "_write_packed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        feed.split(almost, spec, 0.25)
+    assert [p.name for p in folder.parent.iterdir() if "staging" in p.name] == []
 
 
 def test_a_split_deals_rows_by_content_so_a_sorted_source_reaches_every_file_and_any_layout_splits_alike(tmp_path):

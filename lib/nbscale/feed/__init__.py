@@ -24,7 +24,7 @@ from typing import Callable
 
 from ..config import over_connect, settings
 from ..datahost import on_data_host, remove_tree
-from ..errors import NbscaleError
+from ..errors import NbscaleError, connect_server_gone
 from ..files import replacing
 from ..sources import quoted
 
@@ -206,8 +206,11 @@ def _write_split(dataset, spec: FeedSpec, validation: float, row_groups: int, fo
         staging = str(folder.with_name(f"{folder.name}.staging-{uuid.uuid4().hex[:8]}"))  # another kernel may be writing too
         try:
             _write_packed(dataset, spec, validation, row_groups, staging, width, attempt)
-        except Exception as exc:
-            on_data_host(remove_tree, staging)
+        except BaseException as exc:  # an interrupt too: no half-written split stays behind
+            if not connect_server_gone(exc):  # (a server that is gone cannot remove it)
+                on_data_host(remove_tree, staging)
+            if not isinstance(exc, Exception):
+                raise
             if UNEVEN in str(exc):
                 raise NbscaleError(f"Rows of {dataset.ref} hold feature vectors of different lengths (the first has {width}), or "
                                    "none: re-ingest it with images of one size or vectors of one length.") from None
