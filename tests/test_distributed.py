@@ -86,7 +86,8 @@ def test_all_reduce_on_two_workers_ends_with_the_same_weights_and_one_run():
 def test_a_worker_killed_in_epoch_3_is_rerun_and_training_resumes_also_when_forked_from_a_preloading_daemon():
     """Here the session runs the Binder profile's cluster daemon (nbscale.distributed.preload), so each worker is
     forked from its task and shares TensorFlow's import with its peers. The kill, the rerun and the resume must go
-    as with fresh processes. Fresh processes are killed and resumed the same way in test_connect and test_multihost.
+    as with fresh processes. Fresh processes are killed and resumed the same way in test_connect; forked ones on
+    another host in test_multihost.
     The daemon of RDD tasks (the cluster check's) must never load TensorFlow."""
     import psutil
 

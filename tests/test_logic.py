@@ -197,7 +197,7 @@ def test_promote_scores_both_versions_on_the_same_rows_in_order(monkeypatch):
     try:
         url = f"http://127.0.0.1:{server.server_port}"
         assert same_rows.answers_from(url, labelled.frames) == [2, 4, 6, 8, 10, 12] and Doubler.sizes == [3, 1, 2]
-        # the champion served `labelled`, the canary one request; each version's answers on all 6 rows (5 with a truth)
+        # the champion served `labelled` (5 rows with a truth), the canary one row: both versions scored on those 6
         canary = same_rows.labelled_requests([record(["x", "y"], [[9, 18]], [0])], "y")
         compared = same_rows.compare(labelled, canary, url, url, "classification")
         # champion: its own 1,4,0,8,10 (+ None row dropped) and 18 replayed on the canary's row; canary: 2,4,6,8,10 replayed and its own 0

@@ -48,7 +48,14 @@ def hosts():
 
 @pytest.fixture(scope="module")
 def connected(hosts):
-    """`%nbscale connect --master spark://HOST:7077 --data-dir /shared/...` with no --host."""
+    """`%nbscale connect --master spark://HOST:7077 --data-dir /shared/...` with no --host, on hosts that run the
+    preloading Python daemon (what a cluster of small hosts sets, as Binder's profile does): every distributed
+    worker here is forked on its host from a process that imported TensorFlow once. Fresh worker processes are
+    trained, killed and resumed in test_distributed and test_connect."""
+    from nbscale.config import settings
+
+    cfg = settings()  # (restored with the hosts)
+    cfg.spark_conf = {**cfg.spark_conf, "spark.python.daemon.module": "nbscale.distributed.preload"}
     started = time.monotonic()
     card = nbscale.connect(master=hosts.master_url, data_dir=str(hosts.shared / "data"))
     return card, time.monotonic() - started
@@ -152,6 +159,8 @@ def test_a_worker_killed_on_the_other_host_is_rerun_and_resumes(hosts, connected
                                on_epoch=kill_in_epoch_2, on_start=runs.append)
     assert killed and result.attempts == 2
     assert killed[0] != runs[0].job.states(0)[0]["host"]  # the killed worker ran on the other host
+    states = runs[0].refresh().states
+    assert all(s["tensorflow_preloaded"] for attempt in states.values() for s in attempt.values())  # forked on each host, rerun too
     assert len({json.loads(t)["digest"] for t in result.digests.values()}) == 1
     assert [r.info.status for r in runs_of("mh-faults") if "mlflow.parentRunId" not in r.data.tags] == ["FINISHED"]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..config import over_connect, settings
-from ..tfenv import TENSORFLOW_ENV
 from ..datahost import on_data_host
 from ..errors import NbscaleError, caused_by_interrupt, executor_failure, first_useful_line
 from ..limits import cap
+from ..tfenv import TENSORFLOW_ENV
 from ..scheduling import check_pool
 from ..train.options import ClusterOptions, TrainOptions, split_settings
 from .control import ConnectControl, check_capacity, control_for

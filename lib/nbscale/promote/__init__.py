@@ -1,11 +1,11 @@
 """%promote: a guarded canary that ends in a decision. The version behind `--from` serves a share of the live
 traffic of the service of `--to` (the champion) until it has answered enough requests or the time is up;
 then its errors, latency and — when requests carry the label column — accuracy are compared with the
-champion's over the same period (accuracy on the same rows: promote.same_rows), and the alias moves (promote: the canary's replicas become the service,
-no restart) or stays (roll back: the canary stops). The alias moves only at the decision, so an interrupted
-promotion (the stop button, a failure, the kernel's end) leaves it where it was; the first two roll the
-canary back at once, and a promotion its kernel did not live to finish is logged as KILLED by the next
-%promote of that model. Each promotion is one MLflow run in `nbscale-promotions`, logged when it ends (never
+champion's over the same period (accuracy on the same rows: promote.same_rows), and the alias moves
+(promote: the canary's replicas become the service, no restart) or stays (roll back: the canary stops).
+The alias moves only at the decision, so an interrupted promotion (the stop button, a failure, the
+kernel's end) leaves it where it was; the first two roll the canary back at once, and a promotion its
+kernel did not live to finish is logged as KILLED by the next %promote of that model. Each promotion is one MLflow run in `nbscale-promotions`, logged when it ends (never
 left RUNNING), with its timeline, and tagged on the candidate version."""
 from __future__ import annotations
 
@@ -258,8 +258,11 @@ def _judge_on_same_rows(promotion: Promotion, service) -> None:
             raise ValueError("the two versions were trained with different label columns")
         if not (champion_replica and canary_replica):
             raise ValueError("a side has no live replica")
-        promotion.same_rows = compare(promotion.champion.requests_labelled, promotion.canary.requests_labelled,
-                                      champion_replica, canary_replica, promotion.task)
+        same = compare(promotion.champion.requests_labelled, promotion.canary.requests_labelled, champion_replica, canary_replica,
+                       promotion.task)
+        if not same.rows:
+            raise ValueError("no labelled row was answered by both versions")
+        promotion.same_rows = same
         promotion.step(f"both versions answered all {promotion.same_rows.rows} labelled rows (each side's rows replayed to the other's replica)")
     except (OSError, ValueError) as exc:
         promotion.step(f"{promotion._quality_name()} judged on each side's own rows: the same-rows replay failed ({exc})")

@@ -80,7 +80,8 @@ def answers_from(replica_url: str, frames: list) -> list:
         rows = pd.concat(group, ignore_index=True)
         for start in range(0, len(rows), REPLAY_ROWS_PER_REQUEST):
             chunk = rows.iloc[start:start + REPLAY_ROWS_PER_REQUEST]
-            body = json.dumps({"dataframe_split": {"columns": list(chunk.columns), "data": chunk.to_numpy().tolist()}}).encode()
+            values = chunk.astype(object).where(chunk.notna(), None).to_numpy().tolist()  # a null as JSON's null, never NaN
+            body = json.dumps({"dataframe_split": {"columns": list(chunk.columns), "data": values}}).encode()
             request = urllib.request.Request(f"{replica_url}/invocations", data=body, method="POST",
                                              headers={"content-type": "application/json"})
             with urllib.request.urlopen(request, timeout=REPLAY_TIMEOUT_S) as answer:
