@@ -160,21 +160,26 @@ def test_cancel_frees_the_cluster_within_10_seconds():
 
     thread = threading.Thread(target=work)
     thread.start()
-    deadline = time.monotonic() + 120
-    while not (runs and runs[0].job.attempts() and any(s["state"] == "training" for s in runs[0].job.states(0).values())):
-        assert time.monotonic() < deadline, "training did not start within 120 s"
-        time.sleep(0.5)
-    pids = [s["pid"] for s in runs[0].job.states(0).values()]
-    # Two workers on this one host: each sized its thread pools to half its cores, not all of them.
-    assert [s["threads"] for s in runs[0].job.states(0).values()] == [max(1, len(os.sched_getaffinity(0)) // 2)] * 2
-    assert _stage_pools() == ["background"]  # the workers run in their fair-scheduler pool
-    cancelled = time.monotonic()
-    stop.set()
-    tracker = spark().sparkContext.statusTracker()
-    while tracker.getActiveStageIds() or any(_alive(pid) for pid in pids):
-        assert time.monotonic() - cancelled < 10, "tasks or worker processes still running 10 s after cancel"
-        time.sleep(0.2)
-    thread.join(60)
+    try:
+        deadline = time.monotonic() + 120
+        # Both workers training (one may still be starting when the other trains: its state has no thread count yet).
+        while not (runs and runs[0].job.attempts() and len(states := runs[0].job.states(0)) == 2
+                   and all(s["state"] == "training" for s in states.values())):
+            assert time.monotonic() < deadline, "training did not start within 120 s"
+            time.sleep(0.5)
+        pids = [s["pid"] for s in states.values()]
+        # Two workers on this one host: each sized its thread pools to half its cores, not all of them.
+        assert [s["threads"] for s in states.values()] == [max(1, len(os.sched_getaffinity(0)) // 2)] * 2
+        assert _stage_pools() == ["background"]  # the workers run in their fair-scheduler pool
+        cancelled = time.monotonic()
+        stop.set()
+        tracker = spark().sparkContext.statusTracker()
+        while tracker.getActiveStageIds() or any(_alive(pid) for pid in pids):
+            assert time.monotonic() - cancelled < 10, "tasks or worker processes still running 10 s after cancel"
+            time.sleep(0.2)
+    finally:
+        stop.set()  # a failed assertion above must not leave 200 epochs holding the cluster for the next tests
+        thread.join(120)
     assert isinstance(outcome.get("error"), TrainingCancelled)
     assert [r.info.status for r in runs_of("cancelled") if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
 

@@ -181,22 +181,25 @@ def test_cancel_frees_every_host_within_10_seconds(hosts, connected):
 
     thread = threading.Thread(target=work)
     thread.start()
-    deadline = time.monotonic() + 120
-    while not (runs and runs[0].job.attempts() and all(s["state"] == "training" for s in runs[0].job.states(0).values())
-               and len(runs[0].job.states(0)) == 2):
-        assert time.monotonic() < deadline, "training did not start within 120 s"
-        time.sleep(0.5)
-    workers = {s["host"]: s["pid"] for s in runs[0].job.states(0).values()}
-    assert len(workers) == 2
-    cancelled = time.monotonic()
-    stop.set()
-    tracker = spark().sparkContext.statusTracker()
-    # The hosts share this machine's pid space (only network and mounts are their own): a pid is a process on that host.
-    while tracker.getActiveStageIds() or any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-                                             for pid in workers.values()):
-        assert time.monotonic() - cancelled < 10, "tasks or worker processes still running on a host 10 s after cancel"
-        time.sleep(0.2)
-    thread.join(60)
+    try:
+        deadline = time.monotonic() + 120
+        while not (runs and runs[0].job.attempts() and all(s["state"] == "training" for s in runs[0].job.states(0).values())
+                   and len(runs[0].job.states(0)) == 2):
+            assert time.monotonic() < deadline, "training did not start within 120 s"
+            time.sleep(0.5)
+        workers = {s["host"]: s["pid"] for s in runs[0].job.states(0).values()}
+        assert len(workers) == 2
+        cancelled = time.monotonic()
+        stop.set()
+        tracker = spark().sparkContext.statusTracker()
+        # The hosts share this machine's pid space (only network and mounts are their own): a pid is a process on that host.
+        while tracker.getActiveStageIds() or any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                                                 for pid in workers.values()):
+            assert time.monotonic() - cancelled < 10, "tasks or worker processes still running on a host 10 s after cancel"
+            time.sleep(0.2)
+    finally:
+        stop.set()  # a failed assertion above must not leave 200 epochs holding the hosts for the next tests
+        thread.join(120)
     assert isinstance(outcome.get("error"), TrainingCancelled)
     assert [r.info.status for r in runs_of("mh-cancel") if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
 
