@@ -183,7 +183,7 @@ def request_frame(request: dict):
 
 def predicted(record: dict) -> list:
     """The class or value of each answer in a recorded response."""
-    return _predicted(record.get("response", {}).get("predictions", []))
+    return predicted_answers(record.get("response", {}).get("predictions", []))
 
 
 def _request_rows(request: dict, features: list[str]):
@@ -205,7 +205,7 @@ def _request_rows(request: dict, features: list[str]):
     return frame[features] if all(c in frame.columns for c in features) else None
 
 
-def _predicted(predictions: list) -> list:
+def predicted_answers(predictions: list) -> list:
     """The class or value of each answer: records of a contract model, or an older model's raw outputs."""
     import numpy as np
 

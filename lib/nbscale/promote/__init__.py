@@ -41,6 +41,7 @@ class SideMeasure:
     labelled: int = 0
     accuracy: float | None = None  # share right (classes) or mean absolute error (values), over labelled rows
     requests_labelled: Labelled | None = field(default=None, repr=False)  # the requests behind `labelled` (for the same-rows replay)
+    label_column: str | None = field(default=None, repr=False)  # what its training run read as the label (looked up once)
 
     @property
     def error_rate(self) -> float:
@@ -149,6 +150,8 @@ def promote(name: str, *, source: str = "challenger", target: str = "champion", 
         raise NbscaleError(f"{name}@{source} and @{target} are both v{candidate_version}: there is nothing to promote.")
     promotion = Promotion(name, source, target, SideMeasure(f"{name} v{champion_version}"), SideMeasure(f"{name} v{candidate_version}"),
                           canary, task=task_of_version(name, candidate_version))
+    for side in (promotion.champion, promotion.canary):
+        side.label_column = _label_column(side.label)
     record = _record_path(name)
     _write_record(record, promotion, champion_version, candidate_version)
     try:
@@ -231,9 +234,8 @@ def _quality(side: SideMeasure, since: float, task: str) -> None:
     records = served(side.label, since)
     latencies = [r["latency_ms"] for r in records]
     side.p95_ms = float(np.percentile(latencies, 95)) if latencies else None
-    label = _label_column(side.label)
-    if label is not None:
-        side.requests_labelled = labelled_requests(records, label)
+    if side.label_column is not None:
+        side.requests_labelled = labelled_requests(records, side.label_column)
         side.labelled, side.accuracy = quality(side.requests_labelled.truth, side.requests_labelled.answers, task)
 
 
@@ -250,11 +252,11 @@ def _label_column(version_label: str) -> str | None:
 def _judge_on_same_rows(promotion: Promotion, service) -> None:
     """Sets promotion.same_rows from the rows the last measure read; if the replay fails, the guard falls back to
     each side's own rows and the timeline says so."""
-    label = _label_column(promotion.canary.label)
+    label = promotion.canary.label_column
     replicas = {side.label: next((r.url for r in side.replicas if r.alive), None) for side in service.sides}
     champion_replica, canary_replica = replicas.get(promotion.champion.label), replicas.get(promotion.canary.label)
     try:
-        if label is None or label != _label_column(promotion.champion.label):
+        if label is None or label != promotion.champion.label_column:
             raise ValueError("the two versions were trained with different label columns")
         if not (champion_replica and canary_replica):
             raise ValueError("a side has no live replica")

@@ -67,7 +67,7 @@ def answers_from(replica_url: str, frames: list) -> list:
     columns go in one request of up to REPLAY_ROWS_PER_REQUEST rows)."""
     import pandas as pd
 
-    from ..drift import predicted
+    from ..drift import predicted_answers
 
     answers: list = []
     groups: list[list] = []
@@ -85,7 +85,7 @@ def answers_from(replica_url: str, frames: list) -> list:
             request = urllib.request.Request(f"{replica_url}/invocations", data=body, method="POST",
                                              headers={"content-type": "application/json"})
             with urllib.request.urlopen(request, timeout=REPLAY_TIMEOUT_S) as answer:
-                answered = predicted({"response": json.loads(answer.read())})
+                answered = predicted_answers(json.loads(answer.read()).get("predictions", []))
             if len(answered) != len(chunk):
                 raise ValueError(f"{len(answered)} answers to {len(chunk)} rows")
             answers.extend(answered)
