@@ -268,6 +268,9 @@ def server_kernel(base: str, root):
         kernel_id = json.load(answer)["id"]
     client = BlockingKernelClient()
     client.load_connection_file(str(root.parent / "runtime" / f"kernel-{kernel_id}.json"))
+    # Not created by a kernel manager, the client judges the kernel alive by its heartbeat, which it calls dead after
+    # 1 s without a beat: a kernel starting on a loaded machine missed that once ("Kernel died before replying").
+    client.hb_channel.time_to_dead = 10.0
     client.start_channels()
     client.wait_for_ready(timeout=60)
 
